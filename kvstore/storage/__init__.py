@@ -1,0 +1,1 @@
+"""Storage engines: one interface (``base.Engine``), several engines, one contract suite."""

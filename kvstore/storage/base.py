@@ -1,0 +1,85 @@
+"""The storage engine interface every engine implements.
+
+Contract (checked for every engine by ``tests/storage/contract.py``):
+- ``apply`` is last-writer-wins: a record is stored only if its timestamp is newer than
+  the stored one for that key (``kvstore.core.version.newer``); an older or equal record
+  is a no-op that still succeeds. This makes replays (hints, repair) idempotent.
+- When ``apply``/``apply_many`` returns, the records are durable (fsync'd for durable
+  engines). Concurrent callers may share one commit (group commit).
+- Tombstones are records with ``value=None``; ``get`` returns them (the caller decides
+  what a tombstone means), ``get`` returns None only for a key never seen.
+- Hints are records held for another node (``owner``); they live apart from the
+  node's own data and are removed only by ``delete_hints``.
+- No method blocks the event loop: blocking work runs on threads the engine owns.
+- After ``close`` every method raises ``EngineClosed``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from kvstore.core.version import Record
+
+
+class EngineClosed(RuntimeError):
+    """The engine was closed; no further calls are accepted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """A write held by a fallback replica on behalf of ``owner``."""
+
+    hint_id: int  # engine-assigned, unique per engine
+    owner: str  # node id of the primary replica the write was meant for
+    record: Record
+    stored_at_us: int  # when the fallback stored it (for the hint window)
+
+
+class Engine(abc.ABC):
+    """A replica's durable key -> Record map plus its hint store."""
+
+    @abc.abstractmethod
+    async def apply(self, record: Record) -> bool:
+        """Store ``record`` if newer than the stored version; True if it was stored."""
+
+    @abc.abstractmethod
+    async def apply_many(self, records: Sequence[Record]) -> list[bool]:
+        """``apply`` for many records in one commit; one bool per record, in order."""
+
+    @abc.abstractmethod
+    async def get(self, key: bytes) -> Record | None:
+        """The stored version of ``key`` (tombstones included), or None."""
+
+    @abc.abstractmethod
+    async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
+        """``get`` for many keys, in order."""
+
+    @abc.abstractmethod
+    def scan(self, start: bytes = b"", end: bytes | None = None) -> AsyncIterator[Record]:
+        """Every stored record with ``start <= key < end`` (end None: no bound), by key."""
+
+    @abc.abstractmethod
+    async def count(self) -> int:
+        """How many records (tombstones included) are stored."""
+
+    @abc.abstractmethod
+    async def add_hint(self, owner: str, record: Record, stored_at_us: int) -> int:
+        """Durably store a hint for ``owner``; returns its hint id."""
+
+    @abc.abstractmethod
+    async def hints(self, owner: str | None = None, limit: int = 1000) -> list[Hint]:
+        """Up to ``limit`` hints (for ``owner`` or for anyone), oldest first."""
+
+    @abc.abstractmethod
+    async def delete_hints(self, hint_ids: Sequence[int]) -> None:
+        """Durably remove the given hints (unknown ids are ignored)."""
+
+    @abc.abstractmethod
+    async def hint_counts(self) -> dict[str, int]:
+        """Pending hints per owner."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush and release everything; idempotent."""
