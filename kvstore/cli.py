@@ -1,0 +1,259 @@
+"""The ``kvstore`` command line.
+
+Exit status: 0 success; 1 the operation failed (the store said no, or a node/cluster
+error); 2 bad usage or bad input (argparse's convention), with a one-line reason on
+stderr. Subcommands delegate to the library; no logic lives here that a Python user
+could not reach through the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kvstore import config as config_mod
+from kvstore.errors import ConfigError, InvalidArgument, KVError
+
+DEFAULT_CONFIG = "cluster.toml"
+
+
+def _level(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", default=DEFAULT_CONFIG, help="cluster config file (default: cluster.toml)"
+    )
+
+
+def _add_call_options(parser: argparse.ArgumentParser, *, read: bool) -> None:
+    _add_config(parser)
+    parser.add_argument(
+        "--node",
+        action="append",
+        metavar="HOST:PORT",
+        help="talk to this node instead of the config's nodes (repeatable)",
+    )
+    parser.add_argument("--consistency", help="preset: one | quorum | all | linearizable")
+    parser.add_argument(
+        "--r" if read else "--w",
+        dest="level",
+        type=_level,
+        metavar="N|LEVEL",
+        help=f"{'read' if read else 'write'} replicas: 1..N or one|two|three|quorum|all",
+    )
+    sloppy = parser.add_mutually_exclusive_group()
+    sloppy.add_argument("--sloppy", dest="sloppy", action="store_const", const=True)
+    sloppy.add_argument("--strict", dest="sloppy", action="store_const", const=False)
+    if read:
+        parser.add_argument("--read-repair", choices=("off", "async", "blocking"))
+    parser.add_argument("--timeout", type=float, help="seconds")
+    parser.add_argument("--trace", action="store_true", help="show what every replica answered")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvstore", description="A Dynamo-style tunable-quorum key-value store."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    node = sub.add_parser("node", help="run one node in the foreground")
+    node.add_argument("--id", required=True, help="this node's id in the config")
+    _add_config(node)
+    node.add_argument(
+        "--clock-offset-ms", type=int, default=0, help="skew this node's clock (testing)"
+    )
+    node.set_defaults(func=cmd_node)
+
+    cluster = sub.add_parser("cluster", help="start, inspect or stop a local cluster")
+    cluster_sub = cluster.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, helptext in (
+        ("up", "start every node in the background and wait until all answer"),
+        ("status", "each node's address, PID, health and counters"),
+        ("down", "stop every node of the local cluster"),
+    ):
+        p = cluster_sub.add_parser(action, help=helptext)
+        _add_config(p)
+        if action == "status":
+            p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(func=cmd_cluster)
+
+    put = sub.add_parser("put", help="write a value")
+    put.add_argument("key")
+    put.add_argument("value")
+    _add_call_options(put, read=False)
+    put.set_defaults(func=cmd_put)
+
+    get = sub.add_parser("get", help="read a value")
+    get.add_argument("key")
+    _add_call_options(get, read=True)
+    get.set_defaults(func=cmd_get)
+
+    delete = sub.add_parser("delete", help="delete a key (writes a tombstone)")
+    delete.add_argument("key")
+    _add_call_options(delete, read=False)
+    delete.set_defaults(func=cmd_delete)
+
+    demo = sub.add_parser("demo", help="a guided tour: a 5-node cluster and per-call consistency")
+    _add_config(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    try:
+        from kvstore.checker.cli import register as register_check
+    except ImportError:  # the checker is optional for a store-only install
+        pass
+    else:
+        register_check(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except (ConfigError, InvalidArgument) as exc:
+        print(f"kvstore: {exc}", file=sys.stderr)
+        return 2
+    except KVError as exc:
+        kind = "definite" if exc.definite else "indefinite"
+        print(f"kvstore: {type(exc).__name__} ({kind}): {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from kvstore.node.server import run
+
+    cfg = config_mod.load(args.config)
+    cfg.node(args.id)  # a clear error for an unknown id, before anything starts
+    run(cfg, args.id, clock_offset_us=args.clock_offset_ms * 1000)
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from kvstore.cluster import commands
+
+    cfg = config_mod.load(args.config)
+    if args.action == "up":
+        return commands.up(cfg, Path(args.config))
+    if args.action == "down":
+        return commands.down(cfg, Path(args.config))
+    return commands.show_status(cfg, Path(args.config), as_json=args.json)
+
+
+def _client_args(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.consistency is not None:
+        options["consistency"] = args.consistency
+    if args.sloppy is not None:
+        options["sloppy"] = args.sloppy
+    if args.timeout is not None:
+        options["timeout"] = args.timeout
+    if getattr(args, "read_repair", None) is not None:
+        options["read_repair"] = args.read_repair
+    return options
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from kvstore.client import Client
+
+    if args.node:
+        return Client(args.node)
+    return Client.from_config(args.config)
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        async with _client(args) as client:
+            options = _client_args(args)
+            if args.level is not None:
+                options["w"] = args.level
+            result = await client.put(args.key, args.value, trace=args.trace, **options)
+            print(f"ok ts={_fmt_ts(result.ts)} coordinator={result.coordinator}")
+            _print_acks(result.replicas)
+            return 0
+
+    return int(_run(go()))
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        async with _client(args) as client:
+            options = _client_args(args)
+            if args.level is not None:
+                options["w"] = args.level
+            result = await client.delete(args.key, trace=args.trace, **options)
+            print(f"deleted ts={_fmt_ts(result.ts)} coordinator={result.coordinator}")
+            _print_acks(result.replicas)
+            return 0
+
+    return int(_run(go()))
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    async def go() -> int:
+        async with _client(args) as client:
+            options = _client_args(args)
+            if args.level is not None:
+                options["r"] = args.level
+            result = await client.get(args.key, trace=True, **options)
+            if result.value is None:
+                print("(not found)", file=sys.stderr)
+            else:
+                sys.stdout.write(result.value.decode("utf-8", errors="backslashreplace") + "\n")
+            if args.trace:
+                ts = _fmt_ts(result.ts) if result.ts else "-"
+                print(f"ts={ts} coordinator={result.coordinator}", file=sys.stderr)
+                for r in result.replicas:
+                    what = (
+                        f"error: {r.error}"
+                        if r.error
+                        else "tombstone"
+                        if r.tombstone
+                        else "absent"
+                        if not r.found
+                        else "value"
+                    )
+                    version = _fmt_ts(r.ts) if r.ts else "-"
+                    role = "fallback" if r.fallback else "primary"
+                    print(f"  {r.node:<6} {role:<8} {what:<10} ts={version}", file=sys.stderr)
+            return 0
+
+    return int(_run(go()))
+
+
+def _fmt_ts(ts: Any) -> str:
+    return f"{ts.wall}.{ts.logical}@{ts.node}"
+
+
+def _print_acks(replicas: Sequence[Any]) -> None:
+    for r in replicas:
+        role = "fallback" if r.fallback else "primary"
+        state = "ack" if r.ok else f"failed: {r.error}"
+        print(f"  {r.node:<6} {role:<8} {state}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kvstore.cluster.demo import run_demo
+
+    return run_demo(config_mod.load(args.config), Path(args.config))

@@ -1,0 +1,338 @@
+"""The asyncio client: per-call consistency, coordinator failover, typed errors.
+
+Rules:
+- Every call may set its own consistency (``r``/``w`` as 1..N or a level name, or a
+  preset ``consistency``), ``sloppy``, ``read_repair`` and ``timeout`` (seconds); unset
+  means the cluster default, decided by the coordinator.
+- What the client can check before sending (key/value types and sizes, level names,
+  R/W against N when it knows N) it checks, raising ``InvalidArgument``: nothing is sent.
+- Coordinator choice is token-aware when the client knows the ring (from a config): a
+  key's primaries first, so the coordinator usually is a replica and saves a hop. A
+  coordinator that cannot be connected to is skipped for a moment and the next one is
+  tried; that is safe because the request never left. Any other failure is raised as
+  it is (a timeout is indefinite: retrying could apply a write twice out of order).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Literal, cast, overload
+
+import grpc
+
+from kvstore import config as config_mod
+from kvstore.core import consistency
+from kvstore.core.keys import as_key, as_value
+from kvstore.core.ring import Ring
+from kvstore.core.version import Timestamp
+from kvstore.errors import CoordinatorUnreachable, InvalidArgument, KVError
+from kvstore.net.channel import open_channel
+from kvstore.net.convert import options_to_pb, ts_from_pb
+from kvstore.net.status import from_rpc_error
+from kvstore.pb import kvstore_pb2 as pb
+from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+
+Level = int | str
+SKIP_UNREACHABLE_S = 1.0
+DEADLINE_MARGIN_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """One replica's part in a call (consistency tracing)."""
+
+    node: str
+    ok: bool
+    fallback: bool = False
+    found: bool = False
+    tombstone: bool = False
+    ts: Timestamp | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    ts: Timestamp
+    coordinator: str
+    replicas: tuple[ReplicaInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GetResult:
+    value: bytes | None  # None: absent or deleted
+    ts: Timestamp | None  # the winning version (a tombstone's too); None: never written
+    coordinator: str
+    replicas: tuple[ReplicaInfo, ...] = field(default=())
+
+    @property
+    def found(self) -> bool:
+        return self.value is not None
+
+
+class Client:
+    """An asyncio client for a kvstore cluster."""
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        node_ids: Sequence[str] | None = None,
+        n: int | None = None,
+        vnodes: int = 64,
+        max_key_bytes: int = 64 * 1024,
+        max_value_bytes: int = 3 << 20,
+        timeout: float = 5.0,
+    ) -> None:
+        if not addresses:
+            raise InvalidArgument("a client needs at least one node address")
+        if node_ids is not None and len(node_ids) != len(addresses):
+            raise InvalidArgument("node_ids and addresses must have the same length")
+        self.addresses = tuple(addresses)
+        self.node_ids = tuple(node_ids) if node_ids is not None else self.addresses
+        self.n = n
+        self.max_key_bytes = max_key_bytes
+        self.max_value_bytes = max_value_bytes
+        self.timeout = timeout
+        self._ring = Ring(list(node_ids), vnodes) if node_ids is not None else None
+        self._address_of = dict(zip(self.node_ids, self.addresses, strict=True))
+        self._stubs: dict[str, pb_grpc.KVStub] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._skip_until: dict[str, float] = {}
+        self._rotation = itertools.cycle(range(len(self.addresses)))
+
+    @classmethod
+    def from_config(
+        cls, config: str | Path | config_mod.ClusterConfig, *, timeout: float | None = None
+    ) -> Client:
+        cfg = config if isinstance(config, config_mod.ClusterConfig) else config_mod.load(config)
+        return cls(
+            [node.address for node in cfg.nodes],
+            node_ids=cfg.node_ids,
+            n=cfg.n,
+            vnodes=cfg.vnodes,
+            max_key_bytes=cfg.max_key_bytes,
+            max_value_bytes=cfg.max_value_bytes,
+            timeout=timeout if timeout is not None else cfg.request_timeout_ms / 1000 + 1.0,
+        )
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close(None)
+        self._channels.clear()
+        self._stubs.clear()
+
+    # ------------------------------------------------------------------- the API
+
+    async def put(
+        self,
+        key: str | bytes,
+        value: str | bytes,
+        *,
+        w: Level | None = None,
+        consistency: str | None = None,
+        sloppy: bool | None = None,
+        timeout: float | None = None,
+        trace: bool = False,
+    ) -> PutResult:
+        """Write ``value`` under ``key``; returns the version written."""
+        key_bytes = as_key(key, self.max_key_bytes)
+        request = pb.PutRequest(
+            key=key_bytes,
+            value=as_value(value, self.max_value_bytes),
+            options=self._options(None, w, consistency, sloppy, None, timeout, trace),
+        )
+        reply: pb.PutReply = await self._call(key_bytes, "Put", request, timeout)
+        return _put_result(reply)
+
+    async def delete(
+        self,
+        key: str | bytes,
+        *,
+        w: Level | None = None,
+        consistency: str | None = None,
+        sloppy: bool | None = None,
+        timeout: float | None = None,
+        trace: bool = False,
+    ) -> PutResult:
+        """Delete ``key`` (writes a tombstone); returns the tombstone's version."""
+        key_bytes = as_key(key, self.max_key_bytes)
+        request = pb.DeleteRequest(
+            key=key_bytes,
+            options=self._options(None, w, consistency, sloppy, None, timeout, trace),
+        )
+        reply: pb.PutReply = await self._call(key_bytes, "Delete", request, timeout)
+        return _put_result(reply)
+
+    @overload
+    async def get(
+        self,
+        key: str | bytes,
+        *,
+        r: Level | None = ...,
+        consistency: str | None = ...,
+        sloppy: bool | None = ...,
+        read_repair: str | None = ...,
+        timeout: float | None = ...,
+        trace: Literal[False] = ...,
+    ) -> bytes | None: ...
+
+    @overload
+    async def get(
+        self,
+        key: str | bytes,
+        *,
+        r: Level | None = ...,
+        consistency: str | None = ...,
+        sloppy: bool | None = ...,
+        read_repair: str | None = ...,
+        timeout: float | None = ...,
+        trace: Literal[True],
+    ) -> GetResult: ...
+
+    async def get(
+        self,
+        key: str | bytes,
+        *,
+        r: Level | None = None,
+        consistency: str | None = None,
+        sloppy: bool | None = None,
+        read_repair: str | None = None,
+        timeout: float | None = None,
+        trace: bool = False,
+    ) -> bytes | GetResult | None:
+        """The value of ``key`` (None when absent or deleted).
+
+        With ``trace=True``: a ``GetResult`` with the winning version and what each
+        replica answered, so a stale replica is visible.
+        """
+        key_bytes = as_key(key, self.max_key_bytes)
+        request = pb.GetRequest(
+            key=key_bytes,
+            options=self._options(r, None, consistency, sloppy, read_repair, timeout, trace),
+        )
+        reply = cast(pb.GetReply, await self._call(key_bytes, "Get", request, timeout))
+        if not trace:
+            return reply.value if reply.found else None
+        return GetResult(
+            value=reply.value if reply.found else None,
+            ts=ts_from_pb(reply.ts) if reply.HasField("ts") else None,
+            coordinator=reply.coordinator,
+            replicas=tuple(
+                ReplicaInfo(
+                    node=v.node,
+                    ok=not v.error,
+                    fallback=v.fallback,
+                    found=v.found,
+                    tombstone=v.tombstone,
+                    ts=ts_from_pb(v.ts) if v.HasField("ts") else None,
+                    error=v.error,
+                )
+                for v in reply.replicas
+            ),
+        )
+
+    # ---------------------------------------------------------------- internals
+
+    def _options(
+        self,
+        r: Level | None,
+        w: Level | None,
+        preset: str | None,
+        sloppy: bool | None,
+        read_repair: str | None,
+        timeout: float | None,
+        trace: bool,
+    ) -> pb.Options:
+        if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
+            raise InvalidArgument(f"timeout must be a positive number of seconds, not {timeout!r}")
+        timeout_ms = None if timeout is None else max(1, round(timeout * 1000))
+        if self.n is not None:
+            # Validate now, against the same rules the coordinator applies.
+            consistency.resolve(
+                consistency.CallOptions(r, w, preset, sloppy, read_repair, timeout_ms),
+                consistency.Defaults(self.n, 1, 1, True, "off", 1),
+            )
+        else:
+            for name, level in (("r", r), ("w", w)):
+                if level is not None and not isinstance(level, int | str):
+                    raise InvalidArgument(f"{name} must be an int or a level name")
+        return options_to_pb(
+            r=r,
+            w=w,
+            consistency=preset,
+            sloppy=sloppy,
+            read_repair=read_repair,
+            timeout_ms=timeout_ms,
+            trace=trace,
+        )
+
+    def _coordinators(self, key: bytes) -> list[str]:
+        if self._ring is not None:
+            order = list(self._ring.walk(key))
+        else:
+            start = next(self._rotation)
+            order = list(self.node_ids[start:] + self.node_ids[:start])
+        now = time.monotonic()
+        healthy = [node for node in order if self._skip_until.get(node, 0.0) <= now]
+        return healthy + [node for node in order if node not in healthy]
+
+    def _stub(self, node: str) -> pb_grpc.KVStub:
+        stub = self._stubs.get(node)
+        if stub is None:
+            channel = open_channel(self._address_of[node])
+            self._channels[node] = channel
+            stub = self._stubs[node] = pb_grpc.KVStub(channel)
+        return stub
+
+    async def _call(
+        self,
+        key: bytes,
+        method: Literal["Put", "Get", "Delete"],
+        request: pb.PutRequest | pb.GetRequest | pb.DeleteRequest,
+        timeout: float | None,
+    ) -> pb.PutReply:
+        deadline = (timeout if timeout is not None else self.timeout) + DEADLINE_MARGIN_S
+        last: KVError | None = None
+        for node in self._coordinators(key):
+            rpc = getattr(self._stub(node), method)
+            try:
+                return await rpc(request, timeout=deadline)  # type: ignore[no-any-return]
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc, f"{node} ({self._address_of[node]})")
+            if isinstance(error, CoordinatorUnreachable) and error.definite:
+                self._skip_until[node] = time.monotonic() + SKIP_UNREACHABLE_S
+                last = error
+                continue
+            raise error
+        assert last is not None
+        raise CoordinatorUnreachable(
+            f"no coordinator reachable (tried {len(self.addresses)}): {last.message}",
+            definite=True,
+        )
+
+
+def _put_result(reply: pb.PutReply) -> PutResult:
+    return PutResult(
+        ts=ts_from_pb(reply.ts),
+        coordinator=reply.coordinator,
+        replicas=tuple(
+            ReplicaInfo(node=a.node, ok=a.ok, fallback=a.fallback, error=a.error)
+            for a in reply.acks
+        ),
+    )

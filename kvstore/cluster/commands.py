@@ -1,0 +1,100 @@
+"""``kvstore cluster up | status | down``: the local cluster from a shell.
+
+Rule: these commands only start, query and stop processes through ``LocalCluster`` and
+the admin API; they print tables for people and JSON for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+from rich.console import Console
+from rich.table import Table
+
+from kvstore.cluster.local import ClusterError, LocalCluster, is_our_node, status
+from kvstore.config import ClusterConfig
+
+console = Console()
+
+
+def up(config: ClusterConfig, config_path: Path) -> int:
+    cluster = LocalCluster(config, config_path)
+    try:
+        with console.status(f"starting {len(config.nodes)} nodes..."):
+            cluster.start()
+    except ClusterError as exc:
+        console.print(f"[red]kvstore: {exc}[/red]")
+        return 1
+    console.print(f"cluster [bold]{config.name}[/bold] is up (run folder: {cluster.run_dir})")
+    show_status(config, config_path)
+    return 0
+
+
+def down(config: ClusterConfig, config_path: Path) -> int:
+    cluster = LocalCluster(config, config_path)
+    cluster.load_state()
+    running = [n.node_id for n in cluster.nodes.values() if is_our_node(n.pid, n.node_id)]
+    cluster.stop()
+    if running:
+        console.print(f"stopped {', '.join(running)}")
+    else:
+        console.print("no node of this cluster was running")
+    return 0
+
+
+def collect(config: ClusterConfig, config_path: Path) -> list[dict[str, Any]]:
+    cluster = LocalCluster(config, config_path)
+    cluster.load_state()
+    rows: list[dict[str, Any]] = []
+    for node in config.nodes:
+        proc = cluster.nodes.get(node.id)
+        row: dict[str, Any] = {
+            "id": node.id,
+            "address": node.address,
+            "pid": proc.pid if proc and is_our_node(proc.pid, node.id) else None,
+        }
+        try:
+            reply = status(node.address, timeout=1.0)
+        except grpc.RpcError as exc:
+            row["health"] = "down" if row["pid"] is None else "unresponsive"
+            row["error"] = exc.code().name if isinstance(exc, grpc.Call) else str(exc)
+        else:
+            row.update(
+                health="up",
+                pid=reply.pid,
+                keys=reply.keys,
+                uptime_s=round(reply.uptime_s, 1),
+                counters=dict(reply.counters),
+                hints_pending=dict(reply.hints_pending),
+                peers={p.node: p.state for p in reply.peers},
+            )
+        rows.append(row)
+    return rows
+
+
+def show_status(config: ClusterConfig, config_path: Path, *, as_json: bool = False) -> int:
+    rows = collect(config, config_path)
+    if as_json:
+        print(json.dumps({"cluster": config.name, "nodes": rows}, indent=2))
+        return 0 if all(r["health"] == "up" for r in rows) else 1
+    table = Table(title=f"cluster {config.name} (N={config.n}, R={config.r}, W={config.w})")
+    for column in ("node", "address", "pid", "health", "keys", "uptime", "sees down", "hints"):
+        table.add_column(column)
+    for r in rows:
+        colour = {"up": "green", "down": "red"}.get(r["health"], "yellow")
+        peers_down = [p for p, state in r.get("peers", {}).items() if state != "up"]
+        table.add_row(
+            r["id"],
+            r["address"],
+            str(r["pid"] or "-"),
+            f"[{colour}]{r['health']}[/{colour}]",
+            str(r.get("keys", "-")),
+            f"{r['uptime_s']}s" if "uptime_s" in r else "-",
+            ", ".join(peers_down) or "-",
+            str(sum(r.get("hints_pending", {}).values())) if r["health"] == "up" else "-",
+        )
+    console.print(table)
+    return 0 if all(r["health"] == "up" for r in rows) else 1

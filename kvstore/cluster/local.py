@@ -1,0 +1,275 @@
+"""A local cluster of real node processes, driven by PID.
+
+Rules and invariants:
+- Every node is a separate OS process (``python -m kvstore node``) in its own session,
+  with its log in ``<run_dir>/logs/<id>.log``; kill and pause are real signals.
+- The state file ``<run_dir>/cluster.json`` names every PID this cluster started, so
+  another process (``kvstore cluster down``) can stop them; before signalling a PID from
+  the file, its command line is checked so a recycled PID is never signalled.
+- ``stop`` always ends with no node process left: SIGTERM, a grace period, then SIGKILL
+  (and SIGCONT first, since a paused process cannot handle SIGTERM).
+- Readiness is a successful Admin.Status call, polled with a deadline, never a sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from kvstore.config import ClusterConfig
+from kvstore.pb import kvstore_pb2 as pb
+from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+
+STATE_FILE = "cluster.json"
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+@dataclass(slots=True)
+class NodeProcess:
+    node_id: str
+    address: str
+    pid: int
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+
+def status(address: str, timeout: float = 1.0) -> pb.StatusReply:
+    """One Admin.Status call (blocking); raises grpc.RpcError when the node is not up."""
+    with grpc.insecure_channel(address) as channel:
+        reply: pb.StatusReply = pb_grpc.AdminStub(channel).Status(pb.Empty(), timeout=timeout)
+        return reply
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def is_our_node(pid: int, node_id: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return pid_alive(pid)  # no /proc (not Linux): trust the state file
+    return b"kvstore" in b" ".join(cmdline) and node_id.encode() in cmdline
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        config_path: Path,
+        *,
+        run_dir: Path | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        self.config = config
+        self.config_path = Path(config_path).resolve()
+        self.run_dir = Path(run_dir or config.run_dir)
+        self.python = python
+        self.nodes: dict[str, NodeProcess] = {}
+        self.clock_offsets_ms: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self, *, timeout: float = 30.0) -> None:
+        """Start every node that is not running and wait until all answer."""
+        self.load_state()
+        running = [n for n in self.nodes.values() if is_our_node(n.pid, n.node_id)]
+        if running:
+            names = ", ".join(f"{n.node_id} (pid {n.pid})" for n in running)
+            raise ClusterError(
+                f"cluster {self.config.name!r} is already running: {names}; "
+                f"stop it with `kvstore cluster down` first"
+            )
+        try:
+            for node in self.config.nodes:
+                self.start_node(node.id, wait=False)
+            self.wait_ready(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_node(self, node_id: str, *, wait: bool = True, timeout: float = 20.0) -> None:
+        node = self.config.node(node_id)
+        current = self.nodes.get(node_id)
+        if current is not None and pid_alive(current.pid):
+            raise ClusterError(f"node {node_id} is already running (pid {current.pid})")
+        logs = self.run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{node_id}.log"
+        args = [
+            self.python,
+            "-m",
+            "kvstore",
+            "node",
+            "--id",
+            node_id,
+            "--config",
+            str(self.config_path),
+        ]
+        offset = self.clock_offsets_ms.get(node_id)
+        if offset:
+            args += ["--clock-offset-ms", str(offset)]
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in the shell must not kill the cluster
+            )
+        self.nodes[node_id] = NodeProcess(node_id, node.address, popen.pid, log_path, popen)
+        self.save_state()
+        if wait:
+            self.wait_ready([node_id], timeout=timeout)
+
+    def wait_ready(self, node_ids: list[str] | None = None, *, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        waiting = list(node_ids or self.nodes)
+        while waiting:
+            node_id = waiting[0]
+            proc = self.nodes[node_id]
+            if not pid_alive(proc.pid):
+                raise ClusterError(
+                    f"node {node_id} exited while starting; its log says:\n{self.tail(node_id)}"
+                )
+            try:
+                status(proc.address, timeout=0.5)
+                waiting.pop(0)
+                continue
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"node {node_id} did not answer within {timeout:.0f} s; "
+                    f"its log says:\n{self.tail(node_id)}"
+                )
+            time.sleep(0.05)
+
+    def tail(self, node_id: str, lines: int = 15) -> str:
+        try:
+            text = self.nodes[node_id].log.read_text(errors="replace")
+        except (OSError, KeyError):
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    # ------------------------------------------------------------------- signals
+
+    def signal(self, node_id: str, sig: signal.Signals) -> None:
+        proc = self.nodes[node_id]
+        if not is_our_node(proc.pid, node_id):
+            raise ClusterError(f"node {node_id} (pid {proc.pid}) is not running")
+        os.kill(proc.pid, sig)
+
+    def kill(self, node_id: str) -> None:
+        """SIGKILL: a crash. The node's process is reaped before this returns."""
+        self.signal(node_id, signal.SIGKILL)
+        self._reap(node_id, timeout=10.0)
+
+    def pause(self, node_id: str) -> None:
+        self.signal(node_id, signal.SIGSTOP)
+
+    def resume(self, node_id: str) -> None:
+        self.signal(node_id, signal.SIGCONT)
+
+    def restart(self, node_id: str, *, timeout: float = 20.0) -> None:
+        if pid_alive(self.nodes[node_id].pid):
+            self.stop_node(node_id)
+        self.start_node(node_id, timeout=timeout)
+
+    def stop_node(self, node_id: str, *, grace: float = 5.0) -> None:
+        proc = self.nodes.get(node_id)
+        if proc is None or not is_our_node(proc.pid, node_id):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)
+            os.kill(proc.pid, signal.SIGTERM)
+        if not self._reap(node_id, timeout=grace):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            self._reap(node_id, timeout=10.0)
+
+    def stop(self) -> None:
+        """Stop every node this cluster knows of; safe to call twice or on a dead cluster."""
+        for node_id in list(self.nodes):
+            self.stop_node(node_id)
+        self.save_state()
+
+    def _reap(self, node_id: str, timeout: float) -> bool:
+        proc = self.nodes[node_id]
+        if proc.popen is not None:
+            try:
+                proc.popen.wait(timeout=timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while pid_alive(proc.pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    # --------------------------------------------------------------------- state
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / STATE_FILE
+
+    def save_state(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "cluster": self.config.name,
+            "config": str(self.config_path),
+            "nodes": {
+                n.node_id: {"pid": n.pid, "address": n.address, "log": str(n.log)}
+                for n in self.nodes.values()
+            },
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_path)
+
+    def load_state(self) -> None:
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return
+        for node_id, info in state.get("nodes", {}).items():
+            if node_id not in self.nodes:
+                self.nodes[node_id] = NodeProcess(
+                    node_id, info["address"], int(info["pid"]), Path(info["log"])
+                )

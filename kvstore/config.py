@@ -1,0 +1,275 @@
+"""Cluster configuration: ``cluster.toml`` loaded, validated and frozen.
+
+Rules:
+- Every problem raises ``ConfigError`` whose message names the file, the field (as a
+  dotted path, e.g. ``nodes[2].address``) and what is wrong; nothing half-loaded escapes.
+- Relative paths (data dirs, run dir) are resolved against the config file's folder, so
+  a cluster behaves the same whatever the current directory is.
+- Consistency defaults are validated against N here, so a node never starts with an
+  impossible default (R > N).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from kvstore.core.consistency import READ_REPAIR_MODES, resolve_count
+from kvstore.errors import ConfigError, InvalidArgument
+
+ENGINES = ("sqlite", "memory")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    id: str
+    host: str
+    port: int
+    data_dir: Path
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    name: str
+    n: int
+    r: int
+    w: int
+    vnodes: int
+    sloppy: bool
+    read_repair: str
+    request_timeout_ms: int
+    max_key_bytes: int
+    max_value_bytes: int
+    engine: str
+    run_dir: Path
+    nodes: tuple[NodeConfig, ...]
+    # failure detection and hinted handoff
+    heartbeat_interval_ms: int = 200
+    failure_detection_ms: int = 1500
+    hint_replay_rate: int = 2000  # hints/s per node
+    hint_window_s: float = 3 * 3600.0
+    source: Path | None = field(default=None, compare=False)
+
+    def node(self, node_id: str) -> NodeConfig:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        known = ", ".join(n.id for n in self.nodes)
+        raise ConfigError(f"unknown node id {node_id!r} (the config has: {known})")
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(n.id for n in self.nodes)
+
+    def with_nodes(self, nodes: tuple[NodeConfig, ...]) -> ClusterConfig:
+        return replace(self, nodes=nodes)
+
+
+_CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "n": int,
+    "r": (int, str),
+    "w": (int, str),
+    "vnodes": int,
+    "sloppy": bool,
+    "read_repair": str,
+    "request_timeout_ms": int,
+    "max_key_bytes": int,
+    "max_value_bytes": int,
+    "engine": str,
+    "run_dir": str,
+    "heartbeat_interval_ms": int,
+    "failure_detection_ms": int,
+    "hint_replay_rate": int,
+    "hint_window_s": (int, float),
+}
+_NODE_KEYS: dict[str, type] = {"id": str, "address": str, "data_dir": str}
+
+
+def load(path: str | Path) -> ClusterConfig:
+    """Read and validate a cluster config file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(raw, base=path.resolve().parent, source=path)
+
+
+def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> ClusterConfig:
+    """Validate an already-decoded config mapping; paths resolve against ``base``."""
+    where = str(source) if source else "config"
+
+    def fail(field_name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{where}: {field_name}: {problem}")
+
+    unknown_top = set(raw) - {"cluster", "nodes"}
+    if unknown_top:
+        raise fail(sorted(unknown_top)[0], "unknown section (expected [cluster] and [[nodes]])")
+    cluster = raw.get("cluster")
+    if not isinstance(cluster, dict):
+        raise fail("cluster", "missing [cluster] table")
+    for key, value in cluster.items():
+        expected = _CLUSTER_KEYS.get(key)
+        if expected is None:
+            raise fail(f"cluster.{key}", "unknown field")
+        if isinstance(value, bool) and expected is not bool:
+            raise fail(f"cluster.{key}", f"expected {_type_name(expected)}, got a boolean")
+        if not isinstance(value, expected):
+            raise fail(
+                f"cluster.{key}", f"expected {_type_name(expected)}, got {type(value).__name__}"
+            )
+
+    name = cluster.get("name", "kvstore")
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise fail("cluster.name", f"{name!r} must be non-empty letters, digits, - or _")
+
+    nodes_raw = raw.get("nodes")
+    if not isinstance(nodes_raw, list) or not nodes_raw:
+        raise fail("nodes", "missing: add one [[nodes]] table per node")
+    nodes: list[NodeConfig] = []
+    seen_ids: set[str] = set()
+    seen_addrs: set[str] = set()
+    for i, node in enumerate(nodes_raw):
+        label = f"nodes[{i}]"
+        if not isinstance(node, dict):
+            raise fail(label, "expected a table")
+        for key in node:
+            if key not in _NODE_KEYS:
+                raise fail(f"{label}.{key}", "unknown field")
+        for key, typ in _NODE_KEYS.items():
+            if key not in node:
+                raise fail(f"{label}.{key}", "missing")
+            if not isinstance(node[key], typ):
+                raise fail(f"{label}.{key}", f"expected a string, got {type(node[key]).__name__}")
+        node_id = node["id"]
+        if not node_id or not node_id.replace("-", "").replace("_", "").isalnum():
+            raise fail(f"{label}.id", f"{node_id!r} must be non-empty letters, digits, - or _")
+        if node_id in seen_ids:
+            raise fail(f"{label}.id", f"duplicate node id {node_id!r}")
+        seen_ids.add(node_id)
+        host, port = _parse_address(node["address"], lambda p, lb=label: fail(f"{lb}.address", p))
+        if f"{host}:{port}" in seen_addrs:
+            raise fail(f"{label}.address", f"duplicate address {host}:{port}")
+        seen_addrs.add(f"{host}:{port}")
+        if not node["data_dir"]:
+            raise fail(f"{label}.data_dir", "must not be empty")
+        nodes.append(NodeConfig(node_id, host, port, _resolve(base, node["data_dir"])))
+
+    n = cluster.get("n", 3)
+    if not 1 <= n <= len(nodes):
+        raise fail("cluster.n", f"{n} must be between 1 and the number of nodes ({len(nodes)})")
+    levels: dict[str, int] = {}
+    for key in ("r", "w"):
+        try:
+            levels[key] = resolve_count(cluster.get(key, "quorum"), n, key)
+        except InvalidArgument as exc:
+            raise fail(f"cluster.{key}", str(exc)) from None
+    read_repair = cluster.get("read_repair", "off")
+    if read_repair not in READ_REPAIR_MODES:
+        raise fail("cluster.read_repair", f"{read_repair!r} is not one of {READ_REPAIR_MODES}")
+    engine = cluster.get("engine", "sqlite")
+    if engine not in ENGINES:
+        raise fail("cluster.engine", f"{engine!r} is not one of {ENGINES}")
+    positive = {
+        "vnodes": (cluster.get("vnodes", 64), 1, 4096),
+        "request_timeout_ms": (cluster.get("request_timeout_ms", 2000), 1, 3_600_000),
+        "max_key_bytes": (cluster.get("max_key_bytes", 1024), 1, 64 * 1024),
+        "max_value_bytes": (cluster.get("max_value_bytes", 1 << 20), 1, 3 << 20),
+        "heartbeat_interval_ms": (cluster.get("heartbeat_interval_ms", 200), 10, 60_000),
+        "failure_detection_ms": (cluster.get("failure_detection_ms", 1500), 50, 600_000),
+        "hint_replay_rate": (cluster.get("hint_replay_rate", 2000), 1, 1_000_000),
+    }
+    for key, (value, low, high) in positive.items():
+        if not low <= value <= high:
+            raise fail(f"cluster.{key}", f"{value} must be between {low} and {high}")
+    if positive["failure_detection_ms"][0] <= positive["heartbeat_interval_ms"][0]:
+        raise fail("cluster.failure_detection_ms", "must be longer than heartbeat_interval_ms")
+    hint_window = float(cluster.get("hint_window_s", 3 * 3600.0))
+    if hint_window <= 0:
+        raise fail("cluster.hint_window_s", f"{hint_window} must be positive")
+    return ClusterConfig(
+        name=name,
+        n=n,
+        r=levels["r"],
+        w=levels["w"],
+        vnodes=positive["vnodes"][0],
+        sloppy=cluster.get("sloppy", True),
+        read_repair=read_repair,
+        request_timeout_ms=positive["request_timeout_ms"][0],
+        max_key_bytes=positive["max_key_bytes"][0],
+        max_value_bytes=positive["max_value_bytes"][0],
+        engine=engine,
+        run_dir=_resolve(base, cluster.get("run_dir", "run")),
+        nodes=tuple(nodes),
+        heartbeat_interval_ms=positive["heartbeat_interval_ms"][0],
+        failure_detection_ms=positive["failure_detection_ms"][0],
+        hint_replay_rate=positive["hint_replay_rate"][0],
+        hint_window_s=hint_window,
+        source=source,
+    )
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", str: "a string", bool: "a boolean", float: "a number"}
+    if isinstance(expected, tuple):
+        return " or ".join(names[t] for t in expected)
+    return names[expected]
+
+
+def _parse_address(address: str, fail: Any) -> tuple[str, int]:
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host:
+        raise fail(f"{address!r} is not HOST:PORT")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise fail(f"port {port_text!r} must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def _resolve(base: Path, text: str) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def render(config: ClusterConfig) -> str:
+    """The config as TOML text (used to write configs for local test clusters)."""
+    lines = [
+        "[cluster]",
+        f'name = "{config.name}"',
+        f"n = {config.n}",
+        f"r = {config.r}",
+        f"w = {config.w}",
+        f"vnodes = {config.vnodes}",
+        f"sloppy = {'true' if config.sloppy else 'false'}",
+        f'read_repair = "{config.read_repair}"',
+        f"request_timeout_ms = {config.request_timeout_ms}",
+        f"max_key_bytes = {config.max_key_bytes}",
+        f"max_value_bytes = {config.max_value_bytes}",
+        f'engine = "{config.engine}"',
+        f'run_dir = "{config.run_dir.as_posix()}"',
+        f"heartbeat_interval_ms = {config.heartbeat_interval_ms}",
+        f"failure_detection_ms = {config.failure_detection_ms}",
+        f"hint_replay_rate = {config.hint_replay_rate}",
+        f"hint_window_s = {config.hint_window_s}",
+    ]
+    for node in config.nodes:
+        lines += [
+            "",
+            "[[nodes]]",
+            f'id = "{node.id}"',
+            f'address = "{node.address}"',
+            f'data_dir = "{node.data_dir.as_posix()}"',
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,140 @@
+"""Coordinator request logic, pure: which replicas to ask, when a round is decided, and
+which error a failed round is.
+
+Rules:
+- A write goes to every replica of the annotated preference list; a read asks the same
+  replicas. Only primaries count toward R/W for a strict call; a sloppy call counts
+  fallbacks too. Replicas known to be down are never asked (no waiting on timeouts).
+- If fewer replicas that could count are known live than the call needs, the call fails
+  *before sending* with ``Unavailable`` (definite).
+- A failed write round is definite (``Unavailable``) only when no replica can have
+  applied it: no ack, and every failure was "not sent". Otherwise it is ``QuorumFailed``
+  (indefinite): the write may sit on some replicas and spread later.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Container
+
+from kvstore.core.quorum import Outcome, Tally
+from kvstore.core.resolve import Resolution, resolve
+from kvstore.core.ring import Replica, Ring
+from kvstore.core.version import Record
+from kvstore.errors import KVError, QuorumFailed, RequestTimeout, Unavailable
+
+
+class Reply(enum.Enum):
+    ACK = "ack"
+    NOT_SENT = "not_sent"  # certainly never reached the replica
+    FAILED = "failed"  # sent; the replica may or may not have applied it
+
+
+def plan(
+    ring: Ring,
+    key: bytes,
+    n: int,
+    needed: int,
+    sloppy: bool,
+    down: Container[str],
+    what: str,
+) -> list[Replica]:
+    """The replicas to contact, or ``Unavailable`` when too few could count."""
+    targets = ring.preference_list(key, n, down)
+    usable = sum(1 for t in targets if sloppy or t.primary)
+    if usable < needed:
+        kind = "sloppy" if sloppy else "strict"
+        raise Unavailable(
+            f"{what} needs {needed} replicas ({kind} quorum) but only {usable} of the key's "
+            f"replicas are known to be up"
+        )
+    return targets
+
+
+class WriteRound:
+    """Acks from the replicas of one write, tallied toward W."""
+
+    __slots__ = ("acked", "failed", "maybe_applied", "sloppy", "tally", "targets")
+
+    def __init__(self, targets: list[Replica], w: int, sloppy: bool) -> None:
+        self.targets = targets
+        self.sloppy = sloppy
+        counted = sum(1 for t in targets if sloppy or t.primary)
+        self.tally = Tally(w, counted)
+        self.acked: list[Replica] = []
+        self.failed: dict[str, Reply] = {}
+        self.maybe_applied = False
+
+    def reply(self, target: Replica, reply: Reply) -> Outcome:
+        counts = self.sloppy or target.primary
+        if reply is Reply.ACK:
+            self.acked.append(target)
+            self.maybe_applied = True
+            return self.tally.ack() if counts else self.tally.outcome
+        self.failed[target.node] = reply
+        if reply is Reply.FAILED:
+            self.maybe_applied = True
+        return self.tally.fail() if counts else self.tally.outcome
+
+    def error(self) -> KVError:
+        got, needed = self.tally.acks, self.tally.needed
+        failed = ", ".join(f"{node} ({reply.value})" for node, reply in self.failed.items())
+        if not self.maybe_applied:
+            return Unavailable(
+                f"write reached no replica ({needed} needed): could not contact {failed}"
+            )
+        return QuorumFailed(
+            f"only {got} of {needed} required replicas acknowledged (failed: {failed}); "
+            f"the write may still be on some replicas"
+        )
+
+    def timeout_error(self, timeout_ms: int) -> KVError:
+        return RequestTimeout(
+            f"write timed out after {timeout_ms} ms with {self.tally.acks} of "
+            f"{self.tally.needed} acknowledgements; it may or may not have been applied"
+        )
+
+
+class ReadRound:
+    """Versions from the replicas of one read; decided once R have answered."""
+
+    __slots__ = ("errors", "replies", "sloppy", "tally", "targets")
+
+    def __init__(self, targets: list[Replica], r: int, sloppy: bool) -> None:
+        self.targets = targets
+        self.sloppy = sloppy
+        counted = sum(1 for t in targets if sloppy or t.primary)
+        self.tally = Tally(r, counted)
+        self.replies: dict[str, Record | None] = {}
+        self.errors: dict[str, str] = {}
+
+    def reply(self, target: Replica, record: Record | None) -> Outcome:
+        if not (self.sloppy or target.primary):
+            return self.tally.outcome  # a strict read ignores fallbacks' answers
+        self.replies[target.node] = record
+        return self.tally.ack()
+
+    def fail(self, target: Replica, why: str) -> Outcome:
+        self.errors[target.node] = why
+        if not (self.sloppy or target.primary):
+            return self.tally.outcome
+        return self.tally.fail()
+
+    def resolution(self) -> Resolution:
+        return resolve(self.replies)
+
+    def error(self) -> KVError:
+        # A read has no effect, so a failed read is always definite.
+        failed = "; ".join(f"{node}: {why}" for node, why in self.errors.items())
+        return QuorumFailed(
+            f"the read needs {self.tally.needed} replicas but at most "
+            f"{self.tally.total - self.tally.failures} could answer (failed: {failed})",
+            definite=True,
+        )
+
+    def timeout_error(self, timeout_ms: int) -> KVError:
+        return RequestTimeout(
+            f"read timed out after {timeout_ms} ms with {self.tally.acks} of "
+            f"{self.tally.needed} replies",
+            definite=True,
+        )

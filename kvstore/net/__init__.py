@@ -1,0 +1,1 @@
+"""The network seam: gRPC servicers and stubs, protobuf <-> core conversion, peer links."""

@@ -1,0 +1,193 @@
+"""A node's link to one peer: one long-lived bidirectional stream, batched messages.
+
+Rules and invariants:
+- Every request gets a future that always completes: with the peer's reply, with
+  ``PeerError`` when the stream breaks, or on its own deadline. Nothing waits forever,
+  even on a paused (SIGSTOP) peer.
+- ``PeerError.sent`` is False only when the message certainly never left this node (the
+  channel could not be made ready, or the message was still queued); callers rely on
+  that for the definite/indefinite error taxonomy.
+- All messages queued while the sender task sleeps go out as one frame: under load the
+  per-message gRPC cost is shared by many messages.
+- After a failed connect the link refuses requests (as not sent) for a short backoff, so
+  a dead peer costs callers nothing but a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from kvstore.net import replica_codec
+from kvstore.net.channel import open_channel
+from kvstore.pb import kvstore_pb2 as pb
+from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+
+CONNECT_TIMEOUT_S = 0.5
+BACKOFF_S = (0.1, 1.0)
+MAX_FRAME_BYTES = 1 << 20
+
+
+class PeerError(Exception):
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class PeerLink:
+    def __init__(
+        self,
+        peer_id: str,
+        address: str,
+        on_heard: Callable[[str], None] | None = None,
+    ) -> None:
+        self.peer_id = peer_id
+        self.address = address
+        self._on_heard = on_heard
+        self._channel: grpc.aio.Channel | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[asyncio.Future[Any], asyncio.TimerHandle | None]] = {}
+        self._outbox: list[list[Any]] = []
+        self._generation = 0
+        self._wakeup = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._refuse_until = 0.0
+        self._backoff = BACKOFF_S[0]
+        self._closed = False
+        self.frames_sent = 0
+        self.messages_sent = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._runner is not None and not self._runner.done()
+
+    def request(self, body: list[Any], timeout_s: float) -> asyncio.Future[Any]:
+        """Queue one request; the future resolves to the reply payload or PeerError."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._closed:
+            future.set_exception(PeerError(f"link to {self.peer_id} is closed", sent=False))
+            return future
+        if time.monotonic() < self._refuse_until:
+            future.set_exception(
+                PeerError(f"{self.peer_id} at {self.address} is unreachable", sent=False)
+            )
+            return future
+        rid = next(self._ids)
+        handle = loop.call_later(timeout_s, self._expire, rid)
+        self._pending[rid] = (future, handle)
+        message = [rid, *body]
+        self._outbox.append(message)
+        self._wakeup.set()
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run(), name=f"peer-{self.peer_id}")
+        return future
+
+    def _expire(self, rid: int) -> None:
+        entry = self._pending.pop(rid, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(
+                PeerError(f"{self.peer_id} did not answer in time", sent=self._was_sent(rid))
+            )
+
+    def _was_sent(self, rid: int) -> bool:
+        return all(message[0] != rid for message in self._outbox)
+
+    async def _run(self) -> None:
+        """Connect, then pump frames both ways until the stream breaks."""
+        if self._channel is None:
+            self._channel = open_channel(self.address)
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), CONNECT_TIMEOUT_S)
+        except (TimeoutError, grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            self._refuse_until = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, BACKOFF_S[1])
+            self._fail_all(f"cannot connect to {self.peer_id} at {self.address}", sent=False)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self._backoff = BACKOFF_S[0]
+        stub = pb_grpc.ReplicaStub(self._channel)
+        self._generation += 1
+        call = stub.Stream(self._frames(self._generation))
+        try:
+            async for frame in call:
+                self._dispatch(frame.payload)
+        except grpc.aio.AioRpcError as exc:
+            self._fail_all(f"stream to {self.peer_id} broke: {exc.code().name}", sent=True)
+        except asyncio.CancelledError:
+            call.cancel()
+            self._fail_all(f"link to {self.peer_id} closed", sent=True)
+            raise
+        else:
+            self._fail_all(f"stream to {self.peer_id} ended", sent=True)
+
+    async def _frames(self, generation: int) -> AsyncIterator[pb.Frame]:
+        # A generation number keeps the iterator of a broken stream, should gRPC still
+        # be polling it, from taking messages meant for its successor.
+        while True:
+            await self._wakeup.wait()
+            if generation != self._generation:
+                return
+            self._wakeup.clear()
+            while self._outbox:
+                batch, rest = _split(self._outbox)
+                self._outbox = rest
+                self.frames_sent += 1
+                self.messages_sent += len(batch)
+                yield pb.Frame(payload=replica_codec.pack(batch))
+
+    def _dispatch(self, payload: bytes) -> None:
+        if self._on_heard is not None:
+            self._on_heard(self.peer_id)
+        for rid, status, result in replica_codec.unpack(payload):
+            entry = self._pending.pop(rid, None)
+            if entry is None:
+                continue  # expired already
+            future, handle = entry
+            if handle is not None:
+                handle.cancel()
+            if future.done():
+                continue
+            if status == replica_codec.OK:
+                future.set_result(result)
+            else:
+                future.set_exception(PeerError(f"{self.peer_id}: {result}", sent=True))
+
+    def _fail_all(self, why: str, *, sent: bool) -> None:
+        queued = {message[0] for message in self._outbox}
+        self._outbox = []
+        pending, self._pending = self._pending, {}
+        for rid, (future, handle) in pending.items():
+            if handle is not None:
+                handle.cancel()
+            if not future.done():
+                future.set_exception(PeerError(why, sent=sent and rid not in queued))
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._runner
+        self._fail_all(f"link to {self.peer_id} closed", sent=True)
+        if self._channel is not None:
+            await self._channel.close(None)
+
+
+def _split(outbox: list[list[Any]]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Cut the outbox so one frame stays well under gRPC's message size limit."""
+    size = 0
+    for i, message in enumerate(outbox):
+        for part in message:
+            if isinstance(part, bytes):
+                size += len(part)
+        if size > MAX_FRAME_BYTES and i > 0:
+            return outbox[:i], outbox[i:]
+    return outbox, []

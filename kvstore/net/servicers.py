@@ -1,0 +1,173 @@
+"""gRPC servicers: the KV client API, the replica stream and the admin API of one node.
+
+Rules: servicers translate and delegate; all decisions live in the node runtime and the
+core. A ``KVError`` leaves as its status code with ``kv-definite`` trailing metadata;
+any other exception is a bug and leaves as INTERNAL (indefinite) without killing the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from kvstore.errors import KVError
+from kvstore.net import replica_codec
+from kvstore.net.convert import options_from_pb, ts_to_pb
+from kvstore.net.status import to_status
+from kvstore.node.runtime import Node, ReplicaReport
+from kvstore.pb import kvstore_pb2 as pb
+from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+
+
+async def _guard(context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[T]) -> T:
+    try:
+        return await work
+    except KVError as exc:
+        code, details, metadata = to_status(exc)
+        context.set_trailing_metadata(metadata)
+        await context.abort(code, details)
+        raise AssertionError("unreachable") from None
+
+
+def _acks(reports: list[ReplicaReport]) -> list[pb.ReplicaAck]:
+    return [
+        pb.ReplicaAck(node=r.node, ok=r.ok, fallback=r.fallback, error=r.error) for r in reports
+    ]
+
+
+def _versions(reports: list[ReplicaReport]) -> list[pb.ReplicaVersion]:
+    out = []
+    for r in reports:
+        version = pb.ReplicaVersion(node=r.node, fallback=r.fallback, error=r.error)
+        if r.record is not None:
+            version.found = True
+            version.tombstone = r.record.value is None
+            version.ts.CopyFrom(ts_to_pb(r.record.ts))
+        out.append(version)
+    return out
+
+
+class KVServicer(pb_grpc.KVServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Put(
+        self, request: pb.PutRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PutReply:
+        result = await _guard(
+            context,
+            self.node.put(request.key, request.value, options_from_pb(request.options)),
+        )
+        reply = pb.PutReply(ts=ts_to_pb(result.ts), coordinator=self.node.id)
+        if request.options.trace:
+            reply.acks.extend(_acks(result.replicas))
+        return reply
+
+    async def Delete(
+        self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PutReply:
+        result = await _guard(
+            context, self.node.put(request.key, None, options_from_pb(request.options))
+        )
+        reply = pb.PutReply(ts=ts_to_pb(result.ts), coordinator=self.node.id)
+        if request.options.trace:
+            reply.acks.extend(_acks(result.replicas))
+        return reply
+
+    async def Get(
+        self, request: pb.GetRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetReply:
+        result = await _guard(context, self.node.get(request.key, options_from_pb(request.options)))
+        reply = pb.GetReply(coordinator=self.node.id)
+        record = result.record
+        if record is not None:
+            reply.ts.CopyFrom(ts_to_pb(record.ts))
+            if record.value is not None:
+                reply.found = True
+                reply.value = record.value
+        if request.options.trace:
+            reply.replicas.extend(_versions(result.replicas))
+        return reply
+
+
+class ReplicaServicer(pb_grpc.ReplicaServicer):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    async def Stream(
+        self,
+        request_iterator: AsyncIterator[pb.Frame],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.Frame]:
+        outbox: list[list[Any]] = []
+        ready = asyncio.Event()
+        finished = False
+
+        def reply(message: list[Any]) -> None:
+            outbox.append(message)
+            ready.set()
+
+        async def pump() -> None:
+            nonlocal finished
+            try:
+                async for frame in request_iterator:
+                    try:
+                        messages = replica_codec.unpack(frame.payload)
+                    except ValueError:
+                        continue  # a peer speaking nonsense gets no reply; its calls time out
+                    self.node.handle_frame(messages, reply)
+            finally:
+                finished = True
+                ready.set()
+
+        pumping = asyncio.ensure_future(pump())
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                if outbox:
+                    batch, outbox[:] = list(outbox), []
+                    yield pb.Frame(payload=replica_codec.pack(batch))
+                if finished and not outbox:
+                    break
+        finally:
+            pumping.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pumping
+
+
+class AdminServicer(pb_grpc.AdminServicer):
+    def __init__(self, node: Node, extra: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.node = node
+        self.extra = extra
+
+    async def Status(
+        self, request: pb.Empty, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.StatusReply:
+        status = self.node.status()
+        reply = pb.StatusReply(
+            node=status["node"],
+            cluster=status["cluster"],
+            address=status["address"],
+            pid=status["pid"],
+            uptime_s=status["uptime_s"],
+            keys=await self.node.engine.count(),
+        )
+        for name, value in status["counters"].items():
+            reply.counters[name] = value
+        for peer in status.get("peers", []):
+            reply.peers.append(pb.PeerView(**peer))
+        for owner, pending in status.get("hints_pending", {}).items():
+            reply.hints_pending[owner] = pending
+        return reply
+
+    async def Echo(
+        self, request: pb.EchoMessage, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.EchoMessage:
+        return request

@@ -1,0 +1,65 @@
+"""Errors on the wire: one gRPC status code per error class, both directions.
+
+Rules: the server turns a ``KVError`` into (code, details, trailing metadata
+``kv-definite``); the client turns any ``grpc.aio.AioRpcError`` back into the same class
+with the same definiteness. A transport failure that the store did not raise itself is
+indefinite unless the connection was never made (the request never left the client).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import grpc
+
+from kvstore.errors import (
+    CoordinatorUnreachable,
+    InvalidArgument,
+    KVError,
+    QuorumFailed,
+    RequestTimeout,
+    Unavailable,
+)
+
+_CODE_OF: dict[type[KVError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    Unavailable: grpc.StatusCode.FAILED_PRECONDITION,
+    RequestTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+    QuorumFailed: grpc.StatusCode.ABORTED,
+}
+_CLASS_OF = {code: cls for cls, code in _CODE_OF.items()}
+DEFINITE_KEY = "kv-definite"
+ERROR_KEY = "kv-error"
+
+
+def to_status(error: KVError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
+    code = _CODE_OF.get(type(error), grpc.StatusCode.INTERNAL)
+    metadata = ((DEFINITE_KEY, "1" if error.definite else "0"), (ERROR_KEY, error.code))
+    return code, error.message, metadata
+
+
+def never_connected(error: grpc.aio.AioRpcError) -> bool:
+    """True when gRPC reports it could not open a connection at all."""
+    details = (error.details() or "").lower()
+    return error.code() == grpc.StatusCode.UNAVAILABLE and (
+        "failed to connect" in details or "connection refused" in details
+    )
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError, target: str) -> KVError:
+    metadata: dict[str, str] = {}
+    for item in error.trailing_metadata() or ():
+        key, value = cast("tuple[str, str | bytes]", item)
+        if isinstance(value, str):
+            metadata[key] = value
+    cls = _CLASS_OF.get(error.code())
+    if cls is not None and DEFINITE_KEY in metadata:
+        return cls(error.details() or cls.code, definite=metadata[DEFINITE_KEY] == "1")
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return RequestTimeout(f"no answer from {target} before the deadline", definite=False)
+    if cls is InvalidArgument:
+        return InvalidArgument(error.details() or "invalid argument")
+    definite = never_connected(error)
+    return CoordinatorUnreachable(
+        f"{target}: {error.code().name.lower()}: {error.details()}", definite=definite
+    )

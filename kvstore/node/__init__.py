@@ -1,0 +1,1 @@
+"""The node runtime: asyncio execution of what the core decides."""

@@ -1,0 +1,331 @@
+"""One node: coordinates client requests and serves replica messages.
+
+Rules:
+- Decisions come from ``kvstore.core`` (plan, quorum rounds, read resolution); this
+  module only does the I/O they ask for: local engine calls and peer messages.
+- A coordinator never blocks the loop and never waits past the call's timeout: replica
+  futures report into a round through callbacks, and the call waits on one future.
+- Replica work still in flight when a round is decided carries on in the background
+  (a write keeps spreading to the remaining replicas, as Dynamo's does).
+- Timestamps come from this node's hybrid logical clock; ``clock_offset_us`` lets the
+  harness skew it to expose last-writer-wins under clock skew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvstore.config import ClusterConfig
+from kvstore.core import consistency
+from kvstore.core.coordinator import ReadRound, Reply, WriteRound, plan
+from kvstore.core.hlc import HybridClock
+from kvstore.core.keys import as_key, as_value
+from kvstore.core.quorum import Outcome
+from kvstore.core.ring import Replica, Ring
+from kvstore.core.version import Record, Timestamp
+from kvstore.errors import KVError
+from kvstore.net import replica_codec
+from kvstore.net.peer import PeerError, PeerLink
+from kvstore.storage.base import Engine
+
+
+@dataclass(slots=True)
+class ReplicaReport:
+    """What one replica did for a call (consistency tracing)."""
+
+    node: str
+    ok: bool
+    fallback: bool
+    record: Record | None = None
+    error: str = ""
+
+
+@dataclass(slots=True)
+class WriteResult:
+    ts: Timestamp
+    replicas: list[ReplicaReport] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ReadResult:
+    record: Record | None  # the winner, tombstones included
+    replicas: list[ReplicaReport] = field(default_factory=list)
+
+
+class Node:
+    def __init__(
+        self,
+        config: ClusterConfig,
+        node_id: str,
+        engine: Engine,
+        *,
+        clock_offset_us: int = 0,
+    ) -> None:
+        self.config = config
+        self.id = node_id
+        self.me = config.node(node_id)
+        self.engine = engine
+        self.ring = Ring(config.node_ids, config.vnodes)
+        self.defaults = consistency.Defaults(
+            n=config.n,
+            r=config.r,
+            w=config.w,
+            sloppy=config.sloppy,
+            read_repair=config.read_repair,
+            timeout_ms=config.request_timeout_ms,
+        )
+        self.clock = HybridClock(node_id)
+        self.clock_offset_us = clock_offset_us
+        self.started = time.monotonic()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.links = {
+            peer.id: PeerLink(peer.id, peer.address) for peer in config.nodes if peer.id != node_id
+        }
+        self._background: set[asyncio.Future[Any]] = set()
+
+    # ----------------------------------------------------------------- time & health
+
+    def physical_us(self) -> int:
+        return time.time_ns() // 1000 + self.clock_offset_us
+
+    async def start(self) -> None:
+        """Start the node's background work; the gRPC server is already serving."""
+
+    def down(self) -> frozenset[str]:
+        """Peers known to be unreachable right now (never contacted on a request)."""
+        return frozenset()
+
+    # ------------------------------------------------------------------ coordinator
+
+    async def put(
+        self, key: object, value: object | None, call: consistency.CallOptions
+    ) -> WriteResult:
+        """Coordinate a write (``value`` None: a delete, i.e. a tombstone)."""
+        op = "put" if value is not None else "delete"
+        try:
+            opts = consistency.resolve(call, self.defaults)
+            key_bytes = as_key(key, self.config.max_key_bytes)
+            value_bytes = None if value is None else as_value(value, self.config.max_value_bytes)
+            targets = plan(
+                self.ring, key_bytes, self.config.n, opts.w, opts.sloppy, self.down(), op
+            )
+        except KVError as exc:
+            self.counters[f"{op}.{exc.code}"] += 1
+            raise
+        record = Record(key_bytes, value_bytes, self.clock.now(self.physical_us()))
+        round_ = WriteRound(targets, opts.w, opts.sloppy)
+        decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        reports: list[ReplicaReport] = []
+        timeout_s = opts.timeout_ms / 1000
+        for target in targets:
+            future = self._replica_write(target, record, timeout_s)
+            future.add_done_callback(
+                functools.partial(self._on_write, round_, target, decided, reports)
+            )
+        await self._await_round(decided, round_, opts.timeout_ms, op)
+        return WriteResult(record.ts, reports)
+
+    def _on_write(
+        self,
+        round_: WriteRound,
+        target: Replica,
+        decided: asyncio.Future[None],
+        reports: list[ReplicaReport],
+        future: asyncio.Future[Any],
+    ) -> None:
+        error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
+        if error is None:
+            outcome = round_.reply(target, Reply.ACK)
+            reports.append(ReplicaReport(target.node, True, not target.primary))
+        else:
+            sent = error.sent if isinstance(error, PeerError) else True
+            outcome = round_.reply(target, Reply.FAILED if sent else Reply.NOT_SENT)
+            reports.append(ReplicaReport(target.node, False, not target.primary, error=str(error)))
+        if outcome is not Outcome.PENDING and not decided.done():
+            decided.set_result(None)
+
+    async def _await_round(
+        self,
+        decided: asyncio.Future[None],
+        round_: WriteRound | ReadRound,
+        timeout_ms: int,
+        op: str,
+    ) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(decided), timeout_ms / 1000)
+        except TimeoutError:
+            self.counters[f"{op}.timeout"] += 1
+            raise round_.timeout_error(timeout_ms) from None
+        if round_.tally.outcome is Outcome.FAILED:
+            error = round_.error()
+            self.counters[f"{op}.{error.code}"] += 1
+            raise error
+        self.counters[f"{op}.ok"] += 1
+
+    def _replica_write(
+        self, target: Replica, record: Record, timeout_s: float
+    ) -> asyncio.Future[Any]:
+        if target.node == self.id:
+            return asyncio.ensure_future(self.apply_local(record, target.hint_for))
+        return self.links[target.node].request(
+            replica_codec.write_args(record, target.hint_for), timeout_s
+        )
+
+    async def get(self, key: object, call: consistency.CallOptions) -> ReadResult:
+        try:
+            opts = consistency.resolve(call, self.defaults)
+            key_bytes = as_key(key, self.config.max_key_bytes)
+            targets = plan(
+                self.ring, key_bytes, self.config.n, opts.r, opts.sloppy, self.down(), "get"
+            )
+        except KVError as exc:
+            self.counters[f"get.{exc.code}"] += 1
+            raise
+        round_ = ReadRound(targets, opts.r, opts.sloppy)
+        decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        reports: list[ReplicaReport] = []
+        timeout_s = opts.timeout_ms / 1000
+        for target in targets:
+            if target.node == self.id:
+                future: asyncio.Future[Any] = asyncio.ensure_future(self._read_local(key_bytes))
+            else:
+                future = self.links[target.node].request(["r", key_bytes], timeout_s)
+            future.add_done_callback(
+                functools.partial(self._on_read, round_, target, key_bytes, decided, reports)
+            )
+        await self._await_round(decided, round_, opts.timeout_ms, "get")
+        return ReadResult(round_.resolution().winner, reports)
+
+    def _on_read(
+        self,
+        round_: ReadRound,
+        target: Replica,
+        key: bytes,
+        decided: asyncio.Future[None],
+        reports: list[ReplicaReport],
+        future: asyncio.Future[Any],
+    ) -> None:
+        error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
+        if error is None:
+            record = replica_codec.decode_record(key, future.result())
+            outcome = round_.reply(target, record)
+            reports.append(ReplicaReport(target.node, True, not target.primary, record))
+        else:
+            outcome = round_.fail(target, str(error))
+            reports.append(ReplicaReport(target.node, False, not target.primary, error=str(error)))
+        if outcome is not Outcome.PENDING and not decided.done():
+            decided.set_result(None)
+
+    # --------------------------------------------------------------------- replica
+
+    async def apply_local(self, record: Record, hint_for: str | None) -> bool:
+        self.clock.observe(record.ts, self.physical_us())
+        if hint_for is not None and hint_for != self.id:
+            await self.engine.add_hint(hint_for, record, self.physical_us())
+            self.counters["hints.stored"] += 1
+            return True
+        return await self.engine.apply(record)
+
+    async def _read_local(self, key: bytes) -> list[Any] | None:
+        return replica_codec.encode_record(await self.engine.get(key))
+
+    def handle_frame(self, messages: list[list[Any]], reply: Callable[[list[Any]], None]) -> None:
+        """Serve one frame of replica requests; replies go to ``reply`` as they are ready.
+
+        Writes of one frame share one engine call (and so one commit); reads likewise.
+        """
+        writes: list[tuple[int, Record]] = []
+        reads: list[tuple[int, bytes]] = []
+        for message in messages:
+            try:
+                rid, op, *args = message
+                if op == "w":
+                    record, hint_for = replica_codec.record_from_write(args)
+                    if hint_for is not None and hint_for != self.id:
+                        self._spawn(self._hint(rid, record, hint_for, reply))
+                    else:
+                        writes.append((rid, record))
+                elif op == "r":
+                    reads.append((rid, args[0]))
+                elif op == "p":
+                    reply([rid, replica_codec.OK, self.id])
+                else:
+                    reply([rid, replica_codec.ERROR, f"unknown op {op!r}"])
+            except (ValueError, TypeError) as exc:
+                rid = message[0] if message else 0
+                reply([rid, replica_codec.ERROR, f"malformed message: {exc}"])
+        if writes:
+            self._spawn(self._apply_batch(writes, reply))
+        if reads:
+            self._spawn(self._read_batch(reads, reply))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _apply_batch(
+        self, writes: list[tuple[int, Record]], reply: Callable[[list[Any]], None]
+    ) -> None:
+        now = self.physical_us()
+        for _, record in writes:
+            self.clock.observe(record.ts, now)
+        try:
+            applied = await self.engine.apply_many([record for _, record in writes])
+        except Exception as exc:
+            for rid, _ in writes:
+                reply([rid, replica_codec.ERROR, f"storage failed: {exc}"])
+            return
+        self.counters["replica.writes"] += len(writes)
+        for (rid, _), ok in zip(writes, applied, strict=True):
+            reply([rid, replica_codec.OK, ok])
+
+    async def _hint(
+        self, rid: int, record: Record, owner: str, reply: Callable[[list[Any]], None]
+    ) -> None:
+        try:
+            await self.engine.add_hint(owner, record, self.physical_us())
+        except Exception as exc:
+            reply([rid, replica_codec.ERROR, f"storage failed: {exc}"])
+            return
+        self.counters["hints.stored"] += 1
+        reply([rid, replica_codec.OK, True])
+
+    async def _read_batch(
+        self, reads: list[tuple[int, bytes]], reply: Callable[[list[Any]], None]
+    ) -> None:
+        try:
+            records = await self.engine.get_many([key for _, key in reads])
+        except Exception as exc:
+            for rid, _ in reads:
+                reply([rid, replica_codec.ERROR, f"storage failed: {exc}"])
+            return
+        self.counters["replica.reads"] += len(reads)
+        for (rid, _), record in zip(reads, records, strict=True):
+            reply([rid, replica_codec.OK, replica_codec.encode_record(record)])
+
+    # ---------------------------------------------------------------------- admin
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node": self.id,
+            "cluster": self.config.name,
+            "address": self.me.address,
+            "pid": os.getpid(),
+            "uptime_s": time.monotonic() - self.started,
+            "counters": dict(self.counters),
+        }
+
+    async def close(self) -> None:
+        for link in self.links.values():
+            await link.close()
+        for task in list(self._background):
+            task.cancel()
+        await self.engine.close()

@@ -1,0 +1,65 @@
+"""Coordinator rounds: planning, strict vs sloppy counting, definite vs indefinite."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from kvstore.core.coordinator import ReadRound, Reply, WriteRound, plan
+from kvstore.core.quorum import Outcome
+from kvstore.core.ring import Replica, Ring
+from kvstore.core.version import Record, Timestamp
+from kvstore.errors import QuorumFailed, Unavailable
+
+RING = Ring(["n1", "n2", "n3", "n4", "n5"], 16)
+KEY = b"some-key"
+PRIMARIES = RING.primaries(KEY, 3)
+
+
+def test_plan_fails_definitely_before_sending() -> None:
+    two_down = set(PRIMARIES[:2])
+    with pytest.raises(Unavailable, match="strict quorum") as info:
+        plan(RING, KEY, 3, 2, sloppy=False, down=two_down, what="put")
+    assert info.value.definite
+    # a sloppy call can use fallbacks instead
+    targets = plan(RING, KEY, 3, 2, sloppy=True, down=two_down, what="put")
+    assert sum(not t.primary for t in targets) == 2
+
+
+def test_strict_round_ignores_fallback_acks() -> None:
+    targets = [Replica("n1", True), Replica("n4", False, "n2"), Replica("n5", False, "n3")]
+    round_ = WriteRound(targets, 2, sloppy=False)
+    assert round_.reply(targets[1], Reply.ACK) is Outcome.FAILED  # only 1 primary counted
+    assert isinstance(round_.error(), QuorumFailed)
+
+
+@pytest.mark.parametrize("replies", list(itertools.product(list(Reply), repeat=3)))
+def test_write_round_error_class(replies: tuple[Reply, Reply, Reply]) -> None:
+    targets = [Replica(n, True) for n in PRIMARIES]
+    round_ = WriteRound(targets, 3, sloppy=True)
+    for target, reply in zip(targets, replies, strict=True):
+        round_.reply(target, reply)
+    if all(r is Reply.ACK for r in replies):
+        assert round_.tally.outcome is Outcome.REACHED
+        return
+    assert round_.tally.outcome is Outcome.FAILED
+    error = round_.error()
+    nothing_landed = all(r is Reply.NOT_SENT for r in replies)
+    assert error.definite == nothing_landed
+    assert isinstance(error, Unavailable if nothing_landed else QuorumFailed)
+    assert not round_.timeout_error(10).definite
+
+
+def test_read_round_resolves_after_r_replies() -> None:
+    targets = [Replica(n, True) for n in PRIMARIES]
+    round_ = ReadRound(targets, 2, sloppy=False)
+    old = Record(KEY, b"old", Timestamp(1, 0, "n1"))
+    new = Record(KEY, b"new", Timestamp(2, 0, "n2"))
+    assert round_.reply(targets[0], old) is Outcome.PENDING
+    assert round_.reply(targets[1], new) is Outcome.REACHED
+    resolution = round_.resolution()
+    assert resolution.winner == new and resolution.stale == (targets[0].node,)
+    failed = ReadRound(targets, 3, sloppy=False)
+    failed.fail(targets[0], "down")
+    assert failed.tally.outcome is Outcome.FAILED and failed.error().definite

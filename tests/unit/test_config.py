@@ -1,0 +1,91 @@
+"""cluster.toml validation: every bad field is named, with the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kvstore import config
+from kvstore.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = """
+[cluster]
+name = "t"
+n = 3
+r = "quorum"
+w = 2
+[[nodes]]
+id = "a"
+address = "127.0.0.1:9001"
+data_dir = "d/a"
+[[nodes]]
+id = "b"
+address = "127.0.0.1:9002"
+data_dir = "d/b"
+[[nodes]]
+id = "c"
+address = "127.0.0.1:9003"
+data_dir = "/abs/c"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cluster.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_cluster_toml_is_valid() -> None:
+    cfg = config.load(ROOT / "cluster.toml")
+    assert len(cfg.nodes) == 5 and cfg.n == 3 and cfg.r == 2 and cfg.w == 2
+    assert all(n.host == "127.0.0.1" for n in cfg.nodes)
+
+
+def test_good_config_resolves_paths_and_levels(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, GOOD))
+    assert (cfg.r, cfg.w) == (2, 2)
+    assert cfg.node("a").data_dir == tmp_path / "d/a"
+    assert cfg.node("c").data_dir == Path("/abs/c")
+    assert (
+        config.parse(__import__("tomllib").loads(config.render(cfg)), base=tmp_path).nodes
+        == cfg.nodes
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "fragment"),
+    [
+        ("n = 3", "n = 4", "cluster.n: 4 must be between 1 and the number of nodes (3)"),
+        ('r = "quorum"', 'r = "most"', "cluster.r: r='most' is not a level"),
+        ("w = 2", "w = 5", "cluster.w: w=5 needs 5 replicas but N=3"),
+        ("n = 3", 'n = "3"', "cluster.n: expected an integer, got str"),
+        ('name = "t"', 'name = "t"\nflavour = 1', "cluster.flavour: unknown field"),
+        ('address = "127.0.0.1:9002"', 'address = "127.0.0.1"', "nodes[1].address"),
+        ('address = "127.0.0.1:9002"', 'address = "127.0.0.1:99999"', "from 1 to 65535"),
+        ('address = "127.0.0.1:9002"', 'address = "127.0.0.1:9001"', "duplicate address"),
+        ('id = "b"', 'id = "a"', "nodes[1].id: duplicate node id 'a'"),
+        ('data_dir = "d/b"', "", "nodes[1].data_dir: missing"),
+        ('name = "t"', 'name = "t"\nengine = "rocks"', "cluster.engine"),
+        ('name = "t"', 'name = "t"\nvnodes = 0', "cluster.vnodes"),
+        ('name = "t"', 'name = "t"\nsloppy = 1', "cluster.sloppy: expected a boolean"),
+    ],
+)
+def test_bad_fields_are_named(tmp_path: Path, old: str, new: str, fragment: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, GOOD.replace(old, new, 1)))
+    assert fragment in str(info.value)
+    assert str(tmp_path / "cluster.toml") in str(info.value)
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        config.load(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(write(tmp_path, "[cluster\n"))
+    with pytest.raises(ConfigError, match="missing \\[cluster\\]"):
+        config.load(write(tmp_path, "[[nodes]]\nid='a'\n"))
+    with pytest.raises(ConfigError, match="nodes: missing"):
+        config.load(write(tmp_path, "[cluster]\nn=1\n"))
