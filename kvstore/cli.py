@@ -216,27 +216,33 @@ def cmd_get(args: argparse.Namespace) -> int:
             options = _client_args(args)
             if args.level is not None:
                 options["r"] = args.level
+            if not args.trace:
+                value = await client.get(args.key, **options)
+                if value is None:
+                    print("(not found)", file=sys.stderr)
+                else:
+                    sys.stdout.write(value.decode("utf-8", errors="backslashreplace") + "\n")
+                return 0
             result = await client.get(args.key, trace=True, **options)
             if result.value is None:
                 print("(not found)", file=sys.stderr)
             else:
                 sys.stdout.write(result.value.decode("utf-8", errors="backslashreplace") + "\n")
-            if args.trace:
-                ts = _fmt_ts(result.ts) if result.ts else "-"
-                print(f"ts={ts} coordinator={result.coordinator}", file=sys.stderr)
-                for r in result.replicas:
-                    what = (
-                        f"error: {r.error}"
-                        if r.error
-                        else "tombstone"
-                        if r.tombstone
-                        else "absent"
-                        if not r.found
-                        else "value"
-                    )
-                    version = _fmt_ts(r.ts) if r.ts else "-"
-                    role = "fallback" if r.fallback else "primary"
-                    print(f"  {r.node:<6} {role:<8} {what:<10} ts={version}", file=sys.stderr)
+            ts = _fmt_ts(result.ts) if result.ts else "-"
+            print(f"ts={ts} coordinator={result.coordinator}", file=sys.stderr)
+            for r in result.replicas:
+                what = (
+                    f"error: {r.error}"
+                    if r.error
+                    else "tombstone"
+                    if r.tombstone
+                    else "absent"
+                    if not r.found
+                    else "value"
+                )
+                version = _fmt_ts(r.ts) if r.ts else "-"
+                role = "fallback" if r.fallback else "primary"
+                print(f"  {r.node:<6} {role:<8} {what:<10} ts={version}", file=sys.stderr)
             return 0
 
     return int(_run(go()))

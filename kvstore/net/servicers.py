@@ -62,7 +62,12 @@ class KVServicer(pb_grpc.KVServicer):
     ) -> pb.PutReply:
         result = await _guard(
             context,
-            self.node.put(request.key, request.value, options_from_pb(request.options)),
+            self.node.put(
+                request.key,
+                request.value,
+                options_from_pb(request.options),
+                trace=request.options.trace,
+            ),
         )
         reply = pb.PutReply(ts=ts_to_pb(result.ts), coordinator=self.node.id)
         if request.options.trace:
@@ -73,7 +78,10 @@ class KVServicer(pb_grpc.KVServicer):
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PutReply:
         result = await _guard(
-            context, self.node.put(request.key, None, options_from_pb(request.options))
+            context,
+            self.node.put(
+                request.key, None, options_from_pb(request.options), trace=request.options.trace
+            ),
         )
         reply = pb.PutReply(ts=ts_to_pb(result.ts), coordinator=self.node.id)
         if request.options.trace:
@@ -83,7 +91,12 @@ class KVServicer(pb_grpc.KVServicer):
     async def Get(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetReply:
-        result = await _guard(context, self.node.get(request.key, options_from_pb(request.options)))
+        result = await _guard(
+            context,
+            self.node.get(
+                request.key, options_from_pb(request.options), trace=request.options.trace
+            ),
+        )
         reply = pb.GetReply(coordinator=self.node.id)
         record = result.record
         if record is not None:

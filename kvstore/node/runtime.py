@@ -35,6 +35,8 @@ from kvstore.net import replica_codec
 from kvstore.net.peer import PeerError, PeerLink
 from kvstore.storage.base import Engine
 
+TRACE_GRACE_S = 0.25
+
 
 @dataclass(slots=True)
 class ReplicaReport:
@@ -105,7 +107,12 @@ class Node:
     # ------------------------------------------------------------------ coordinator
 
     async def put(
-        self, key: object, value: object | None, call: consistency.CallOptions
+        self,
+        key: object,
+        value: object | None,
+        call: consistency.CallOptions,
+        *,
+        trace: bool = False,
     ) -> WriteResult:
         """Coordinate a write (``value`` None: a delete, i.e. a tombstone)."""
         op = "put" if value is not None else "delete"
@@ -124,13 +131,34 @@ class Node:
         decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         reports: list[ReplicaReport] = []
         timeout_s = opts.timeout_ms / 1000
+        futures = []
         for target in targets:
             future = self._replica_write(target, record, timeout_s)
             future.add_done_callback(
                 functools.partial(self._on_write, round_, target, decided, reports)
             )
+            futures.append(future)
         await self._await_round(decided, round_, opts.timeout_ms, op)
+        if trace:
+            await self._gather_stragglers(targets, futures, reports)
         return WriteResult(record.ts, reports)
+
+    async def _gather_stragglers(
+        self,
+        targets: list[Replica],
+        futures: list[asyncio.Future[Any]],
+        reports: list[ReplicaReport],
+    ) -> None:
+        """For tracing: give replicas beyond R/W a moment to answer, then report the rest."""
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=TRACE_GRACE_S)
+        answered = {r.node for r in reports}
+        for target in targets:
+            if target.node not in answered:
+                reports.append(
+                    ReplicaReport(target.node, False, not target.primary, error="no reply yet")
+                )
 
     def _on_write(
         self,
@@ -178,7 +206,9 @@ class Node:
             replica_codec.write_args(record, target.hint_for), timeout_s
         )
 
-    async def get(self, key: object, call: consistency.CallOptions) -> ReadResult:
+    async def get(
+        self, key: object, call: consistency.CallOptions, *, trace: bool = False
+    ) -> ReadResult:
         try:
             opts = consistency.resolve(call, self.defaults)
             key_bytes = as_key(key, self.config.max_key_bytes)
@@ -192,6 +222,7 @@ class Node:
         decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         reports: list[ReplicaReport] = []
         timeout_s = opts.timeout_ms / 1000
+        futures = []
         for target in targets:
             if target.node == self.id:
                 future: asyncio.Future[Any] = asyncio.ensure_future(self._read_local(key_bytes))
@@ -200,7 +231,10 @@ class Node:
             future.add_done_callback(
                 functools.partial(self._on_read, round_, target, key_bytes, decided, reports)
             )
+            futures.append(future)
         await self._await_round(decided, round_, opts.timeout_ms, "get")
+        if trace:
+            await self._gather_stragglers(targets, futures, reports)
         return ReadResult(round_.resolution().winner, reports)
 
     def _on_read(
