@@ -1,0 +1,177 @@
+"""Checking a whole history: encode, partition, search each partition, explain failures.
+
+Rules and invariants:
+- Ops are encoded by the model (fail -> dropped; unknown reads -> dropped; no completion
+  -> optional with output UNKNOWN) and split by `model.partition`; each partition is
+  searched on its own from `model.init()` (P-compositionality).
+- Real-time order is the order of events in the history (an op's call/return positions).
+- One deadline covers the whole check; partitions not finished by it are "unknown".
+  Explaining a failure has its own small budget and never changes a verdict.
+- Partitions are checked smallest first so that a time limit leaves as many decided
+  verdicts as possible.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from kvstore.checker.explain import failing_window
+from kvstore.checker.history import History, Operation
+from kvstore.checker.models import Model, get_model, infer_model
+from kvstore.checker.result import CheckResult, Counterexample, LinearizedStep, PartitionResult
+from kvstore.checker.search import (
+    LINEARIZABLE,
+    NOT_LINEARIZABLE,
+    UNKNOWN_VERDICT,
+    Call,
+    SearchResult,
+    Verdict,
+    linearize,
+)
+
+
+def _steps(
+    model: Model, ops: Sequence[Operation], calls: Sequence[Call], res: SearchResult
+) -> list[LinearizedStep]:
+    out: list[LinearizedStep] = []
+    before = model.init()
+    for i, after in zip(res.order, res.states, strict=True):
+        out.append(LinearizedStep(ops[i], before, after))
+        before = after
+    return out
+
+
+def check_partition(
+    model: Model,
+    key: Hashable,
+    ops: Sequence[Operation],
+    *,
+    deadline: float | None = None,
+    explain: bool = True,
+    explain_budget_s: float = 1.0,
+) -> PartitionResult:
+    """Check the ops of one partition (already split by key)."""
+    kept: list[Operation] = []
+    calls: list[Call] = []
+    for op in ops:
+        enc = model.encode(op)
+        if enc is None:
+            continue
+        kept.append(op)
+        ret = float(op.ret) if op.ret is not None else None
+        calls.append(Call(float(op.call), ret, enc[0], enc[1]))
+    init = model.init()
+    res = linearize(calls, init, model.step, model.is_readonly, deadline=deadline)
+    steps = _steps(model, kept, calls, res)
+    pr = PartitionResult(
+        key=key,
+        verdict=res.verdict,
+        ops=list(ops),
+        checked=len(kept),
+        steps=steps,
+        nodes=res.nodes,
+        elapsed=res.elapsed,
+    )
+    if res.verdict == NOT_LINEARIZABLE and res.blocked is not None:
+        if explain:
+            window, minimal = failing_window(
+                calls, res.blocked, init, model.step, model.is_readonly, explain_budget_s
+            )
+        else:
+            window, minimal = [res.blocked], False
+        pr.counterexample = Counterexample(
+            key=key,
+            blocked=kept[res.blocked],
+            window=sorted((kept[i] for i in window), key=lambda o: o.call),
+            window_minimal=minimal,
+            prefix=steps,
+            prefix_state=steps[-1].state_after if steps else init,
+        )
+    return pr
+
+
+def partition_ops(model: Model, ops: Sequence[Operation]) -> dict[Hashable, list[Operation]]:
+    parts: dict[Hashable, list[Operation]] = {}
+    for op in ops:
+        k = model.partition(op) if model.partition is not None else None
+        parts.setdefault(k, []).append(op)
+    return parts
+
+
+def combine(verdicts: Sequence[Verdict]) -> Verdict:
+    if NOT_LINEARIZABLE in verdicts:
+        return NOT_LINEARIZABLE
+    if UNKNOWN_VERDICT in verdicts:
+        return UNKNOWN_VERDICT
+    return LINEARIZABLE
+
+
+def check_operations(
+    ops: Sequence[Operation],
+    model: Model | str | None = None,
+    *,
+    time_limit: float | None = None,
+    explain: bool = True,
+    explain_budget_s: float = 1.0,
+) -> CheckResult:
+    t0 = time.perf_counter()
+    if model is None:
+        model = infer_model(ops)
+    elif isinstance(model, str):
+        model = get_model(model)
+    deadline = time.monotonic() + time_limit if time_limit is not None else None
+    parts = partition_ops(model, ops)
+    results: list[PartitionResult] = []
+    for key, part in sorted(parts.items(), key=lambda kv: (len(kv[1]), repr(kv[0]))):
+        if deadline is not None and time.monotonic() > deadline:
+            results.append(PartitionResult(key, UNKNOWN_VERDICT, part, 0))
+            continue
+        results.append(
+            check_partition(
+                model,
+                key,
+                part,
+                deadline=deadline,
+                explain=explain,
+                explain_budget_s=explain_budget_s,
+            )
+        )
+    results.sort(key=lambda p: repr(p.key))
+    return CheckResult(
+        verdict=combine([p.verdict for p in results]),
+        model=model.name,
+        partitions=results,
+        ops=len(ops),
+        elapsed=time.perf_counter() - t0,
+    )
+
+
+def check_history(
+    history: History,
+    model: Model | str | None = None,
+    *,
+    time_limit: float | None = None,
+    explain: bool = True,
+    explain_budget_s: float = 1.0,
+) -> CheckResult:
+    """Check a loaded history. `model`: a Model, a name in MODELS, or None to infer."""
+    res = check_operations(
+        history.operations(),
+        model,
+        time_limit=time_limit,
+        explain=explain,
+        explain_budget_s=explain_budget_s,
+    )
+    res.source = history.source
+    res.format = history.format
+    return res
+
+
+def check_file(
+    path: str, model: Model | str | None = None, fmt: str = "auto", **kwargs: Any
+) -> CheckResult:
+    from kvstore.checker.formats import load_history
+
+    return check_history(load_history(path, fmt), model, **kwargs)

@@ -1,0 +1,93 @@
+"""Shrinking a non-linearizable partition to a small window that fails on its own.
+
+Rules and invariants:
+- "Freeing" an op makes it optional and callable from the very start, keeping its recorded
+  outcome: it may happen at any time or not at all. That only relaxes the history, so a history
+  that still fails with some ops freed proves the violation lies among the ops left
+  fixed: the window. (Deleting ops instead would not be sound: deleting a write can make a
+  later read fail for a different reason.) Freed reads have no effect and are dropped.
+- Start from the failing prefix: ops that completed no later than the blocked op
+  (pending ops may be dropped from a failing history, it still fails). Then free the
+  longest failing run of earliest-called ops (monotone, so binary search), then try
+  freeing each remaining op once (1-minimal when every probe finished in time).
+- Every probe has a node/time budget; a probe that runs out counts as "did not fail", so
+  the window is always a proven failure, just possibly not minimal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kvstore.checker.search import NOT_LINEARIZABLE, Call, linearize
+
+_FREE_AT = float("-inf")
+
+
+def _fails(
+    calls: Sequence[Call],
+    fixed: Sequence[int],
+    freed: Sequence[int],
+    init: Any,
+    step: Callable[[Any, Any, Any], tuple[bool, Any]],
+    is_readonly: Callable[[Any, Any], bool],
+    deadline: float,
+) -> bool:
+    probe = [calls[i] for i in fixed]
+    for i in freed:
+        c = calls[i]
+        if is_readonly(c.input, c.output):
+            continue
+        # Keep a known outcome: the op may move or vanish, but not change what it returned.
+        probe.append(Call(_FREE_AT, None, c.input, c.output))
+    res = linearize(probe, init, step, is_readonly, deadline=deadline)
+    return res.verdict == NOT_LINEARIZABLE
+
+
+def failing_window(
+    calls: Sequence[Call],
+    blocked: int,
+    init: Any,
+    step: Callable[[Any, Any, Any], tuple[bool, Any]],
+    is_readonly: Callable[[Any, Any], bool],
+    budget_s: float = 1.0,
+) -> tuple[list[int], bool]:
+    """Indices of a window of `calls` that fails on its own, and whether it is 1-minimal."""
+    deadline = time.monotonic() + budget_s
+    cut = calls[blocked].ret
+    assert cut is not None
+    prefix = sorted(
+        (i for i, c in enumerate(calls) if c.ret is not None and c.ret <= cut),
+        key=lambda i: calls[i].call,
+    )
+    if not _fails(calls, prefix, [], init, step, is_readonly, deadline):
+        # Should not happen (the blocked op's prefix fails by construction); fall back.
+        return sorted(range(len(calls)), key=lambda i: calls[i].call), False
+
+    # Binary search the longest run of earliest ops that can be freed.
+    others = [i for i in prefix if i != blocked]
+    lo, hi = 0, len(others)  # lo: known to fail when freeing others[:lo]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        head = set(others[:mid])
+        fixed = [i for i in prefix if i not in head]
+        if _fails(calls, fixed, others[:mid], init, step, is_readonly, deadline):
+            lo = mid
+        else:
+            hi = mid - 1
+    freed = list(others[:lo])
+    fixed = [i for i in prefix if i not in set(freed)]
+
+    minimal = True
+    for i in list(fixed):
+        if time.monotonic() > deadline:
+            minimal = False
+            break
+        trial = [j for j in fixed if j != i]
+        if _fails(calls, trial, [*freed, i], init, step, is_readonly, deadline):
+            fixed = trial
+            freed.append(i)
+    if time.monotonic() > deadline:
+        minimal = False
+    return fixed, minimal

@@ -1,0 +1,329 @@
+"""A small, fast EDN reader and writer for Jepsen/Knossos histories.
+
+Rules and invariants:
+- Reads the EDN subset histories use: nil, booleans, integers (with an optional N), floats
+  (optional M), strings, characters, keywords, symbols, vectors, lists, maps, sets,
+  `#_` discard and tagged literals (the tag is dropped, the value kept, so `#inst "..."`
+  reads as its string). Our own tokenizer (not edn_format) because it is several times
+  faster and knows the line of every form, which error messages need.
+- Keywords read as `Keyword` (a str subclass, so `:read` compares equal to "read") and
+  symbols as `Symbol`; the writer turns them back into `:read` / `read`.
+- Vectors and lists read as tuples (hashable); maps as dicts; sets as frozensets.
+- A history file is either one vector/list of op maps or a sequence of top-level op maps
+  (one per line in practice). Each op map keeps the line it started on.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from kvstore.checker.history import EVENT_TYPES, NEMESIS, Event, HistoryFormatError, freeze
+
+
+class Keyword(str):
+    """An EDN keyword, without its leading colon."""
+
+    __slots__ = ()
+
+
+class Symbol(str):
+    """An EDN symbol."""
+
+    __slots__ = ()
+
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>(?:[\s,]+|;[^\n]*)+)
+  | (?P<str>"(?:[^"\\]|\\.)*")
+  | (?P<open>[\[({]|\#\{)
+  | (?P<close>[\])}])
+  | (?P<disc>\#_)
+  | (?P<tag>\#[A-Za-z][^\s,\[\](){}";]*)
+  | (?P<char>\\(?:newline|space|tab|return|formfeed|backspace|u[0-9a-fA-F]{4}|.))
+  | (?P<atom>[^\s,\[\](){}";]+)
+  | (?P<bad>.)
+    """,
+    re.X | re.S,
+)
+_INT = re.compile(r"[+-]?\d+N?")
+_FLOAT = re.compile(r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?M?")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "b": "\b", "f": "\f"}
+_CHARS = {"newline": "\n", "space": " ", "tab": "\t", "return": "\r", "formfeed": "\f"}
+_CLOSERS = {"[": "]", "(": ")", "{": "}", "#{": "}"}
+_END = object()
+
+
+def _unescape(body: str) -> str:
+    if "\\" not in body:
+        return body
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body):
+            n = body[i + 1]
+            if n == "u":
+                out.append(chr(int(body[i + 2 : i + 6], 16)))
+                i += 6
+                continue
+            out.append(_ESCAPES.get(n, n))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _atom(text: str) -> Any:
+    if text == "nil":
+        return None
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    if text[0] == ":":
+        return Keyword(text[1:])
+    if _INT.fullmatch(text):
+        return int(text.rstrip("N"))
+    if _FLOAT.fullmatch(text):
+        return float(text.rstrip("M"))
+    return Symbol(text)
+
+
+class _Reader:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = [
+            (m.lastgroup or "", m.group(), m.start())
+            for m in _TOKEN.finditer(text)
+            if m.lastgroup != "ws"
+        ]
+        self.pos = 0
+        self._newlines = [i for i, c in enumerate(text) if c == "\n"]
+
+    def line_at(self, offset: int) -> int:
+        return bisect.bisect_right(self._newlines, offset - 1) + 1
+
+    def line(self) -> int:
+        if self.pos < len(self.tokens):
+            return self.line_at(self.tokens[self.pos][2])
+        return self.line_at(len(self.text))
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.tokens)
+
+    def peek_close(self) -> bool:
+        return not self.at_end() and self.tokens[self.pos][0] == "close"
+
+    def form(self) -> Any:
+        """Read one form; returns _END at a closing bracket (consumed by the caller)."""
+        while True:
+            if self.pos >= len(self.tokens):
+                raise HistoryFormatError(self.line(), "an EDN value", "end of file")
+            kind, tok, _ = self.tokens[self.pos]
+            self.pos += 1
+            if kind == "atom":
+                return _atom(tok)
+            if kind == "str":
+                return _unescape(tok[1:-1])
+            if kind == "open":
+                return self._collection(tok)
+            if kind == "close":
+                self.pos -= 1
+                return _END
+            if kind == "disc":
+                self.form()
+                continue
+            if kind == "tag":
+                return self.form()
+            if kind == "char":
+                body = tok[1:]
+                if body in _CHARS:
+                    return _CHARS[body]
+                if len(body) == 5 and body[0] == "u":
+                    return chr(int(body[1:], 16))
+                return body
+            raise HistoryFormatError(self.line_at(self.tokens[self.pos - 1][2]), "EDN", repr(tok))
+
+    def _collection(self, opener: str) -> Any:
+        start_line = self.line_at(self.tokens[self.pos - 1][2])
+        items: list[Any] = []
+        closer = _CLOSERS[opener]
+        while True:
+            if self.at_end():
+                raise HistoryFormatError(
+                    self.line(), f"{closer!r} to close {opener!r} opened on line {start_line}"
+                )
+            item = self.form()
+            if item is _END:
+                tok = self.tokens[self.pos][1]
+                if tok != closer:
+                    raise HistoryFormatError(self.line(), repr(closer), repr(tok))
+                self.pos += 1
+                break
+            items.append(item)
+        if opener == "{":
+            if len(items) % 2:
+                raise HistoryFormatError(start_line, "a map with an even number of forms")
+            return {_hashable(items[i]): items[i + 1] for i in range(0, len(items), 2)}
+        if opener == "#{":
+            return frozenset(_hashable(i) for i in items)
+        return tuple(items)
+
+
+def _hashable(v: Any) -> Any:
+    return freeze(v) if isinstance(v, dict | list) else v
+
+
+def read_forms(text: str) -> list[tuple[int, Any]]:
+    """All top-level forms with their starting line."""
+    r = _Reader(text)
+    out: list[tuple[int, Any]] = []
+    while not r.at_end():
+        line = r.line()
+        v = r.form()
+        if v is _END:
+            raise HistoryFormatError(line, "a value", repr(r.tokens[r.pos][1]))
+        out.append((line, v))
+    return out
+
+
+def read_value(text: str, line: int | None = None) -> Any:
+    """Exactly one EDN value (used for the value column of Jepsen log lines)."""
+    try:
+        forms = read_forms(text)
+    except HistoryFormatError as e:
+        raise HistoryFormatError(line, e.expected, e.found) from None
+    if len(forms) != 1:
+        raise HistoryFormatError(line, "one EDN value", repr(text))
+    return forms[0][1]
+
+
+def _op_maps(text: str) -> Iterator[tuple[int, Any]]:
+    r = _Reader(text)
+    if r.at_end():
+        return
+    first_kind, first_tok, _ = r.tokens[0]
+    if first_kind == "open" and first_tok in ("[", "("):
+        # One vector of ops: read element by element to know each op's line.
+        r.pos = 1
+        while True:
+            if r.at_end():
+                raise HistoryFormatError(r.line(), f"a closing bracket for {first_tok!r}")
+            if r.peek_close():
+                r.pos += 1
+                break
+            line = r.line()
+            yield line, r.form()
+        if not r.at_end():
+            raise HistoryFormatError(r.line(), "end of file after the vector of operations")
+        return
+    while not r.at_end():
+        line = r.line()
+        v = r.form()
+        if v is _END:
+            raise HistoryFormatError(line, "an operation map", repr(r.tokens[r.pos][1]))
+        yield line, v
+
+
+def _field(m: dict[Any, Any], name: str) -> Any:
+    return m.get(Keyword(name), m.get(name))
+
+
+def event_from_map(m: Any, line: int) -> Event:
+    """Build an Event from one op map (keys may be keywords or strings)."""
+    if not isinstance(m, dict):
+        raise HistoryFormatError(
+            line, "an operation map like {:process 0, :type :invoke, :f :read}"
+        )
+    process = _field(m, "process")
+    typ = _field(m, "type")
+    f = _field(m, "f")
+    if process is None:
+        raise HistoryFormatError(line, "a :process")
+    if isinstance(process, str) and process == NEMESIS:
+        process = NEMESIS
+    if not isinstance(typ, str) or str(typ) not in EVENT_TYPES:
+        raise HistoryFormatError(line, ":type :invoke, :ok, :fail or :info", repr(typ))
+    if process != NEMESIS and f is None:
+        raise HistoryFormatError(line, "an :f")
+    known = {"process", "type", "f", "value", "key", "time", "index", "error"}
+    extra = {str(k): v for k, v in m.items() if str(k) not in known}
+    t = _field(m, "time")
+    idx = _field(m, "index")
+    return Event(
+        process=process,
+        type=str(typ),
+        f=str(f) if f is not None else "",
+        value=freeze(_field(m, "value")),
+        key=freeze(_field(m, "key")),
+        time=int(t) if isinstance(t, int | float) else None,
+        index=int(idx) if isinstance(idx, int) else None,
+        error=_field(m, "error"),
+        extra=extra,
+        line=line,
+    )
+
+
+def parse_edn_history(text: str) -> list[Event]:
+    return [event_from_map(m, line) for line, m in _op_maps(text)]
+
+
+# ----------------------------------------------------------------------------- writing
+
+_KEYWORD_FIELDS = ("type", "f")
+
+
+def to_edn(v: Any) -> str:
+    """EDN text for a Python value; strings in `Keyword` become keywords."""
+    if v is None:
+        return "nil"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, Keyword):
+        return ":" + v
+    if isinstance(v, Symbol):
+        return str(v)
+    if isinstance(v, str):
+        body = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return '"' + body.replace("\t", "\\t").replace("\r", "\\r") + '"'
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{to_edn(k)} {to_edn(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, set | frozenset):
+        return "#{" + " ".join(to_edn(x) for x in v) + "}"
+    if isinstance(v, list | tuple):
+        return "[" + " ".join(to_edn(x) for x in v) + "]"
+    return to_edn(str(v))
+
+
+def event_to_edn(ev: Event) -> str:
+    parts: list[tuple[str, Any]] = []
+    if ev.index is not None:
+        parts.append(("index", ev.index))
+    if ev.time is not None:
+        parts.append(("time", ev.time))
+    proc = Keyword(NEMESIS) if ev.process == NEMESIS else ev.process
+    parts += [("type", Keyword(ev.type)), ("f", Keyword(ev.f)), ("process", proc)]
+    if ev.key is not None:
+        parts.append(("key", ev.key))
+    parts.append(("value", ev.value))
+    if ev.error is not None:
+        err = ev.error
+        parts.append(("error", Keyword(err) if isinstance(err, str) and " " not in err else err))
+    parts += list(ev.extra.items())
+    return "{" + ", ".join(f":{k} {to_edn(v)}" for k, v in parts) + "}"
+
+
+def dump_edn(events: Iterable[Event], fp: IO[str]) -> None:
+    """One op map per line (Jepsen's history.edn layout), readable by edn_format too."""
+    for ev in events:
+        fp.write(event_to_edn(ev))
+        fp.write("\n")

@@ -1,0 +1,57 @@
+"""Jepsen log lines, as in the etcd logs of Porcupine's and ahorn's test data.
+
+Rules and invariants:
+- A line is `INFO  jepsen.util - PROCESS  :TYPE  :F  VALUE` (tabs or spaces); the VALUE
+  column is EDN (`nil`, `3`, `[1 2]`, `:timed-out`). Blank lines are skipped.
+- Completions of type `info`/`fail` carry a reason (`:timed-out`) rather than a value, so
+  that column becomes `Event.error`.
+- In these logs `:fail :cas` means the compare did not match: the cas happened and
+  returned false. The loader marks the History (`fail_cas_is_false`) rather than
+  rewriting events, so the events stay as recorded.
+- There are no timestamps: the line order is the real-time order.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kvstore.checker.formats.edn import read_value
+from kvstore.checker.history import Event, HistoryFormatError
+
+LINE = re.compile(r"^\s*INFO\s+jepsen\.util\s+-\s+(\S+)\s+:(\w+)\s+:(\S+)(?:\s+(.*?))?\s*$")
+_SIMPLE_INT = re.compile(r"-?\d+")
+
+
+def _process(tok: str) -> int | str:
+    if tok.startswith(":"):
+        return tok[1:]
+    return int(tok) if _SIMPLE_INT.fullmatch(tok) else tok
+
+
+def parse_jepsen_log(text: str) -> list[Event]:
+    events: list[Event] = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        m = LINE.match(raw)
+        if m is None:
+            raise HistoryFormatError(
+                n, "a Jepsen log line like 'INFO  jepsen.util - 3  :invoke  :read  nil'", repr(raw)
+            )
+        proc, typ, f, val_text = m.groups()
+        if typ not in ("invoke", "ok", "fail", "info"):
+            raise HistoryFormatError(n, "type :invoke, :ok, :fail or :info", f":{typ}")
+        val_text = val_text or "nil"
+        if val_text == "nil":
+            value = None
+        elif _SIMPLE_INT.fullmatch(val_text):
+            value = int(val_text)
+        else:
+            value = read_value(val_text, n)
+        error = None
+        if typ in ("info", "fail") and isinstance(value, str) and val_text.startswith(":"):
+            error, value = str(value), None
+        events.append(
+            Event(process=_process(proc), type=typ, f=f, value=value, error=error, line=n)
+        )
+    return events

@@ -1,0 +1,215 @@
+"""Sequential specifications the checker linearises against (Porcupine's shape).
+
+Rules and invariants:
+- A model is `init()` (the starting state), a pure `step(state, input, output) ->
+  (ok, new_state)`, and an optional `partition(op) -> key`: ops with different keys are
+  checked independently (P-compositionality), which is sound for per-key objects.
+- `encode(op)` turns a history Operation into `(input, output)`, or None to drop it (a
+  `fail` op did not happen; an unknown-outcome read has no effect). `output` is UNKNOWN
+  when no completion was observed; `step` must then accept and return the state the op
+  would leave. Models must be deterministic given (state, input).
+- States, inputs and outputs must be hashable and compare by value: the search memoises
+  (linearised-set, state) pairs.
+- `is_readonly(input, output)` is True only if the op never changes any state; the search
+  linearises such ops greedily (sound: a read valid now can always be moved to now).
+- To add a model: write `step`, an `encode` if the default does not fit, and register it
+  in MODELS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kvstore.checker.history import HistoryFormatError, Operation
+
+
+class _Unknown:
+    """The output of an op whose completion was never seen."""
+
+    _inst: _Unknown | None = None
+
+    def __new__(cls) -> _Unknown:
+        if cls._inst is None:
+            cls._inst = super().__new__(cls)
+        return cls._inst
+
+    def __repr__(self) -> str:
+        return "?"
+
+
+UNKNOWN: Any = _Unknown()
+
+Step = Callable[[Any, Any, Any], tuple[bool, Any]]
+Encoded = tuple[Any, Any]
+
+READ_FS = frozenset({"read", "get"})
+_ALIASES = {"get": "read", "put": "write"}
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    init: Callable[[], Any]
+    step: Step
+    encode: Callable[[Operation], Encoded | None]
+    partition: Callable[[Operation], Hashable] | None = None
+    is_readonly: Callable[[Any, Any], bool] = lambda _i, _o: False
+    describe_state: Callable[[Any], str] = repr
+    describe_input: Callable[[Any, Any], str] = lambda i, o: f"{i!r} -> {o!r}"
+
+
+def by_key(op: Operation) -> Hashable:
+    return op.key  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------ register / cas-register
+
+
+def _register_encode(allow_cas: bool) -> Callable[[Operation], Encoded | None]:
+    def encode(op: Operation) -> Encoded | None:
+        f = _ALIASES.get(op.f, op.f)
+        if f == "delete":
+            f, arg = "write", None
+        else:
+            arg = op.input
+        if op.status == "fail":
+            return None
+        known = op.status == "ok"
+        if f == "read":
+            return (("read", None), op.output) if known else None
+        if f == "write":
+            return ("write", arg), (True if known else UNKNOWN)
+        if f == "cas":
+            if not allow_cas:
+                raise HistoryFormatError(op.line, "read or write ops (use --model cas-register)")
+            if not (isinstance(arg, tuple) and len(arg) == 2):
+                raise HistoryFormatError(op.line, "a cas value [from to]", repr(arg))
+            out = (op.output is not False) if known else UNKNOWN
+            return ("cas", arg), out
+        raise HistoryFormatError(
+            op.line, "f read, write" + (", cas" if allow_cas else ""), repr(op.f)
+        )
+
+    return encode
+
+
+def register_step(state: Any, inp: Any, out: Any) -> tuple[bool, Any]:
+    f, arg = inp
+    if f == "read":
+        return (out is UNKNOWN or out == state), state
+    if f == "write":
+        return True, arg
+    a, b = arg  # cas
+    if out is UNKNOWN:
+        return True, (b if state == a else state)
+    if out:
+        return state == a, b
+    return state != a, state
+
+
+def _register_readonly(inp: Any, out: Any) -> bool:
+    return inp[0] == "read" or (inp[0] == "cas" and out is False)
+
+
+def _describe_register(inp: Any, out: Any) -> str:
+    f, arg = inp
+    if f == "read":
+        return f"read -> {out!r}"
+    if f == "write":
+        return f"write {arg!r}"
+    res = "?" if out is UNKNOWN else ("ok" if out else "compare failed")
+    return f"cas {arg[0]!r}->{arg[1]!r} {res}"
+
+
+REGISTER = Model(
+    name="register",
+    init=lambda: None,
+    step=register_step,
+    encode=_register_encode(allow_cas=False),
+    partition=by_key,
+    is_readonly=_register_readonly,
+    describe_input=_describe_register,
+)
+
+CAS_REGISTER = Model(
+    name="cas-register",
+    init=lambda: None,
+    step=register_step,
+    encode=_register_encode(allow_cas=True),
+    partition=by_key,
+    is_readonly=_register_readonly,
+    describe_input=_describe_register,
+)
+
+
+# ------------------------------------------------------------------------------------ kv
+
+
+def _kv_value(v: Any, line: int | None) -> str:
+    # Absent and empty are the same value: Porcupine's kv returns "" for a missing key,
+    # our store returns nil.
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise HistoryFormatError(line, "a string value for the kv model", repr(v))
+    return v
+
+
+def kv_encode(op: Operation) -> Encoded | None:
+    if op.status == "fail":
+        return None
+    known = op.status == "ok"
+    f = {"read": "get", "write": "put"}.get(op.f, op.f)
+    if f == "get":
+        return (("get", None), _kv_value(op.output, op.line)) if known else None
+    if f in ("put", "append"):
+        return (f, _kv_value(op.input, op.line)), (True if known else UNKNOWN)
+    if f == "delete":
+        return ("put", ""), (True if known else UNKNOWN)
+    raise HistoryFormatError(op.line, "f get, put, append or delete", repr(op.f))
+
+
+def kv_step(state: Any, inp: Any, out: Any) -> tuple[bool, Any]:
+    f, arg = inp
+    if f == "get":
+        return (out is UNKNOWN or out == state), state
+    if f == "put":
+        return True, arg
+    return True, state + arg  # append
+
+
+def _describe_kv(inp: Any, out: Any) -> str:
+    f, arg = inp
+    return f"get -> {out!r}" if f == "get" else f"{f} {arg!r}"
+
+
+KV = Model(
+    name="kv",
+    init=lambda: "",
+    step=kv_step,
+    encode=kv_encode,
+    partition=by_key,
+    is_readonly=lambda inp, _out: inp[0] == "get",
+    describe_input=_describe_kv,
+)
+
+MODELS: dict[str, Model] = {m.name: m for m in (REGISTER, CAS_REGISTER, KV)}
+
+
+def infer_model(ops: Sequence[Operation]) -> Model:
+    """kv if any get/put/append, else cas-register if any cas, else register."""
+    fs = {op.f for op in ops}
+    if fs & {"get", "put", "append"}:
+        return KV
+    if "cas" in fs:
+        return CAS_REGISTER
+    return REGISTER
+
+
+def get_model(name: str) -> Model:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}") from None
