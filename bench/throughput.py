@@ -43,7 +43,7 @@ VALUE = b"x" * 100
 
 
 class _Echo(pb_grpc.AdminServicer):
-    async def Echo(  # noqa: N802
+    async def Echo(
         self, request: pb.EchoMessage, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EchoMessage:
         return request
@@ -105,32 +105,21 @@ def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]}
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
+async def bench(args: argparse.Namespace, echo_port: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     # --- the ceiling: unary echo to a separate process
-    (port,) = free_ports(1)
-    echo = subprocess.Popen(
-        [sys.executable, __file__, "--serve-echo", str(port)],
-        stdout=subprocess.PIPE,
-        text=True,
+    channel = open_channel(f"127.0.0.1:{echo_port}")
+    stub = pb_grpc.AdminStub(channel)
+    message = pb.EchoMessage(payload=VALUE)
+
+    async def echo_op(i: int) -> None:
+        await stub.Echo(message, timeout=5)
+
+    await drive(echo_op, 0.5, args.concurrency)  # warm-up
+    results["echo"] = median_of(
+        [await drive(echo_op, args.seconds, args.concurrency) for _ in range(args.rounds)]
     )
-    try:
-        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
-        channel = open_channel(f"127.0.0.1:{port}")
-        stub = pb_grpc.AdminStub(channel)
-        message = pb.EchoMessage(payload=VALUE)
-
-        async def echo_op(i: int) -> None:
-            await stub.Echo(message, timeout=5)
-
-        await drive(echo_op, 0.5, args.concurrency)  # warm-up
-        results["echo"] = median_of(
-            [await drive(echo_op, args.seconds, args.concurrency) for _ in range(args.rounds)]
-        )
-        await channel.close(None)
-    finally:
-        echo.kill()
-        echo.wait()
+    await channel.close(None)
 
     # --- the cluster
     with tempfile.TemporaryDirectory(prefix="kvbench-") as tmp:
@@ -164,7 +153,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             ]
                         )
     ceiling = results["echo"]["ops_per_s"]
-    for name, figures in results.items():
+    for figures in results.values():
         figures["ratio_to_echo"] = round(figures["ops_per_s"] / ceiling, 3)
     return {
         "benchmark": "throughput",
@@ -198,7 +187,16 @@ def main() -> int:
     if args.serve_echo:
         uvloop.run(serve_echo(args.serve_echo))
         return 0
-    report = uvloop.run(bench(args))
+    (port,) = free_ports(1)
+    echo = subprocess.Popen(
+        [sys.executable, __file__, "--serve-echo", str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
+        report = uvloop.run(bench(args, port))
+    finally:
+        echo.kill()
+        echo.wait()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
