@@ -7,6 +7,9 @@ Rules and invariants:
 - Real-time order is the order of events in the history (an op's call/return positions).
 - One deadline covers the whole check; partitions not finished by it are "unknown".
   Explaining a failure has its own small budget and never changes a verdict.
+- Once a partition fails the overall verdict is known; the others then get only
+  `keep_going_s` more seconds (None: check them all fully), and unfinished ones are
+  "unknown". Porcupine likewise stops at the first failing partition.
 - Partitions are checked smallest first so that a time limit leaves as many decided
   verdicts as possible.
 """
@@ -63,7 +66,8 @@ def check_partition(
         ret = float(op.ret) if op.ret is not None else None
         calls.append(Call(float(op.call), ret, enc[0], enc[1]))
     init = model.init()
-    res = linearize(calls, init, model.step, model.is_readonly, deadline=deadline)
+    viable = model.viability([c.input for c in calls])
+    res = linearize(calls, init, model.step, model.is_readonly, deadline=deadline, viable=viable)
     steps = _steps(model, kept, calls, res)
     pr = PartitionResult(
         key=key,
@@ -74,6 +78,21 @@ def check_partition(
         nodes=res.nodes,
         elapsed=res.elapsed,
     )
+    if res.verdict == NOT_LINEARIZABLE and viable is not None and explain:
+        # Look-ahead pruning can stop short of the true blocking point; redo the search
+        # without it (within the explanation budget) so the prefix is the longest.
+        budget = time.monotonic() + explain_budget_s
+        exact = linearize(
+            calls,
+            init,
+            model.step,
+            model.is_readonly,
+            deadline=budget if deadline is None else min(deadline, budget),
+        )
+        if exact.verdict == NOT_LINEARIZABLE:
+            res.order, res.states, res.blocked = exact.order, exact.states, exact.blocked
+            steps = _steps(model, kept, calls, res)
+            pr.steps = steps
     if res.verdict == NOT_LINEARIZABLE and res.blocked is not None:
         if explain:
             window, minimal = failing_window(
@@ -115,7 +134,10 @@ def check_operations(
     time_limit: float | None = None,
     explain: bool = True,
     explain_budget_s: float = 1.0,
+    keep_going_s: float | None = 1.0,
 ) -> CheckResult:
+    """Check operations; `keep_going_s` bounds the time spent on the remaining partitions
+    once one has failed (the verdict is then known); None checks every partition fully."""
     t0 = time.perf_counter()
     if model is None:
         model = infer_model(ops)
@@ -128,16 +150,19 @@ def check_operations(
         if deadline is not None and time.monotonic() > deadline:
             results.append(PartitionResult(key, UNKNOWN_VERDICT, part, 0))
             continue
-        results.append(
-            check_partition(
-                model,
-                key,
-                part,
-                deadline=deadline,
-                explain=explain,
-                explain_budget_s=explain_budget_s,
-            )
+        pr = check_partition(
+            model,
+            key,
+            part,
+            deadline=deadline,
+            explain=explain,
+            explain_budget_s=explain_budget_s,
         )
+        results.append(pr)
+        if pr.verdict == NOT_LINEARIZABLE and keep_going_s is not None:
+            after = time.monotonic() + keep_going_s
+            deadline = after if deadline is None else min(deadline, after)
+            keep_going_s = None  # only the first failure shortens the deadline
     results.sort(key=lambda p: repr(p.key))
     return CheckResult(
         verdict=combine([p.verdict for p in results]),
@@ -155,6 +180,7 @@ def check_history(
     time_limit: float | None = None,
     explain: bool = True,
     explain_budget_s: float = 1.0,
+    keep_going_s: float | None = 1.0,
 ) -> CheckResult:
     """Check a loaded history. `model`: a Model, a name in MODELS, or None to infer."""
     res = check_operations(
@@ -163,6 +189,7 @@ def check_history(
         time_limit=time_limit,
         explain=explain,
         explain_budget_s=explain_budget_s,
+        keep_going_s=keep_going_s,
     )
     res.source = history.source
     res.format = history.format

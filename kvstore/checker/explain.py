@@ -1,16 +1,18 @@
 """Shrinking a non-linearizable partition to a small window that fails on its own.
 
 Rules and invariants:
-- "Freeing" an op makes it optional and callable from the very start, keeping its recorded
-  outcome: it may happen at any time or not at all. That only relaxes the history, so a history
-  that still fails with some ops freed proves the violation lies among the ops left
-  fixed: the window. (Deleting ops instead would not be sound: deleting a write can make a
-  later read fail for a different reason.) Freed reads have no effect and are dropped.
-- Start from the failing prefix: ops that completed no later than the blocked op
-  (pending ops may be dropped from a failing history, it still fails). Then free the
-  longest failing run of earliest-called ops (monotone, so binary search), then try
-  freeing each remaining op once (1-minimal when every probe finished in time).
-- Every probe has a node/time budget; a probe that runs out counts as "did not fail", so
+- "Freeing" an op treats it as indeterminate, keeping its recorded outcome: it may have
+  taken effect at any time after its invocation, or not at all. That only relaxes the
+  history, so a history that still fails with some ops freed proves the violation lies
+  among the ops left fixed: the window. (Deleting ops would not be sound: deleting a
+  write can make a later read fail for another reason.) Freed reads have no effect and
+  are dropped.
+- Start with the ops that completed no later than the blocked op fixed and the ones still
+  pending then freed (that fails: it is the failing prefix); ops invoked later cannot
+  precede any of them and are left out. Then free the longest failing run of
+  earliest-called ops (monotone, so binary search), then try freeing each remaining op
+  once (1-minimal when every probe finished in time).
+- Every probe has a time budget; a probe that runs out counts as "did not fail", so
   the window is always a proven failure, just possibly not minimal.
 """
 
@@ -21,8 +23,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kvstore.checker.search import NOT_LINEARIZABLE, Call, linearize
-
-_FREE_AT = float("-inf")
 
 
 def _fails(
@@ -40,7 +40,7 @@ def _fails(
         if is_readonly(c.input, c.output):
             continue
         # Keep a known outcome: the op may move or vanish, but not change what it returned.
-        probe.append(Call(_FREE_AT, None, c.input, c.output))
+        probe.append(Call(c.call, None, c.input, c.output))
     res = linearize(probe, init, step, is_readonly, deadline=deadline)
     return res.verdict == NOT_LINEARIZABLE
 
@@ -57,27 +57,32 @@ def failing_window(
     deadline = time.monotonic() + budget_s
     cut = calls[blocked].ret
     assert cut is not None
-    prefix = sorted(
-        (i for i, c in enumerate(calls) if c.ret is not None and c.ret <= cut),
-        key=lambda i: calls[i].call,
+    # Ops invoked after the cut follow every op that completed by then: irrelevant.
+    relevant = sorted(
+        (i for i, c in enumerate(calls) if c.call <= cut), key=lambda i: calls[i].call
     )
-    if not _fails(calls, prefix, [], init, step, is_readonly, deadline):
-        # Should not happen (the blocked op's prefix fails by construction); fall back.
-        return sorted(range(len(calls)), key=lambda i: calls[i].call), False
+    fixed = [i for i in relevant if (r := calls[i].ret) is not None and r <= cut]
+    in_prefix = set(fixed)
+    freed = [i for i in relevant if i not in in_prefix]
+    if not _fails(calls, fixed, freed, init, step, is_readonly, deadline):
+        # Only if the probe ran out of budget or `blocked` came from a search with
+        # look-ahead pruning: the whole partition is the one window known to fail.
+        return list(range(len(calls))), False
 
     # Binary search the longest run of earliest ops that can be freed.
-    others = [i for i in prefix if i != blocked]
+    others = [i for i in fixed if i != blocked]
     lo, hi = 0, len(others)  # lo: known to fail when freeing others[:lo]
     while lo < hi:
         mid = (lo + hi + 1) // 2
         head = set(others[:mid])
-        fixed = [i for i in prefix if i not in head]
-        if _fails(calls, fixed, others[:mid], init, step, is_readonly, deadline):
+        trial = [i for i in fixed if i not in head]
+        if _fails(calls, trial, [*freed, *others[:mid]], init, step, is_readonly, deadline):
             lo = mid
         else:
             hi = mid - 1
-    freed = list(others[:lo])
-    fixed = [i for i in prefix if i not in set(freed)]
+    head = set(others[:lo])
+    freed = [*freed, *others[:lo]]
+    fixed = [i for i in fixed if i not in head]
 
     minimal = True
     for i in list(fixed):

@@ -91,7 +91,7 @@ class Operation:
         key = f"{self.key!r}, " if self.key is not None else ""
         arg = "" if self.input is None else repr(self.input)
         inner = f"{key}{arg}".rstrip(", ")
-        res = self.status
+        res: str = self.status
         if self.status == "ok" and self.output is not None and self.output != self.input:
             res = f"ok {self.output!r}"
         elif self.ret is None:

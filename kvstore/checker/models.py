@@ -12,6 +12,8 @@ Rules and invariants:
   (linearised-set, state) pairs.
 - `is_readonly(input, output)` is True only if the op never changes any state; the search
   linearises such ops greedily (sound: a read valid now can always be moved to now).
+- `viability(inputs)` may return a predicate that proves a pending read can never fit
+  again (sound pruning only); returning None is always correct.
 - To add a model: write `step`, an `encode` if the default does not fit, and register it
   in MODELS.
 """
@@ -57,6 +59,9 @@ class Model:
     partition: Callable[[Operation], Hashable] | None = None
     is_readonly: Callable[[Any, Any], bool] = lambda _i, _o: False
     describe_state: Callable[[Any], str] = repr
+    # Given a partition's encoded inputs, an optional viable(state, read_output) predicate
+    # (see search.linearize): False only if that read can never fit again from state.
+    viability: Callable[[Sequence[Any]], Callable[[Any, Any], bool] | None] = lambda _c: None
     describe_input: Callable[[Any, Any], str] = lambda i, o: f"{i!r} -> {o!r}"
 
 
@@ -180,6 +185,18 @@ def kv_step(state: Any, inp: Any, out: Any) -> tuple[bool, Any]:
     return True, state + arg  # append
 
 
+def _str_prefix(state: Any, out: Any) -> bool:
+    return isinstance(out, str) and out.startswith(state)
+
+
+def kv_viability(inputs: Sequence[Any]) -> Callable[[Any, Any], bool] | None:
+    # Without put/delete a key's value only grows by appends, so a later get must return
+    # an extension of the current value.
+    if any(f != "append" and f != "get" for f, _ in inputs):
+        return None
+    return _str_prefix
+
+
 def _describe_kv(inp: Any, out: Any) -> str:
     f, arg = inp
     return f"get -> {out!r}" if f == "get" else f"{f} {arg!r}"
@@ -193,6 +210,7 @@ KV = Model(
     partition=by_key,
     is_readonly=lambda inp, _out: inp[0] == "get",
     describe_input=_describe_kv,
+    viability=kv_viability,
 )
 
 MODELS: dict[str, Model] = {m.name: m for m in (REGISTER, CAS_REGISTER, KV)}

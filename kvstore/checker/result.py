@@ -53,11 +53,13 @@ class Counterexample:
     """Why a partition is not linearizable.
 
     `window`: a set of ops that cannot be linearised together even when every other op of
-    the partition may happen at any time or not at all (so it explains the violation on
-    its own); `window_minimal` says whether removing any single op was shown to make it
-    linearizable (False when the explanation budget ran out first).
+    the partition is indeterminate (took effect any time after its invocation, or never),
+    so it explains the violation on its own; `window_minimal` says whether freeing any
+    single op of it was shown to make it linearizable (False when the explanation budget
+    ran out first).
     `prefix`: the longest linearizable prefix found: every op that completed before
-    `blocked`'s completion is in it, in a valid order, ending in `prefix_state`.
+    `blocked`'s completion is in it, in a valid order, ending in `prefix_state`
+    (`blocked` is the first op whose completion no linearisation reaches).
     """
 
     key: Hashable

@@ -16,10 +16,16 @@ Rules and invariants:
     never revisited: such an op, already callable, can be moved to the front of any valid
     continuation. So a node's fate is its read's child's fate.
   * an optional op is only tried if it changes the state (a no-op could be dropped).
+  * a model may supply `viable(state, read_output)`: if a callable read can never fit
+    again, the node is dead (e.g. append-only values must stay prefixes of later reads).
   * optional ops with equal (input, output) are interchangeable; only the earliest-called
     unplaced one of each class is tried.
+- The memo is cleared when it exceeds `max_memo` entries: forgetting is sound, and it keeps
+  memory bounded on hard histories.
 - The deepest blocking point reached gives the longest linearizable prefix: every op that
-  returned before the blocking return is placed in the recorded witness.
+  returned before the blocking return is placed in the recorded witness. With `viable`
+  the search may prune before reaching the true blocking point, so the prefix is then
+  only a valid one, not necessarily the longest (the checker re-runs without it).
 - Never returns a bare bool: "linearizable", "not linearizable" or "unknown" (deadline).
 """
 
@@ -36,6 +42,7 @@ NOT_LINEARIZABLE: Verdict = "not linearizable"
 UNKNOWN_VERDICT: Verdict = "unknown"
 
 _NIL = -1
+_DEAD = -2
 _HEAD = 0
 
 
@@ -71,8 +78,14 @@ def linearize(
     step: Callable[[Any, Any, Any], tuple[bool, Any]],
     is_readonly: Callable[[Any, Any], bool] = lambda _i, _o: False,
     deadline: float | None = None,
+    viable: Callable[[Any, Any], bool] | None = None,
+    max_memo: int = 1_000_000,
 ) -> SearchResult:
-    """Search for a linearisation of `calls` from state `init`; see module rules."""
+    """Search for a linearisation of `calls` from state `init`; see module rules.
+
+    `viable(state, read_output)`, when given, must return False only if no sequence of this
+    partition's ops can lead from `state` to a state where that read fits.
+    """
     t0 = time.perf_counter()
     n = len(calls)
     inp = [c.input for c in calls]
@@ -150,16 +163,25 @@ def linearize(
             if not nodes & 0x3FF and deadline is not None and time.monotonic() > deadline:
                 best_order = best_order or [opi[f[0]] for f in stack]
                 return finish(UNKNOWN_VERDICT, best_order, best_blocked)
+            if len(cache) > max_memo:
+                # Forgetting memo entries is sound (they only prune); it bounds memory.
+                cache.clear()
             # Phase 1: a fitting read-only op decides this node on its own.
             e = nxt[_HEAD]
             forced = _NIL
             while e != _NIL and kind[e] == 0:
                 i = opi[e]
-                if ro[i] and step(state, inp[i], out[i])[0]:
-                    forced = e
-                    break
+                if ro[i]:
+                    if step(state, inp[i], out[i])[0]:
+                        forced = e
+                        break
+                    if viable is not None and not viable(state, out[i]):
+                        forced = _DEAD
+                        break
                 e = nxt[e]
-            if forced != _NIL:
+            if forced == _DEAD:
+                entry = _NIL  # a pending read can never fit any more
+            elif forced != _NIL:
                 i = opi[forced]
                 nl = lin | bits[i]
                 k = (nl, state)

@@ -13,6 +13,7 @@ Rules and invariants:
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -70,7 +71,7 @@ def parse_history(text: str, fmt: str = "auto", *, source: str | None = None) ->
         events = parse_jepsen_log(text)
     if events and all(e.index is not None for e in events):
         idx = [e.index for e in events]
-        if any(a > b for a, b in zip(idx, idx[1:], strict=False)):  # type: ignore[operator]
+        if any(a > b for a, b in itertools.pairwise(idx)):  # type: ignore[operator]
             events.sort(key=lambda e: e.index)  # type: ignore[arg-type,return-value]
     return History(
         events=events, format=fmt, fail_cas_is_false=(fmt == "jepsen-log"), source=source
