@@ -81,11 +81,21 @@ def show_status(config: ClusterConfig, config_path: Path, *, as_json: bool = Fal
         print(json.dumps({"cluster": config.name, "nodes": rows}, indent=2))
         return 0 if all(r["health"] == "up" for r in rows) else 1
     table = Table(title=f"cluster {config.name} (N={config.n}, R={config.r}, W={config.w})")
-    for column in ("node", "address", "pid", "health", "keys", "uptime", "sees down", "hints"):
+    columns = ("node", "address", "pid", "health", "keys", "uptime", "its view of peers")
+    for column in (*columns, "hints pending", "hints stored/delivered/dropped", "requests ok/err"):
         table.add_column(column)
     for r in rows:
         colour = {"up": "green", "down": "red"}.get(r["health"], "yellow")
-        peers_down = [p for p, state in r.get("peers", {}).items() if state != "up"]
+        up = r["health"] == "up"
+        peers = r.get("peers", {})
+        not_up = [f"{p}:{state}" for p, state in sorted(peers.items()) if state != "up"]
+        view = (" ".join(not_up) or "all up") if up else "-"
+        c = r.get("counters", {})
+        requests_ok = sum(v for k, v in c.items() if k.endswith(".ok"))
+        requests_err = (
+            sum(v for k, v in c.items() if k.split(".")[0] in ("put", "get", "delete"))
+            - requests_ok
+        )
         table.add_row(
             r["id"],
             r["address"],
@@ -93,8 +103,12 @@ def show_status(config: ClusterConfig, config_path: Path, *, as_json: bool = Fal
             f"[{colour}]{r['health']}[/{colour}]",
             str(r.get("keys", "-")),
             f"{r['uptime_s']}s" if "uptime_s" in r else "-",
-            ", ".join(peers_down) or "-",
-            str(sum(r.get("hints_pending", {}).values())) if r["health"] == "up" else "-",
+            view,
+            str(sum(r.get("hints_pending", {}).values())) if up else "-",
+            f"{c.get('hints.stored', 0)}/{c.get('hints.delivered', 0)}/{c.get('hints.dropped', 0)}"
+            if up
+            else "-",
+            f"{requests_ok}/{requests_err}" if up else "-",
         )
     console.print(table)
     return 0 if all(r["health"] == "up" for r in rows) else 1

@@ -223,9 +223,21 @@ class LocalCluster:
             self._reap(node_id, timeout=10.0)
 
     def stop(self) -> None:
-        """Stop every node this cluster knows of; safe to call twice or on a dead cluster."""
-        for node_id in list(self.nodes):
-            self.stop_node(node_id)
+        """Stop every node this cluster knows of; safe to call twice or on a dead cluster.
+
+        All nodes get SIGTERM at once (they then shut down in parallel), and any node
+        still running after the grace period gets SIGKILL.
+        """
+        live = [n for n in self.nodes.values() if is_our_node(n.pid, n.node_id)]
+        for proc in live:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGCONT)
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in live:
+            if not self._reap(proc.node_id, timeout=5.0):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                self._reap(proc.node_id, timeout=10.0)
         self.save_state()
 
     def _reap(self, node_id: str, timeout: float) -> bool:

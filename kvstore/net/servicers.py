@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import grpc
@@ -156,21 +156,20 @@ class ReplicaServicer(pb_grpc.ReplicaServicer):
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, node: Node, extra: Callable[[], dict[str, Any]] | None = None) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
-        self.extra = extra
 
     async def Status(
         self, request: pb.Empty, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.StatusReply:
-        status = self.node.status()
+        status = await self.node.status()
         reply = pb.StatusReply(
             node=status["node"],
             cluster=status["cluster"],
             address=status["address"],
             pid=status["pid"],
             uptime_s=status["uptime_s"],
-            keys=await self.node.engine.count(),
+            keys=status["keys"],
         )
         for name, value in status["counters"].items():
             reply.counters[name] = value
@@ -184,3 +183,16 @@ class AdminServicer(pb_grpc.AdminServicer):
         self, request: pb.EchoMessage, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EchoMessage:
         return request
+
+    async def ReadLocal(
+        self, request: pb.LocalReadRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.LocalReadReply:
+        record = await self.node.engine.get(request.key)
+        reply = pb.LocalReadReply()
+        reply.version.node = self.node.id
+        if record is not None:
+            reply.version.found = True
+            reply.version.tombstone = record.value is None
+            reply.version.ts.CopyFrom(ts_to_pb(record.ts))
+            reply.value = record.value or b""
+        return reply

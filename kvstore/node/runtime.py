@@ -9,6 +9,10 @@ Rules:
   (a write keeps spreading to the remaining replicas, as Dynamo's does).
 - Timestamps come from this node's hybrid logical clock; ``clock_offset_us`` lets the
   harness skew it to expose last-writer-wins under clock skew.
+- Peers the failure detector calls down are never asked; their writes go to fallbacks as
+  durable hints, replayed (throttled, oldest first, original timestamps kept) once the
+  owner is seen up, and deleted only after the owner acknowledged them. Hints older
+  than the hint window are dropped and counted.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -25,6 +30,7 @@ from typing import Any
 from kvstore.config import ClusterConfig
 from kvstore.core import consistency
 from kvstore.core.coordinator import ReadRound, Reply, WriteRound, plan
+from kvstore.core.failure import Membership
 from kvstore.core.hlc import HybridClock
 from kvstore.core.keys import as_key, as_value
 from kvstore.core.quorum import Outcome
@@ -36,6 +42,9 @@ from kvstore.net.peer import PeerError, PeerLink
 from kvstore.storage.base import Engine
 
 TRACE_GRACE_S = 0.25
+HANDOFF_TICK_S = 0.1
+EXPIRY_EVERY_S = 1.0
+log = logging.getLogger("kvstore.node")
 
 
 @dataclass(slots=True)
@@ -88,9 +97,19 @@ class Node:
         self.started = time.monotonic()
         self.counters: collections.Counter[str] = collections.Counter()
         self.links = {
-            peer.id: PeerLink(peer.id, peer.address) for peer in config.nodes if peer.id != node_id
+            peer.id: PeerLink(peer.id, peer.address, on_heard=self._heard)
+            for peer in config.nodes
+            if peer.id != node_id
         }
+        self.membership = Membership(
+            node_id,
+            list(self.links),
+            config.heartbeat_interval_ms / 1000,
+            config.failure_detection_ms / 1000,
+            time.monotonic(),
+        )
         self._background: set[asyncio.Future[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
 
     # ----------------------------------------------------------------- time & health
 
@@ -99,10 +118,81 @@ class Node:
 
     async def start(self) -> None:
         """Start the node's background work; the gRPC server is already serving."""
+        self._loops = [
+            asyncio.create_task(self._heartbeats(), name="heartbeats"),
+            asyncio.create_task(self._handoff(), name="handoff"),
+        ]
 
     def down(self) -> frozenset[str]:
-        """Peers known to be unreachable right now (never contacted on a request)."""
-        return frozenset()
+        """Peers the failure detector calls down right now (never contacted on a request)."""
+        return self.membership.down(time.monotonic())
+
+    def _heard(self, peer: str) -> None:
+        self.membership.heard(peer, time.monotonic())
+
+    async def _heartbeats(self) -> None:
+        interval = self.config.heartbeat_interval_ms / 1000
+        while True:
+            for link in self.links.values():
+                link.request(["p", self.id], interval * 4).add_done_callback(_consume)
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------- hinted handoff
+
+    async def _handoff(self) -> None:
+        last_expiry = 0.0
+        while True:
+            await asyncio.sleep(HANDOFF_TICK_S)
+            try:
+                if time.monotonic() - last_expiry >= EXPIRY_EVERY_S:
+                    last_expiry = time.monotonic()
+                    await self.expire_hints()
+                await self.replay_hints(max(1, int(self.config.hint_replay_rate * HANDOFF_TICK_S)))
+            except Exception:  # a failing tick must not end handoff for good
+                log.exception("hinted handoff tick failed")
+
+    async def expire_hints(self) -> int:
+        """Drop hints older than the hint window; anti-entropy repairs what they covered."""
+        window_us = int(self.config.hint_window_s * 1_000_000)
+        dropped = 0
+        while True:
+            now = self.physical_us()
+            oldest = await self.engine.hints(None, limit=500)
+            expired = [h.hint_id for h in oldest if now - h.stored_at_us > window_us]
+            if expired:
+                await self.engine.delete_hints(expired)
+                dropped += len(expired)
+                self.counters["hints.dropped"] += len(expired)
+            if len(expired) < len(oldest) or len(oldest) < 500:
+                return dropped
+
+    async def replay_hints(self, budget: int) -> int:
+        """Send up to ``budget`` hints to owners seen up; delete the acknowledged ones."""
+        delivered_total = 0
+        now = time.monotonic()
+        for owner, pending in sorted((await self.engine.hint_counts()).items()):
+            link = self.links.get(owner)
+            if budget <= 0 or pending == 0 or link is None:
+                continue
+            if not self.membership.is_up(owner, now):
+                continue
+            hints = await self.engine.hints(owner, limit=budget)
+            timeout_s = self.config.request_timeout_ms / 1000
+            replies = await asyncio.gather(
+                *(link.request(replica_codec.write_args(h.record, None), timeout_s) for h in hints),
+                return_exceptions=True,
+            )
+            delivered = [
+                h.hint_id
+                for h, reply in zip(hints, replies, strict=True)
+                if not isinstance(reply, BaseException)
+            ]
+            if delivered:
+                await self.engine.delete_hints(delivered)
+                self.counters["hints.delivered"] += len(delivered)
+            budget -= len(hints)
+            delivered_total += len(delivered)
+        return delivered_total
 
     # ------------------------------------------------------------------ coordinator
 
@@ -347,19 +437,37 @@ class Node:
 
     # ---------------------------------------------------------------------- admin
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
+        views = self.membership.views(time.monotonic())
         return {
             "node": self.id,
             "cluster": self.config.name,
             "address": self.me.address,
             "pid": os.getpid(),
             "uptime_s": time.monotonic() - self.started,
+            "keys": await self.engine.count(),
             "counters": dict(self.counters),
+            "peers": [
+                {"node": v.node, "state": v.state, "phi": v.phi, "last_heard_s": v.last_heard_s}
+                for v in views
+            ],
+            "hints_pending": await self.engine.hint_counts(),
         }
 
-    async def close(self) -> None:
+    async def close_links(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
         for link in self.links.values():
             await link.close()
+
+    async def close(self) -> None:
+        await self.close_links()
         for task in list(self._background):
             task.cancel()
         await self.engine.close()
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark a fire-and-forget future's exception as seen (a heartbeat to a dead peer)."""
+    if not future.cancelled():
+        future.exception()

@@ -48,7 +48,10 @@ async def serve(config: ClusterConfig, node_id: str, *, clock_offset_us: int = 0
         await stop.wait()
     finally:
         log.info("node %s stopping", node_id)
-        await server.stop(grace=1.0)
+        # Close our outgoing links first: peers' servers then see their streams end
+        # instead of waiting out their grace period on them.
+        await node.close_links()
+        await server.stop(grace=0.5)
         await node.close()
         log.info("node %s stopped", node_id)
 

@@ -1,0 +1,195 @@
+"""Failure detection, sloppy vs strict quorums and hinted handoff, with real processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from kvstore import SyncClient, Unavailable
+from kvstore.cluster.local import LocalCluster, pid_alive, status
+from kvstore.core.ring import Ring
+from kvstore.pb import kvstore_pb2 as pb
+from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+from tests.cluster.conftest import ClusterFactory
+
+FAST = {"heartbeat_interval_ms": 100, "failure_detection_ms": 600}
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
+        time.sleep(0.05)
+
+
+def views(cluster: LocalCluster, observer: str) -> dict[str, str]:
+    reply = status(cluster.config.node(observer).address)
+    return {p.node: p.state for p in reply.peers}
+
+
+def seen_by_all(cluster: LocalCluster, target: str, state: str) -> bool:
+    """Every other running node sees ``target`` in ``state``."""
+    others = [n for n in cluster.config.node_ids if n != target and pid_alive(cluster.nodes[n].pid)]
+    try:
+        return all(views(cluster, o).get(target) == state for o in others)
+    except grpc.RpcError:
+        return False
+
+
+def hints_pending(cluster: LocalCluster, node: str) -> dict[str, int]:
+    return dict(status(cluster.config.node(node).address).hints_pending)
+
+
+def counters(cluster: LocalCluster, node: str) -> dict[str, int]:
+    return dict(status(cluster.config.node(node).address).counters)
+
+
+def read_local(cluster: LocalCluster, node: str, key: str) -> bytes | None:
+    with grpc.insecure_channel(cluster.config.node(node).address) as channel:
+        reply = pb_grpc.AdminStub(channel).ReadLocal(
+            pb.LocalReadRequest(key=key.encode()), timeout=2
+        )
+    if not reply.version.found or reply.version.tombstone:
+        return None
+    return reply.value
+
+
+def layout(cluster: LocalCluster, key: str, down: set[str]) -> tuple[tuple[str, ...], list[str]]:
+    cfg = cluster.config
+    ring = Ring(cfg.node_ids, cfg.vnodes)
+    primaries = ring.primaries(key.encode(), cfg.n)
+    fallbacks = [r.node for r in ring.preference_list(key.encode(), cfg.n, down) if not r.primary]
+    return primaries, fallbacks
+
+
+def test_killed_node_is_marked_down_by_all_then_up_after_restart(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(**FAST)
+    cluster.kill("n3")
+    killed_at = time.monotonic()
+    wait_until(lambda: seen_by_all(cluster, "n3", "down"), "every node sees n3 down")
+    # configured 0.6 s; allow for polling and a loaded 2-core machine
+    assert time.monotonic() - killed_at < 0.6 + 2.0
+    cluster.start_node("n3")
+    wait_until(lambda: seen_by_all(cluster, "n3", "up"), "every node sees n3 up again")
+
+
+def test_paused_node_is_marked_down_then_up_after_sigcont(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(**FAST)
+    cluster.pause("n2")
+    try:
+        wait_until(lambda: seen_by_all(cluster, "n2", "down"), "every node sees paused n2 down")
+    finally:
+        cluster.resume("n2")
+    wait_until(lambda: seen_by_all(cluster, "n2", "up"), "every node sees n2 up after SIGCONT")
+
+
+def test_sloppy_write_leaves_a_hint_that_is_replayed(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(**FAST)
+    key = "handoff-key"
+    (owner, *_), _ = layout(cluster, key, set())
+    _, (fallback,) = layout(cluster, key, {owner})
+    cluster.kill(owner)
+    wait_until(lambda: seen_by_all(cluster, owner, "down"), f"{owner} seen down")
+    with SyncClient.from_config(cluster.config) as client:
+        result = client.put(key, "while-you-were-out", w="quorum", trace=True)
+    fallback_acks = [r for r in result.replicas if r.fallback and r.ok]
+    assert [r.node for r in fallback_acks] == [fallback]
+    assert hints_pending(cluster, fallback) == {owner: 1}
+    assert counters(cluster, fallback)["hints.stored"] == 1
+    cluster.start_node(owner)
+    wait_until(lambda: not hints_pending(cluster, fallback), "the hint is delivered")
+    assert read_local(cluster, owner, key) == b"while-you-were-out"
+    assert counters(cluster, fallback)["hints.delivered"] == 1
+
+
+def test_hints_survive_a_restart_of_the_fallback(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(**FAST)
+    keys = [f"survivor-{i}" for i in range(40)]
+    owner = "n1"
+    cluster.kill(owner)
+    wait_until(lambda: seen_by_all(cluster, owner, "down"), f"{owner} seen down")
+    with SyncClient.from_config(cluster.config) as client:
+        for key in keys:
+            client.put(key, f"v-{key}", w="quorum")
+    owned = [k for k in keys if owner in layout(cluster, k, set())[0]]
+    assert owned, "no test key is replicated on the killed node"
+    holders = {f for k in owned for f in layout(cluster, k, {owner})[1]}
+    for holder in holders:
+        cluster.kill(holder)
+    for holder in holders:
+        cluster.start_node(holder)
+    assert sum(sum(hints_pending(cluster, h).values()) for h in holders) == len(owned)
+    cluster.start_node(owner)
+    wait_until(lambda: all(not hints_pending(cluster, h) for h in holders), "all hints delivered")
+    for key in owned:
+        assert read_local(cluster, owner, key) == f"v-{key}".encode()
+
+
+def test_strict_quorum_with_two_primaries_down(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(**FAST)
+    key = "strict-key"
+    primaries, _ = layout(cluster, key, set())
+    down = set(primaries[:2])
+    for node in down:
+        cluster.kill(node)
+    wait_until(
+        lambda: all(seen_by_all(cluster, node, "down") for node in down), f"{down} seen down"
+    )
+    with SyncClient.from_config(cluster.config) as client:
+        with pytest.raises(Unavailable) as info:
+            client.put(key, "strict", w="quorum", sloppy=False)
+        assert info.value.definite and "strict quorum" in str(info.value)
+        with pytest.raises(Unavailable):
+            client.get(key, r="quorum", sloppy=False)
+        # W=1 strict: the live primary counts; fallbacks get hints that do not count
+        result = client.put(key, "strict-one", w=1, sloppy=False, trace=True)
+        assert {r.node for r in result.replicas if r.ok and not r.fallback} == {primaries[2]}
+        # sloppy: the fallbacks count toward W
+        sloppy = client.put(key, "sloppy", w="quorum", sloppy=True, trace=True)
+        assert sum(1 for r in sloppy.replicas if r.ok and r.fallback) == 2
+
+
+def test_replayed_old_hint_never_overwrites_a_newer_write(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(**FAST)
+    key = "old-hint"
+    (owner, *_), _ = layout(cluster, key, set())
+    _, (fallback,) = layout(cluster, key, {owner})
+    cluster.kill(owner)
+    wait_until(lambda: seen_by_all(cluster, owner, "down"), f"{owner} seen down")
+    with SyncClient.from_config(cluster.config) as client:
+        client.put(key, "old", w="quorum")
+        assert hints_pending(cluster, fallback) == {owner: 1}
+        cluster.kill(fallback)  # the hint waits, durable, on a dead fallback
+        cluster.start_node(owner)
+        wait_until(lambda: seen_by_all(cluster, owner, "up"), f"{owner} seen up")
+        client.put(key, "new", w="all", sloppy=False)
+        assert read_local(cluster, owner, key) == b"new"
+        cluster.start_node(fallback)
+        wait_until(lambda: not hints_pending(cluster, fallback), "the old hint is replayed")
+        assert read_local(cluster, owner, key) == b"new"
+        assert client.get(key, r="all") == b"new"
+
+
+def test_hint_past_the_window_is_dropped_and_counted(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(hint_window_s=1, **FAST)
+    key = "expiring"
+    (owner, *_), _ = layout(cluster, key, set())
+    _, (fallback,) = layout(cluster, key, {owner})
+    cluster.kill(owner)
+    wait_until(lambda: seen_by_all(cluster, owner, "down"), f"{owner} seen down")
+    with SyncClient.from_config(cluster.config) as client:
+        client.put(key, "short-lived", w="quorum")
+    assert hints_pending(cluster, fallback) == {owner: 1}
+    wait_until(lambda: not hints_pending(cluster, fallback), "the hint expires")
+    assert counters(cluster, fallback)["hints.dropped"] == 1
+    assert counters(cluster, fallback).get("hints.delivered", 0) == 0
