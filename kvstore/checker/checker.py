@@ -53,7 +53,7 @@ def check_partition(
     *,
     deadline: float | None = None,
     explain: bool = True,
-    explain_budget_s: float = 1.0,
+    explain_budget_s: float = 2.0,
 ) -> PartitionResult:
     """Check the ops of one partition (already split by key)."""
     kept: list[Operation] = []
@@ -133,7 +133,7 @@ def check_operations(
     *,
     time_limit: float | None = None,
     explain: bool = True,
-    explain_budget_s: float = 1.0,
+    explain_budget_s: float = 2.0,
     keep_going_s: float | None = 1.0,
 ) -> CheckResult:
     """Check operations; `keep_going_s` bounds the time spent on the remaining partitions
@@ -179,7 +179,7 @@ def check_history(
     *,
     time_limit: float | None = None,
     explain: bool = True,
-    explain_budget_s: float = 1.0,
+    explain_budget_s: float = 2.0,
     keep_going_s: float | None = 1.0,
 ) -> CheckResult:
     """Check a loaded history. `model`: a Model, a name in MODELS, or None to infer."""

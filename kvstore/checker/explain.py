@@ -12,8 +12,8 @@ Rules and invariants:
   precede any of them and are left out. Then free the longest failing run of
   earliest-called ops (monotone, so binary search), then try freeing each remaining op
   once (1-minimal when every probe finished in time).
-- Every probe has a time budget; a probe that runs out counts as "did not fail", so
-  the window is always a proven failure, just possibly not minimal.
+- Every probe has a node cap and a shared time budget; a probe that runs out counts as
+  "did not fail", so the window is always a proven failure, just possibly not minimal.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kvstore.checker.search import NOT_LINEARIZABLE, Call, linearize
+
+# Freed ops are optional, which can make a failing probe expensive to prove; capping each
+# probe keeps one hard probe from eating the whole budget (it then counts as "no").
+_PROBE_NODES = 20_000
 
 
 def _fails(
@@ -41,7 +45,7 @@ def _fails(
             continue
         # Keep a known outcome: the op may move or vanish, but not change what it returned.
         probe.append(Call(c.call, None, c.input, c.output))
-    res = linearize(probe, init, step, is_readonly, deadline=deadline)
+    res = linearize(probe, init, step, is_readonly, deadline=deadline, max_nodes=_PROBE_NODES)
     return res.verdict == NOT_LINEARIZABLE
 
 

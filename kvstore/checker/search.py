@@ -26,7 +26,8 @@ Rules and invariants:
   returned before the blocking return is placed in the recorded witness. With `viable`
   the search may prune before reaching the true blocking point, so the prefix is then
   only a valid one, not necessarily the longest (the checker re-runs without it).
-- Never returns a bare bool: "linearizable", "not linearizable" or "unknown" (deadline).
+- Never returns a bare bool: "linearizable", "not linearizable" or "unknown" (deadline
+  or `max_nodes` reached).
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def linearize(
     deadline: float | None = None,
     viable: Callable[[Any, Any], bool] | None = None,
     max_memo: int = 1_000_000,
+    max_nodes: int | None = None,
 ) -> SearchResult:
     """Search for a linearisation of `calls` from state `init`; see module rules.
 
@@ -160,7 +162,10 @@ def linearize(
         if node_start:
             node_start = False
             nodes += 1
-            if not nodes & 0x3FF and deadline is not None and time.monotonic() > deadline:
+            if not nodes & 0x3FF and (
+                (deadline is not None and time.monotonic() > deadline)
+                or (max_nodes is not None and nodes > max_nodes)
+            ):
                 best_order = best_order or [opi[f[0]] for f in stack]
                 return finish(UNKNOWN_VERDICT, best_order, best_blocked)
             if len(cache) > max_memo:
