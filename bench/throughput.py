@@ -12,17 +12,10 @@ each is given as a ratio of the echo ceiling measured in the same run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
-import platform
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +25,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._common import drive, free_ports, machine, median_of, write_cluster_config  # noqa: E402
 from kvstore import Client  # noqa: E402
 from kvstore import config as config_mod  # noqa: E402
 from kvstore.cluster.local import LocalCluster  # noqa: E402
@@ -42,74 +36,30 @@ from kvstore.pb import kvstore_pb2_grpc as pb_grpc  # noqa: E402
 VALUE = b"x" * 100
 
 
-class _Echo(pb_grpc.AdminServicer):
-    """Only Echo matters here; Status answers so the server is a complete Admin service."""
-
-    async def Status(
-        self, request: pb.Empty, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.StatusReply:
-        return pb.StatusReply(node="echo")
-
-    async def Echo(
-        self, request: pb.EchoMessage, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.EchoMessage:
-        return request
+async def _echo(
+    request: pb.EchoMessage, context: grpc.aio.ServicerContext[Any, Any]
+) -> pb.EchoMessage:
+    return request
 
 
 async def serve_echo(port: int) -> None:
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_AdminServicer_to_server(_Echo(), server)
+    # The bare Admin.Echo method and nothing else: the plainest unary gRPC service.
+    handler = grpc.method_handlers_generic_handler(
+        "kvstore.v1.Admin",
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(
+                _echo,
+                request_deserializer=pb.EchoMessage.FromString,
+                response_serializer=pb.EchoMessage.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     print("ready", flush=True)
     await server.wait_for_termination()
-
-
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-async def drive(
-    op: Callable[[int], Awaitable[Any]], seconds: float, concurrency: int
-) -> dict[str, float]:
-    """Run ``op`` from ``concurrency`` workers for ``seconds``; ops/s and latency (ms)."""
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def worker(w: int) -> None:
-        nonlocal errors
-        i = w
-        while time.perf_counter() < stop_at:
-            start = time.perf_counter()
-            try:
-                await op(i)
-            except Exception:
-                errors += 1
-            else:
-                latencies.append(time.perf_counter() - start)
-            i += concurrency
-
-    began = time.perf_counter()
-    await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    elapsed = time.perf_counter() - began
-    latencies.sort()
-    return {
-        "ops_per_s": len(latencies) / elapsed,
-        "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else float("nan"),
-        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
-        "errors": errors,
-    }
-
-
-def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
-    return {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]}
 
 
 async def bench(args: argparse.Namespace, echo_port: int) -> dict[str, Any]:
@@ -122,22 +72,15 @@ async def bench(args: argparse.Namespace, echo_port: int) -> dict[str, Any]:
     async def echo_op(i: int) -> None:
         await stub.Echo(message, timeout=5)
 
-    await drive(echo_op, 0.5, args.concurrency)  # warm-up
+    await drive(echo_op, args.concurrency, seconds=0.5)  # warm-up
     results["echo"] = median_of(
-        [await drive(echo_op, args.seconds, args.concurrency) for _ in range(args.rounds)]
+        [await drive(echo_op, args.concurrency, seconds=args.seconds) for _ in range(args.rounds)]
     )
     await channel.close(None)
 
     # --- the cluster
     with tempfile.TemporaryDirectory(prefix="kvbench-") as tmp:
-        cfg_path = Path(tmp) / "cluster.toml"
-        ports = free_ports(5)
-        lines = ["[cluster]", 'name = "bench"', "n = 3", f'engine = "{args.engine}"']
-        lines += ['run_dir = "run"', "request_timeout_ms = 5000"]
-        for i, p in enumerate(ports, 1):
-            lines += ["[[nodes]]", f'id = "n{i}"', f'address = "127.0.0.1:{p}"']
-            lines += [f'data_dir = "data/n{i}"']
-        cfg_path.write_text("\n".join(lines) + "\n")
+        cfg_path = write_cluster_config(Path(tmp), n=3, engine=args.engine, request_timeout_ms=5000)
         cfg = config_mod.load(cfg_path)
         with LocalCluster(cfg, cfg_path) as cluster:
             cluster.start()
@@ -151,11 +94,11 @@ async def bench(args: argparse.Namespace, echo_port: int) -> dict[str, Any]:
                     async def get_op(i: int, level: str = level) -> None:
                         await client.get(keys[i % len(keys)], r=level)
 
-                    await drive(put_op, 0.5, args.concurrency)  # warm-up, fills keys
+                    await drive(put_op, args.concurrency, seconds=0.5)  # warm-up, fills keys
                     for name, op in (("put", put_op), ("get", get_op)):
                         results[f"{name}_{level}"] = median_of(
                             [
-                                await drive(op, args.seconds, args.concurrency)
+                                await drive(op, args.concurrency, seconds=args.seconds)
                                 for _ in range(args.rounds)
                             ]
                         )
@@ -164,11 +107,7 @@ async def bench(args: argparse.Namespace, echo_port: int) -> dict[str, Any]:
         figures["ratio_to_echo"] = round(figures["ops_per_s"] / ceiling, 3)
     return {
         "benchmark": "throughput",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "settings": {
             "concurrency": args.concurrency,
             "seconds_per_round": args.seconds,

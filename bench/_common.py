@@ -1,0 +1,96 @@
+"""Helpers shared by the benchmarks: free ports, a closed-loop driver, cluster configs.
+
+Rules: every benchmark prints JSON with the machine it ran on, measures its baseline in
+the same run, and reports medians and ratios rather than single absolute figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import socket
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def write_cluster_config(folder: Path, nodes: int = 5, **cluster: object) -> Path:
+    """A cluster.toml for ``nodes`` local nodes on free ports, inside ``folder``."""
+    ports = free_ports(nodes)
+    lines = ["[cluster]", 'name = "bench"', 'run_dir = "run"']
+    for key, value in cluster.items():
+        lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
+    for i, port in enumerate(ports, 1):
+        lines += ["[[nodes]]", f'id = "n{i}"', f'address = "127.0.0.1:{port}"']
+        lines += [f'data_dir = "data/n{i}"']
+    path = folder / "cluster.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def drive(
+    op: Callable[[int], Awaitable[Any]],
+    concurrency: int,
+    *,
+    seconds: float | None = None,
+    total: int | None = None,
+) -> dict[str, float]:
+    """Run ``op(i)`` from ``concurrency`` workers for ``seconds`` or ``total`` calls.
+
+    Returns ops/s of successful calls, latency percentiles (ms) and the error count.
+    """
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds if seconds is not None else float("inf")
+    limit = total if total is not None else 1 << 62
+
+    async def worker(w: int) -> None:
+        nonlocal errors
+        i = w
+        while i < limit and time.perf_counter() < stop_at:
+            start = time.perf_counter()
+            try:
+                await op(i)
+            except Exception:
+                errors += 1
+            else:
+                latencies.append(time.perf_counter() - start)
+            i += concurrency
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+    nan = float("nan")
+    return {
+        "ops_per_s": len(latencies) / elapsed,
+        "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else nan,
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else nan,
+        "errors": errors,
+        "seconds": elapsed,
+    }
+
+
+def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in rounds), 3) for k in rounds[0]}
