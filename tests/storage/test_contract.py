@@ -1,0 +1,48 @@
+"""Runs the one storage contract (``contract.py``) against every engine kind.
+
+A new engine joins by adding its kind to ``ENGINE_KINDS`` and a branch to ``_open``.
+The SQLite engine pages scans in chunks of 4 here so that paging is exercised by every
+scan test, not only by large ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from kvstore.storage import ENGINE_KINDS, Engine, MemoryEngine, SqliteEngine
+from tests.storage.contract import EngineContract, MakeEngine
+
+
+async def _open(kind: str, directory: Path) -> Engine:
+    if kind == "memory":
+        return MemoryEngine()
+    if kind == "sqlite":
+        return await SqliteEngine.open(directory / "kv.sqlite3", scan_chunk=4)
+    raise AssertionError(f"no test opener for engine kind {kind!r}")
+
+
+@pytest.fixture(params=ENGINE_KINDS)
+async def make_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeEngine]:
+    kind: str = request.param
+    opened: list[Engine] = []
+
+    async def make() -> Engine:
+        engine = await _open(kind, tmp_path / f"engine{len(opened)}")
+        opened.append(engine)
+        return engine
+
+    yield make
+    for engine in opened:
+        await engine.close()
+
+
+@pytest.fixture
+async def engine(make_engine: MakeEngine) -> Engine:
+    return await make_engine()
+
+
+class TestEngineContract(EngineContract):
+    """Every engine kind, every contract test."""

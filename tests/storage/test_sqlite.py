@@ -1,0 +1,375 @@
+"""What only the durable engine promises: data and hints outlive the process, an
+acknowledged write survives SIGKILL, group commit really shares commits, a failed commit
+fails its whole batch and nothing else, and the event loop keeps running throughout.
+
+Some tests reach into the engine (``_commit``, ``_wq``) to hold the writer thread still,
+so that which calls share a batch is decided by the test, not by timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import signal
+import sqlite3
+import sys
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvstore.core.version import Record, Timestamp
+from kvstore.storage import SqliteEngine
+from kvstore.storage.base import Hint
+from tests.storage.contract import rec, scan_all, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[SqliteEngine]:
+    engine = await SqliteEngine.open(tmp_path / "kv.sqlite3")
+    yield engine
+    await engine.close()
+
+
+async def test_data_and_hints_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "kv.sqlite3"
+    engine = await SqliteEngine.open(path, scan_chunk=3)
+    records = [rec(b"k%02d" % i, None if i % 4 == 0 else b"v%d" % i, i + 1) for i in range(20)]
+    records.append(rec(b"", b"", 7))
+    await engine.apply_many(records)
+    hints = [
+        Hint(await engine.add_hint(f"n{i % 3}", r, 1000 - i), f"n{i % 3}", r, 1000 - i)
+        for i, r in enumerate(records[:9])
+    ]
+    deleted = [hints[2].hint_id, hints[-1].hint_id]  # including the highest id
+    await engine.delete_hints(deleted)
+    kept = [h for h in hints if h.hint_id not in deleted]
+    before = (await scan_all(engine), await engine.hints(), await engine.hint_counts())
+    await engine.close()
+
+    engine = await SqliteEngine.open(path)
+    try:
+        assert await scan_all(engine) == sorted(records, key=lambda r: r.key) == before[0]
+        assert await engine.count() == len(records)
+        assert await engine.hints() == sorted(kept, key=lambda h: h.stored_at_us) == before[1]
+        assert await engine.hint_counts() == before[2]
+        # Ids are never reused, not even the highest one deleted before the restart.
+        new_id = await engine.add_hint("n0", records[0], 1)
+        assert new_id > max(h.hint_id for h in hints)
+        # LWW still holds against what was stored before the restart.
+        assert await engine.apply(records[1]) is False
+        assert await engine.apply(rec(records[1].key, b"newer", 100)) is True
+    finally:
+        await engine.close()
+
+
+async def test_close_flushes_pending_writes_to_disk(tmp_path: Path) -> None:
+    path = tmp_path / "kv.sqlite3"
+    engine = await SqliteEngine.open(path)
+    records = [rec(b"p%03d" % i, b"v", 1) for i in range(200)]
+    tasks = [asyncio.ensure_future(engine.apply(r)) for r in records]
+    await asyncio.sleep(0)
+    await engine.close()
+    assert [t.result() for t in tasks] == [True] * len(records)
+    engine = await SqliteEngine.open(path)
+    try:
+        assert await scan_all(engine) == records
+    finally:
+        await engine.close()
+
+
+async def test_wal_and_full_sync(engine: SqliteEngine) -> None:
+    # Ask the writer's own connection: synchronous is a per-connection setting.
+    def pragmas(conn: sqlite3.Connection) -> tuple[str, int]:
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        (sync,) = conn.execute("PRAGMA synchronous").fetchone()
+        return str(mode), int(sync)
+
+    mode, sync = await engine._submit(engine._wq, pragmas)
+    assert (mode, sync) == ("wal", 2)  # 2 is FULL
+
+
+async def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "kv.sqlite3"
+    await (await SqliteEngine.open(path)).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(RuntimeError, match="schema version 99"):
+        await SqliteEngine.open(path)
+
+
+async def test_group_commit_shares_commits(engine: SqliteEngine) -> None:
+    before = engine.stats()
+    results = await asyncio.gather(*(engine.apply(rec(b"g%d" % i, b"v", 1)) for i in range(64)))
+    assert results == [True] * 64
+    after = engine.stats()
+    commits = after["commits"] - before["commits"]
+    assert after["write_jobs"] - before["write_jobs"] == 64
+    # One commit per caller would be 64; callers queued during a commit share the next.
+    assert 1 <= commits <= 16, commits
+    got = await asyncio.gather(*(engine.get(b"g%d" % i) for i in range(64)))
+    assert all(g is not None for g in got)
+    reads = engine.stats()
+    assert reads["read_jobs"] - after["read_jobs"] == 64
+    assert reads["read_batches"] - after["read_batches"] <= 16
+
+
+class HeldWriter:
+    """Stops the writer thread inside its first commit until ``release``, so the calls
+    queued meanwhile all land in the writer's next batch. ``fail`` picks commits (by
+    number, from 1) that raise instead of committing."""
+
+    def __init__(self, engine: SqliteEngine, fail: set[int] | None = None) -> None:
+        self.engine = engine
+        self.fail = fail or set()
+        self.commits = 0
+        self.inside = threading.Event()
+        self.gate = threading.Event()
+        real = engine._commit
+
+        def commit(conn: sqlite3.Connection) -> None:
+            self.commits += 1
+            if self.commits == 1:
+                self.inside.set()
+                self.gate.wait(30)
+            if self.commits in self.fail:
+                # As a disk error would: COMMIT did not happen, the transaction is open.
+                raise sqlite3.OperationalError("disk I/O error (injected)")
+            real(conn)
+
+        engine._commit = commit  # type: ignore[method-assign]
+
+    async def hold(self) -> asyncio.Future[bool]:
+        blocker = asyncio.ensure_future(self.engine.apply(rec(b"blocker", b"b", 1)))
+        await wait_until(self.inside.is_set)
+        return blocker
+
+    async def queue(self, calls: list[Awaitable[Any]]) -> asyncio.Future[list[Any]]:
+        queued = self.engine._wq.qsize()
+        batch = asyncio.gather(*calls, return_exceptions=True)
+        await wait_until(lambda: self.engine._wq.qsize() == queued + len(calls))
+        return batch
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+async def test_failed_commit_fails_every_caller_in_the_batch(tmp_path: Path) -> None:
+    path = tmp_path / "kv.sqlite3"
+    engine = await SqliteEngine.open(path)
+    try:
+        held = HeldWriter(engine, fail={2})
+        blocker = await held.hold()
+        records = [rec(b"f%02d" % i, b"v", 1) for i in range(20)]
+        batch = await held.queue(
+            [
+                *(engine.apply(r) for r in records[:10]),
+                engine.apply_many(records[10:]),
+                engine.add_hint("n2", records[0], 1),
+                engine.delete_hints([1]),
+            ]
+        )
+        held.release()
+        assert await asyncio.wait_for(blocker, 10) is True
+        outcomes = await asyncio.wait_for(batch, 10)
+        assert len(outcomes) == 13
+        for outcome in outcomes:
+            assert isinstance(outcome, sqlite3.OperationalError), outcome
+            assert "injected" in str(outcome)
+        # Nothing of the failed batch was written, and the writer carries on.
+        assert await engine.get_many([r.key for r in records]) == [None] * len(records)
+        assert await engine.hint_counts() == {}
+        assert await engine.apply(records[0]) is True
+        assert await engine.apply_many(records[1:]) == [True] * 19
+    finally:
+        await engine.close()
+    engine = await SqliteEngine.open(path)
+    try:
+        assert [r.key for r in await scan_all(engine)] == sorted(
+            [b"blocker"] + [r.key for r in records]
+        )
+    finally:
+        await engine.close()
+
+
+async def test_rejected_call_fails_alone(engine: SqliteEngine) -> None:
+    # A record the database itself refuses (here a trigger; in life e.g. SQLITE_TOOBIG),
+    # and a call whose input is invalid (checked on the writer thread), share a batch
+    # with good calls.
+    with sqlite3.connect(engine.path) as side:
+        side.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON kv WHEN NEW.key = x'706f69736f6e'"
+            " BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
+        )
+    side.close()
+    held = HeldWriter(engine)
+    blocker = await held.hold()
+    good = [rec(b"good%d" % i, b"v", 1) for i in range(5)]
+    poison = rec(b"poison", b"v", 1)
+    invalid = Record(b"k", b"v", Timestamp(1, 2**63, "n"))
+    batch = await held.queue(
+        [
+            engine.apply(good[0]),
+            engine.apply(poison),
+            engine.apply_many([good[1], good[2]]),
+            engine.apply_many([good[3], poison]),  # fails as a whole: one call, one commit
+            engine.add_hint("n2", poison, 5),
+            engine.apply_many([good[4], invalid]),
+        ]
+    )
+    held.release()
+    assert await asyncio.wait_for(blocker, 10) is True
+    ok0, bad, ok12, bad3, hint_id, bad4 = await asyncio.wait_for(batch, 10)
+    assert ok0 is True and ok12 == [True, True] and isinstance(hint_id, int)
+    for outcome in (bad, bad3):
+        assert isinstance(outcome, sqlite3.IntegrityError) and "poison" in str(outcome)
+    assert isinstance(bad4, ValueError)
+    got = await engine.get_many([r.key for r in good] + [b"poison"])
+    assert got == [good[0], good[1], good[2], None, None, None]
+    assert await engine.hints() == [Hint(hint_id, "n2", poison, 5)]
+
+
+async def _heartbeat_gaps(work: Callable[[], Awaitable[object]]) -> tuple[float, list[float]]:
+    """Run ``work`` while a 1 ms heartbeat ticks; return its duration and the gaps."""
+    loop = asyncio.get_running_loop()
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def heartbeat() -> None:
+        last = loop.time()
+        while not stop.is_set():
+            await asyncio.sleep(0.001)
+            now = loop.time()
+            gaps.append(now - last)
+            last = now
+
+    beat = asyncio.ensure_future(heartbeat())
+    await asyncio.sleep(0.01)
+    gaps.clear()
+    # A full cyclic-GC pass (set off by whichever thread allocates) stops every thread for
+    # tens of ms in a big test process; that is the interpreter's pause, not the engine's.
+    gc.disable()
+    try:
+        t0 = loop.time()
+        await work()
+        elapsed = loop.time() - t0
+    finally:
+        gc.enable()
+    stop.set()
+    await beat
+    return elapsed, gaps
+
+
+async def test_event_loop_keeps_running(engine: SqliteEngine) -> None:
+    records = [rec(b"big%06d" % i, b"x" * 100, 1) for i in range(40_000)]
+    keys = [r.key for r in records]
+
+    async def scan_count() -> int:
+        return len(await scan_all(engine))
+
+    for work in (lambda: engine.apply_many(records), lambda: engine.get_many(keys), scan_count):
+        elapsed, gaps = await _heartbeat_gaps(work)
+        # Blocking the loop for the whole call would make one gap as long as the call.
+        # A thread holds the GIL for at most the switch interval (5 ms) at a time.
+        assert len(gaps) >= 3, (elapsed, gaps)
+        assert max(gaps) < max(elapsed / 3, 0.05), (elapsed, max(gaps))
+    assert await engine.count() == len(records)
+
+
+_WRITER = r"""
+import asyncio, sys, time
+from pathlib import Path
+from kvstore.core.version import Record, Timestamp
+from kvstore.storage.sqlite import SqliteEngine
+
+async def main() -> None:
+    engine = await SqliteEngine.open(Path(sys.argv[1]))
+    real_commit = engine._commit
+
+    def slow_commit(conn):
+        # A slow disk: if an ack ever ran ahead of its commit, a kill would land between.
+        time.sleep(0.005)
+        real_commit(conn)
+
+    engine._commit = slow_commit
+
+    async def put(i: int) -> None:
+        await engine.apply(Record(b"k%08d" % i, b"v%d" % i, Timestamp(i + 1, 0, "w")))
+        print("r", i, flush=True)
+
+    async def hint(i: int) -> None:
+        r = Record(b"h%08d" % i, None if i % 3 else b"h", Timestamp(i + 1, 0, "w"))
+        hint_id = await engine.add_hint("n%d" % (i % 3), r, i)
+        print("h", i, hint_id, flush=True)
+
+    i = 0
+    while True:
+        await asyncio.gather(*(put(i + j) for j in range(16)), hint(i))
+        i += 16
+
+asyncio.run(main())
+"""
+
+
+async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "kv.sqlite3"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _WRITER,
+        str(path),
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    lines: list[bytes] = []
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while len(lines) < 1500:
+            line = await asyncio.wait_for(proc.stdout.readline(), deadline - loop.time())
+            if not line:
+                err = await proc.stderr.read()
+                raise AssertionError(f"writer exited early: {err.decode(errors='replace')}")
+            lines.append(line)
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it may have died on its own
+                os.kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+    # Acks printed before the kill are still in the pipe; a cut-off last line is not one.
+    rest = await proc.stdout.read()
+    lines += [line + b"\n" for line in rest.split(b"\n")[:-1]]
+    assert proc.returncode == -signal.SIGKILL
+
+    acked_records: list[int] = []
+    acked_hints: dict[int, int] = {}
+    for line in lines:
+        kind, *fields = line.split()
+        if kind == b"r":
+            acked_records.append(int(fields[0]))
+        else:
+            acked_hints[int(fields[1])] = int(fields[0])
+    assert len(acked_records) >= 1000 and acked_hints
+
+    engine = await SqliteEngine.open(path)
+    try:
+        expected = [
+            Record(b"k%08d" % i, b"v%d" % i, Timestamp(i + 1, 0, "w")) for i in acked_records
+        ]
+        assert await engine.get_many([r.key for r in expected]) == expected
+        stored = {h.hint_id: h for h in await engine.hints(limit=10**6)}
+        for hint_id, i in acked_hints.items():
+            h = stored[hint_id]
+            assert (h.owner, h.record.key, h.stored_at_us) == (f"n{i % 3}", b"h%08d" % i, i)
+            assert h.record.value == (None if i % 3 else b"h")
+    finally:
+        await engine.close()
