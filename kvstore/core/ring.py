@@ -65,6 +65,10 @@ class Ring:
     def primaries(self, key: bytes, n: int) -> tuple[str, ...]:
         return self.walk(key)[:n]
 
+    def replica_sets(self, n: int) -> set[tuple[str, ...]]:
+        """Every distinct set of N primaries some range of the ring has (in walk order)."""
+        return {walk[:n] for walk in self._walks}
+
     def preference_list(
         self, key: bytes, n: int, down: Container[str] = frozenset()
     ) -> list[Replica]:
