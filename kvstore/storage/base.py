@@ -8,6 +8,9 @@ Contract (checked for every engine by ``tests/storage/contract.py``):
   engines). Concurrent callers may share one commit (group commit).
 - Tombstones are records with ``value=None``; ``get`` returns them (the caller decides
   what a tombstone means), ``get`` returns None only for a key never seen.
+- ``purge_tombstones(t)`` durably removes every tombstone whose ``ts.wall < t`` and
+  nothing else: after it, such a key reads as never seen (``get`` returns None). It is
+  atomic with respect to concurrent ``apply`` calls (a newer value is never removed).
 - Hints are records held for another node (``owner``); they live apart from the
   node's own data and are removed only by ``delete_hints``.
 - No method blocks the event loop: blocking work runs on threads the engine owns.
@@ -63,6 +66,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def count(self) -> int:
         """How many records (tombstones included) are stored."""
+
+    @abc.abstractmethod
+    async def purge_tombstones(self, older_than_wall_us: int) -> int:
+        """Durably remove tombstones with ``ts.wall < older_than_wall_us``; how many."""
 
     @abc.abstractmethod
     async def add_hint(self, owner: str, record: Record, stored_at_us: int) -> int:

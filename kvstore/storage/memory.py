@@ -126,6 +126,18 @@ class MemoryEngine(Engine):
         self._check_open()
         return len(self._data)
 
+    async def purge_tombstones(self, older_than_wall_us: int) -> int:
+        self._check_open()
+        check_int64("older_than_wall_us", older_than_wall_us)
+        doomed = [
+            key
+            for key, record in self._data.items()
+            if record.value is None and record.ts.wall < older_than_wall_us
+        ]
+        for key in doomed:
+            del self._data[key]
+        return len(doomed)
+
     async def add_hint(self, owner: str, record: Record, stored_at_us: int) -> int:
         self._check_open()
         check_text("owner", owner)

@@ -237,6 +237,12 @@ def _add_hint(owner: str, record: Record, stored_at_us: int, conn: sqlite3.Conne
     return hint_id
 
 
+def _purge_tombstones(older_than_wall_us: int, conn: sqlite3.Connection) -> int:
+    # One statement in the writer's transaction: no apply can interleave with it.
+    cursor = conn.execute("DELETE FROM kv WHERE value IS NULL AND wall < ?", (older_than_wall_us,))
+    return cursor.rowcount
+
+
 def _delete_hints(hint_ids: list[int], conn: sqlite3.Connection) -> None:
     conn.executemany("DELETE FROM hints WHERE hint_id = ?", [(i,) for i in hint_ids])
 
@@ -493,6 +499,11 @@ class SqliteEngine(Engine):
     async def count(self) -> int:
         n: int = await self._submit(self._rq, _count)
         return n
+
+    async def purge_tombstones(self, older_than_wall_us: int) -> int:
+        check_int64("older_than_wall_us", older_than_wall_us)
+        purged: int = await self._submit(self._wq, partial(_purge_tombstones, older_than_wall_us))
+        return purged
 
     async def add_hint(self, owner: str, record: Record, stored_at_us: int) -> int:
         check_text("owner", owner)

@@ -175,6 +175,38 @@ class EngineContract:
         assert await engine.apply(rec(b"gone", b"late", 4)) is False
         assert await engine.get(b"gone") == rec(b"gone", None, 5)
 
+    async def test_purge_tombstones_removes_only_old_tombstones(self, engine: Engine) -> None:
+        old_delete = rec(b"old", None, 10)
+        edge_delete = rec(b"edge", None, 20)  # wall == cutoff: kept (strictly older goes)
+        new_delete = rec(b"new", None, 30)
+        old_value = rec(b"value", b"v", 1)  # values are never purged, however old
+        await engine.apply_many([old_delete, edge_delete, new_delete, old_value])
+        await engine.apply(rec(b"hinted", None, 1))
+        hint_id = await engine.add_hint("n2", rec(b"h", None, 1), 1)
+        assert await engine.purge_tombstones(20) == 2  # "old" and "hinted"
+        assert await engine.get_many([b"old", b"hinted"]) == [None, None]
+        assert await engine.get(b"edge") == edge_delete
+        assert await engine.get(b"new") == new_delete
+        assert await engine.get(b"value") == old_value
+        assert await engine.count() == 3
+        assert [h.hint_id for h in await engine.hints()] == [hint_id]  # hints untouched
+        assert await engine.purge_tombstones(20) == 0  # idempotent
+        # A purged key is a key never seen: any version of it is stored again.
+        assert await engine.apply(rec(b"old", b"late", 5)) is True
+        assert await engine.get(b"old") == rec(b"old", b"late", 5)
+
+    async def test_purge_never_removes_a_newer_value(self, engine: Engine) -> None:
+        keys = [b"p%03d" % i for i in range(100)]
+        await engine.apply_many([rec(k, None, 1) for k in keys])
+        revive = [engine.apply(rec(k, b"back", 2)) for k in keys[::2]]
+        results = await asyncio.gather(engine.purge_tombstones(2), *revive)
+        assert results[0] in range(50, 101)
+        for key, got in zip(keys, await engine.get_many(keys), strict=True):
+            if keys.index(key) % 2 == 0:
+                assert got == rec(key, b"back", 2)
+            else:
+                assert got is None
+
     async def test_empty_value_and_key_are_not_absent(self, engine: Engine) -> None:
         empty = rec(b"", b"", 1)
         assert await engine.apply(empty) is True
@@ -417,6 +449,7 @@ class EngineContract:
             lambda: engine.get_many([]),
             lambda: scan_all(engine),
             lambda: engine.count(),
+            lambda: engine.purge_tombstones(1),
             lambda: engine.add_hint("n2", r, 1),
             lambda: engine.hints(),
             lambda: engine.hints("n2"),
