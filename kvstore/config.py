@@ -54,6 +54,7 @@ class ClusterConfig:
     failure_detection_ms: int = 1500
     hint_replay_rate: int = 2000  # hints/s per node
     hint_window_s: float = 3 * 3600.0
+    read_repair_wait_ms: int = 10  # how long a repairing read waits for replies beyond R
     source: Path | None = field(default=None, compare=False)
 
     def node(self, node_id: str) -> NodeConfig:
@@ -88,6 +89,7 @@ _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "failure_detection_ms": int,
     "hint_replay_rate": int,
     "hint_window_s": (int, float),
+    "read_repair_wait_ms": int,
 }
 _NODE_KEYS: dict[str, type] = {"id": str, "address": str, "data_dir": str}
 
@@ -191,6 +193,7 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         "heartbeat_interval_ms": (cluster.get("heartbeat_interval_ms", 200), 10, 60_000),
         "failure_detection_ms": (cluster.get("failure_detection_ms", 1500), 50, 600_000),
         "hint_replay_rate": (cluster.get("hint_replay_rate", 2000), 1, 1_000_000),
+        "read_repair_wait_ms": (cluster.get("read_repair_wait_ms", 10), 0, 60_000),
     }
     for key, (value, low, high) in positive.items():
         if not low <= value <= high:
@@ -218,6 +221,7 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         failure_detection_ms=positive["failure_detection_ms"][0],
         hint_replay_rate=positive["hint_replay_rate"][0],
         hint_window_s=hint_window,
+        read_repair_wait_ms=positive["read_repair_wait_ms"][0],
         source=source,
     )
 
@@ -263,6 +267,7 @@ def render(config: ClusterConfig) -> str:
         f"failure_detection_ms = {config.failure_detection_ms}",
         f"hint_replay_rate = {config.hint_replay_rate}",
         f"hint_window_s = {config.hint_window_s}",
+        f"read_repair_wait_ms = {config.read_repair_wait_ms}",
     ]
     for node in config.nodes:
         lines += [

@@ -26,12 +26,14 @@ import grpc
 
 from kvstore.net import replica_codec
 from kvstore.net.channel import open_channel
+from kvstore.net.faults import FaultRules
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
 CONNECT_TIMEOUT_S = 0.5
 BACKOFF_S = (0.1, 1.0)
 MAX_FRAME_BYTES = 1 << 20
+PEER_METADATA = "kv-peer"  # names the sending node on a replica stream
 
 
 class PeerError(Exception):
@@ -46,8 +48,13 @@ class PeerLink:
         peer_id: str,
         address: str,
         on_heard: Callable[[str], None] | None = None,
+        *,
+        local_id: str = "",
+        faults: FaultRules | None = None,
     ) -> None:
         self.peer_id = peer_id
+        self.local_id = local_id
+        self.faults = faults or FaultRules()
         self.address = address
         self._on_heard = on_heard
         self._channel: grpc.aio.Channel | None = None
@@ -83,11 +90,22 @@ class PeerLink:
         handle = loop.call_later(timeout_s, self._expire, rid)
         self._pending[rid] = (future, handle)
         message = [rid, *body]
+        if self.faults.active:
+            if self.faults.blocks(self.peer_id):
+                return future  # lost on the wire: only its deadline will answer
+            if self.faults.delay_s > 0:
+                loop.call_later(self.faults.delay_s, self._enqueue, message)
+                return future
+        self._enqueue(message)
+        return future
+
+    def _enqueue(self, message: list[Any]) -> None:
+        if self._closed or message[0] not in self._pending:
+            return
         self._outbox.append(message)
         self._wakeup.set()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run(), name=f"peer-{self.peer_id}")
-        return future
 
     def _expire(self, rid: int) -> None:
         entry = self._pending.pop(rid, None)
@@ -115,7 +133,9 @@ class PeerLink:
         self._backoff = BACKOFF_S[0]
         stub = pb_grpc.ReplicaStub(self._channel)
         self._generation += 1
-        call = stub.Stream(self._frames(self._generation))
+        call = stub.Stream(
+            self._frames(self._generation), metadata=((PEER_METADATA, self.local_id),)
+        )
         try:
             async for frame in call:
                 self._dispatch(frame.payload)
@@ -144,6 +164,8 @@ class PeerLink:
                 yield pb.Frame(payload=replica_codec.pack(batch))
 
     def _dispatch(self, payload: bytes) -> None:
+        if self.faults.active and self.peer_id in self.faults.isolated:
+            return  # replies from across a partition are lost too
         if self._on_heard is not None:
             self._on_heard(self.peer_id)
         for rid, status, result in replica_codec.unpack(payload):

@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 
 import grpc
 
-from kvstore.errors import KVError
+from kvstore.errors import InvalidArgument, KVError
 from kvstore.net import replica_codec
 from kvstore.net.convert import options_from_pb, ts_to_pb
+from kvstore.net.peer import PEER_METADATA
 from kvstore.net.status import to_status
 from kvstore.node.runtime import Node, ReplicaReport
 from kvstore.pb import kvstore_pb2 as pb
@@ -33,6 +34,10 @@ async def _guard(context: grpc.aio.ServicerContext[Any, Any], work: Awaitable[T]
         context.set_trailing_metadata(metadata)
         await context.abort(code, details)
         raise AssertionError("unreachable") from None
+
+
+async def _raise(error: KVError) -> None:
+    raise error
 
 
 def _acks(reports: list[ReplicaReport]) -> list[pb.ReplicaAck]:
@@ -121,6 +126,8 @@ class ReplicaServicer(pb_grpc.ReplicaServicer):
         outbox: list[list[Any]] = []
         ready = asyncio.Event()
         finished = False
+        peer = dict(context.invocation_metadata() or ()).get(PEER_METADATA, "")
+        faults = self.node.faults
 
         def reply(message: list[Any]) -> None:
             outbox.append(message)
@@ -134,6 +141,8 @@ class ReplicaServicer(pb_grpc.ReplicaServicer):
                         messages = replica_codec.unpack(frame.payload)
                     except ValueError:
                         continue  # a peer speaking nonsense gets no reply; its calls time out
+                    if faults.active and peer in faults.isolated:
+                        continue  # a partition: the frame never arrived
                     self.node.handle_frame(messages, reply)
             finally:
                 finished = True
@@ -183,6 +192,30 @@ class AdminServicer(pb_grpc.AdminServicer):
         self, request: pb.EchoMessage, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EchoMessage:
         return request
+
+    async def SetFaults(
+        self, request: pb.Faults, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.Faults:
+        faults = self.node.faults
+        unknown = set(request.isolate_from) - set(self.node.links)
+        if unknown or not 0.0 <= request.drop <= 1.0:
+            problem = (
+                f"unknown peers {sorted(unknown)}"
+                if unknown
+                else f"drop={request.drop} not in 0..1"
+            )
+            await _guard(context, _raise(InvalidArgument(problem)))
+        faults.isolated = frozenset(request.isolate_from)
+        faults.drop = request.drop
+        faults.delay_s = request.delay_ms / 1000
+        if request.HasField("clock_offset_ms"):
+            self.node.clock_offset_us = request.clock_offset_ms * 1000
+        return pb.Faults(
+            isolate_from=sorted(faults.isolated),
+            drop=faults.drop,
+            delay_ms=round(faults.delay_s * 1000),
+            clock_offset_ms=self.node.clock_offset_us // 1000,
+        )
 
     async def ReadLocal(
         self, request: pb.LocalReadRequest, context: grpc.aio.ServicerContext[Any, Any]

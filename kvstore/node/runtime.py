@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from kvstore.config import ClusterConfig
 from kvstore.core import consistency
@@ -38,6 +39,7 @@ from kvstore.core.ring import Replica, Ring
 from kvstore.core.version import Record, Timestamp
 from kvstore.errors import KVError
 from kvstore.net import replica_codec
+from kvstore.net.faults import FaultRules
 from kvstore.net.peer import PeerError, PeerLink
 from kvstore.storage.base import Engine
 
@@ -70,6 +72,35 @@ class ReadResult:
     replicas: list[ReplicaReport] = field(default_factory=list)
 
 
+RoundT = TypeVar("RoundT", WriteRound, ReadRound)
+
+
+class _Fanout(Generic[RoundT]):
+    """One round of replica requests in flight: the core's round plus the I/O around it."""
+
+    __slots__ = ("decided", "futures", "reports", "round", "targets")
+
+    def __init__(self, round_: RoundT, targets: list[Replica]) -> None:
+        self.round: RoundT = round_
+        self.targets = targets
+        self.decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.futures: list[asyncio.Future[Any]] = []
+        self.reports: list[ReplicaReport] = []
+
+
+class _Deadline:
+    """One call's time budget, shared by all its rounds (ABD has two)."""
+
+    __slots__ = ("end", "timeout_ms")
+
+    def __init__(self, timeout_ms: int) -> None:
+        self.timeout_ms = timeout_ms
+        self.end = time.monotonic() + timeout_ms / 1000
+
+    def left(self) -> float:
+        return max(0.001, self.end - time.monotonic())
+
+
 class Node:
     def __init__(
         self,
@@ -96,11 +127,18 @@ class Node:
         self.clock_offset_us = clock_offset_us
         self.started = time.monotonic()
         self.counters: collections.Counter[str] = collections.Counter()
+        self.faults = FaultRules()
         self.links = {
-            peer.id: PeerLink(peer.id, peer.address, on_heard=self._heard)
+            peer.id: PeerLink(
+                peer.id, peer.address, on_heard=self._heard, local_id=node_id, faults=self.faults
+            )
             for peer in config.nodes
             if peer.id != node_id
         }
+        # Extension points for services built on the node (anti-entropy): extra replica
+        # message handlers (args -> reply payload) and background loops run by start().
+        self.replica_ops: dict[str, Callable[[list[Any]], Awaitable[Any]]] = {}
+        self.services: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.membership = Membership(
             node_id,
             list(self.links),
@@ -122,6 +160,7 @@ class Node:
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
             asyncio.create_task(self._handoff(), name="handoff"),
         ]
+        self._loops += [asyncio.create_task(service()) for service in self.services]
 
     def down(self) -> frozenset[str]:
         """Peers the failure detector calls down right now (never contacted on a request)."""
@@ -196,6 +235,22 @@ class Node:
 
     # ------------------------------------------------------------------ coordinator
 
+    def _prepare(
+        self, op: str, key: object, call: consistency.CallOptions, read: bool
+    ) -> tuple[consistency.Resolved, bytes, list[Replica]]:
+        """Validate a call and plan its targets; count a refusal under ``op``."""
+        try:
+            opts = consistency.resolve(call, self.defaults)
+            key_bytes = as_key(key, self.config.max_key_bytes)
+            needed = opts.r if read else opts.w
+            targets = plan(
+                self.ring, key_bytes, self.config.n, needed, opts.sloppy, self.down(), op
+            )
+        except KVError as exc:
+            self.counters[f"{op}.{exc.code}"] += 1
+            raise
+        return opts, key_bytes, targets
+
     async def put(
         self,
         key: object,
@@ -207,145 +262,180 @@ class Node:
         """Coordinate a write (``value`` None: a delete, i.e. a tombstone)."""
         op = "put" if value is not None else "delete"
         try:
-            opts = consistency.resolve(call, self.defaults)
-            key_bytes = as_key(key, self.config.max_key_bytes)
             value_bytes = None if value is None else as_value(value, self.config.max_value_bytes)
-            targets = plan(
-                self.ring, key_bytes, self.config.n, opts.w, opts.sloppy, self.down(), op
-            )
         except KVError as exc:
             self.counters[f"{op}.{exc.code}"] += 1
             raise
+        opts, key_bytes, targets = self._prepare(op, key, call, read=False)
+        deadline = _Deadline(opts.timeout_ms)
+        if opts.linearizable:
+            # ABD phase 1: learn the highest timestamp a quorum holds, and write above it,
+            # so this write orders after every write that completed before it began,
+            # whatever the clocks say.
+            query = self._fan_out_read(targets, key_bytes, opts.w, False, deadline)
+            await self._await_round(query.decided, query.round, deadline, op, count_ok=False)
+            highest = query.round.resolution().winner
+            if highest is not None:
+                self.clock.observe(highest.ts, self.physical_us())
         record = Record(key_bytes, value_bytes, self.clock.now(self.physical_us()))
-        round_ = WriteRound(targets, opts.w, opts.sloppy)
-        decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        reports: list[ReplicaReport] = []
-        timeout_s = opts.timeout_ms / 1000
-        futures = []
-        for target in targets:
-            future = self._replica_write(target, record, timeout_s)
-            future.add_done_callback(
-                functools.partial(self._on_write, round_, target, decided, reports)
-            )
-            futures.append(future)
-        await self._await_round(decided, round_, opts.timeout_ms, op)
+        write = self._fan_out_write(targets, record, opts.w, opts.sloppy, deadline)
+        await self._await_round(write.decided, write.round, deadline, op)
         if trace:
-            await self._gather_stragglers(targets, futures, reports)
-        return WriteResult(record.ts, reports)
+            await self._settle(write, TRACE_GRACE_S, report=True)
+        return WriteResult(record.ts, write.reports)
 
-    async def _gather_stragglers(
+    async def get(
+        self, key: object, call: consistency.CallOptions, *, trace: bool = False
+    ) -> ReadResult:
+        opts, key_bytes, targets = self._prepare("get", key, call, read=True)
+        deadline = _Deadline(opts.timeout_ms)
+        read = self._fan_out_read(targets, key_bytes, opts.r, opts.sloppy, deadline)
+        await self._await_round(read.decided, read.round, deadline, "get", count_ok=False)
+        repair = opts.read_repair
+        if repair != "off" and not opts.linearizable:
+            # Give the replicas beyond R a short moment, so repair sees them too.
+            await self._settle(read, self.config.read_repair_wait_ms / 1000)
+        resolution = read.round.resolution()
+        winner = resolution.winner
+        if opts.linearizable and winner is not None:
+            await self._write_back(read, winner, opts.r, deadline)
+        elif repair != "off" and winner is not None and resolution.stale:
+            stale = [t for t in targets if t.primary and t.node in resolution.stale]
+            if stale:
+                repairs = self._fan_out_write(stale, winner, len(stale), False, deadline)
+                self.counters[f"read_repair.{repair}"] += len(stale)
+                if repair == "blocking":
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(repairs.decided), deadline.left())
+        self.counters["get.ok"] += 1
+        if trace:
+            await self._settle(read, TRACE_GRACE_S, report=True)
+        return ReadResult(winner, read.reports)
+
+    async def _write_back(
+        self, read: _Fanout[ReadRound], winner: Record, quorum: int, deadline: _Deadline
+    ) -> None:
+        """ABD phase 2 of a read: make sure a quorum holds ``winner`` before answering.
+
+        Without it, a read that saw a write on one replica could be followed by a read
+        that misses it: new-then-old, which a linearizable register never shows.
+        """
+        holders = {n for n, r in read.round.replies.items() if r is not None and r.ts >= winner.ts}
+        missing = quorum - len(holders)
+        if missing <= 0:
+            return
+        others = [t for t in read.targets if t.primary and t.node not in holders]
+        self.counters["read_repair.linearizable"] += len(others)
+        back = self._fan_out_write(others, winner, missing, False, deadline)
+        await self._await_round(back.decided, back.round, deadline, "get", count_ok=False)
+
+    def _fan_out_write(
         self,
         targets: list[Replica],
-        futures: list[asyncio.Future[Any]],
-        reports: list[ReplicaReport],
-    ) -> None:
-        """For tracing: give replicas beyond R/W a moment to answer, then report the rest."""
-        pending = [f for f in futures if not f.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=TRACE_GRACE_S)
-        answered = {r.node for r in reports}
+        record: Record,
+        w: int,
+        sloppy: bool,
+        deadline: _Deadline,
+    ) -> _Fanout[WriteRound]:
+        fan: _Fanout[WriteRound] = _Fanout(WriteRound(targets, w, sloppy), targets)
+        timeout_s = deadline.left()
         for target in targets:
-            if target.node not in answered:
-                reports.append(
-                    ReplicaReport(target.node, False, not target.primary, error="no reply yet")
+            if target.node == self.id:
+                future: asyncio.Future[Any] = asyncio.ensure_future(
+                    self.apply_local(record, target.hint_for)
                 )
+            else:
+                future = self.links[target.node].request(
+                    replica_codec.write_args(record, target.hint_for), timeout_s
+                )
+            future.add_done_callback(functools.partial(self._on_write, fan, target))
+            fan.futures.append(future)
+        return fan
+
+    def _fan_out_read(
+        self,
+        targets: list[Replica],
+        key: bytes,
+        r: int,
+        sloppy: bool,
+        deadline: _Deadline,
+    ) -> _Fanout[ReadRound]:
+        fan: _Fanout[ReadRound] = _Fanout(ReadRound(targets, r, sloppy), targets)
+        timeout_s = deadline.left()
+        for target in targets:
+            if target.node == self.id:
+                future: asyncio.Future[Any] = asyncio.ensure_future(self._read_local(key))
+            else:
+                future = self.links[target.node].request(["r", key], timeout_s)
+            future.add_done_callback(functools.partial(self._on_read, fan, target, key))
+            fan.futures.append(future)
+        return fan
+
+    async def _settle(self, fan: _Fanout[Any], grace_s: float, *, report: bool = False) -> None:
+        """Give replicas beyond R/W ``grace_s`` to answer; with ``report``, list the rest."""
+        pending = [f for f in fan.futures if not f.done()]
+        if pending and grace_s > 0:
+            await asyncio.wait(pending, timeout=grace_s)
+        if report:
+            answered = {r.node for r in fan.reports}
+            for target in fan.targets:
+                if target.node not in answered:
+                    fan.reports.append(
+                        ReplicaReport(target.node, False, not target.primary, error="no reply yet")
+                    )
 
     def _on_write(
-        self,
-        round_: WriteRound,
-        target: Replica,
-        decided: asyncio.Future[None],
-        reports: list[ReplicaReport],
-        future: asyncio.Future[Any],
+        self, fan: _Fanout[WriteRound], target: Replica, future: asyncio.Future[Any]
     ) -> None:
         error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
         if error is None:
-            outcome = round_.reply(target, Reply.ACK)
-            reports.append(ReplicaReport(target.node, True, not target.primary))
+            outcome = fan.round.reply(target, Reply.ACK)
+            fan.reports.append(ReplicaReport(target.node, True, not target.primary))
         else:
             sent = error.sent if isinstance(error, PeerError) else True
-            outcome = round_.reply(target, Reply.FAILED if sent else Reply.NOT_SENT)
-            reports.append(ReplicaReport(target.node, False, not target.primary, error=str(error)))
-        if outcome is not Outcome.PENDING and not decided.done():
-            decided.set_result(None)
+            outcome = fan.round.reply(target, Reply.FAILED if sent else Reply.NOT_SENT)
+            fan.reports.append(
+                ReplicaReport(target.node, False, not target.primary, error=str(error))
+            )
+        if outcome is not Outcome.PENDING and not fan.decided.done():
+            fan.decided.set_result(None)
 
     async def _await_round(
         self,
         decided: asyncio.Future[None],
         round_: WriteRound | ReadRound,
-        timeout_ms: int,
+        deadline: _Deadline,
         op: str,
+        *,
+        count_ok: bool = True,
     ) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(decided), timeout_ms / 1000)
+            await asyncio.wait_for(asyncio.shield(decided), deadline.left())
         except TimeoutError:
             self.counters[f"{op}.timeout"] += 1
-            raise round_.timeout_error(timeout_ms) from None
+            raise round_.timeout_error(deadline.timeout_ms) from None
         if round_.tally.outcome is Outcome.FAILED:
             error = round_.error()
             self.counters[f"{op}.{error.code}"] += 1
             raise error
-        self.counters[f"{op}.ok"] += 1
-
-    def _replica_write(
-        self, target: Replica, record: Record, timeout_s: float
-    ) -> asyncio.Future[Any]:
-        if target.node == self.id:
-            return asyncio.ensure_future(self.apply_local(record, target.hint_for))
-        return self.links[target.node].request(
-            replica_codec.write_args(record, target.hint_for), timeout_s
-        )
-
-    async def get(
-        self, key: object, call: consistency.CallOptions, *, trace: bool = False
-    ) -> ReadResult:
-        try:
-            opts = consistency.resolve(call, self.defaults)
-            key_bytes = as_key(key, self.config.max_key_bytes)
-            targets = plan(
-                self.ring, key_bytes, self.config.n, opts.r, opts.sloppy, self.down(), "get"
-            )
-        except KVError as exc:
-            self.counters[f"get.{exc.code}"] += 1
-            raise
-        round_ = ReadRound(targets, opts.r, opts.sloppy)
-        decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        reports: list[ReplicaReport] = []
-        timeout_s = opts.timeout_ms / 1000
-        futures = []
-        for target in targets:
-            if target.node == self.id:
-                future: asyncio.Future[Any] = asyncio.ensure_future(self._read_local(key_bytes))
-            else:
-                future = self.links[target.node].request(["r", key_bytes], timeout_s)
-            future.add_done_callback(
-                functools.partial(self._on_read, round_, target, key_bytes, decided, reports)
-            )
-            futures.append(future)
-        await self._await_round(decided, round_, opts.timeout_ms, "get")
-        if trace:
-            await self._gather_stragglers(targets, futures, reports)
-        return ReadResult(round_.resolution().winner, reports)
+        if count_ok:
+            self.counters[f"{op}.ok"] += 1
 
     def _on_read(
-        self,
-        round_: ReadRound,
-        target: Replica,
-        key: bytes,
-        decided: asyncio.Future[None],
-        reports: list[ReplicaReport],
-        future: asyncio.Future[Any],
+        self, fan: _Fanout[ReadRound], target: Replica, key: bytes, future: asyncio.Future[Any]
     ) -> None:
         error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
         if error is None:
             record = replica_codec.decode_record(key, future.result())
-            outcome = round_.reply(target, record)
-            reports.append(ReplicaReport(target.node, True, not target.primary, record))
+            outcome = fan.round.reply(target, record)
+            fan.reports.append(ReplicaReport(target.node, True, not target.primary, record))
         else:
-            outcome = round_.fail(target, str(error))
-            reports.append(ReplicaReport(target.node, False, not target.primary, error=str(error)))
-        if outcome is not Outcome.PENDING and not decided.done():
-            decided.set_result(None)
+            outcome = fan.round.fail(target, str(error))
+            fan.reports.append(
+                ReplicaReport(target.node, False, not target.primary, error=str(error))
+            )
+        if outcome is not Outcome.PENDING and not fan.decided.done():
+            fan.decided.set_result(None)
 
     # --------------------------------------------------------------------- replica
 
@@ -380,6 +470,8 @@ class Node:
                     reads.append((rid, args[0]))
                 elif op == "p":
                     reply([rid, replica_codec.OK, self.id])
+                elif op in self.replica_ops:
+                    self._spawn(self._serve_op(rid, self.replica_ops[op], args, reply))
                 else:
                     reply([rid, replica_codec.ERROR, f"unknown op {op!r}"])
             except (ValueError, TypeError) as exc:
@@ -389,6 +481,20 @@ class Node:
             self._spawn(self._apply_batch(writes, reply))
         if reads:
             self._spawn(self._read_batch(reads, reply))
+
+    async def _serve_op(
+        self,
+        rid: int,
+        handler: Callable[[list[Any]], Awaitable[Any]],
+        args: list[Any],
+        reply: Callable[[list[Any]], None],
+    ) -> None:
+        try:
+            result = await handler(args)
+        except Exception as exc:
+            reply([rid, replica_codec.ERROR, f"{type(exc).__name__}: {exc}"])
+        else:
+            reply([rid, replica_codec.OK, result])
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -1,0 +1,32 @@
+"""Faults injected at the network seam of one node: partitions, drops and delays.
+
+Rules: faults act on node-to-node replica traffic only, in both directions at the node
+that holds them (outgoing messages to an isolated peer are dropped before sending;
+frames arriving from it are dropped on receipt), so isolating a peer on one side is
+enough to cut the pair. A dropped request is never answered and so ends in its
+deadline, exactly as over a real partition: the caller cannot tell it was not sent.
+Randomness here is the runtime's, never the core's.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class FaultRules:
+    isolated: frozenset[str] = frozenset()
+    drop: float = 0.0
+    delay_s: float = 0.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def blocks(self, peer: str) -> bool:
+        """Whether a message to or from ``peer`` is lost."""
+        if peer in self.isolated:
+            return True
+        return self.drop > 0.0 and self.rng.random() < self.drop
+
+    @property
+    def active(self) -> bool:
+        return bool(self.isolated) or self.drop > 0.0 or self.delay_s > 0.0

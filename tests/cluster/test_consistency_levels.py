@@ -1,0 +1,157 @@
+"""Read repair (off/async/blocking) and the linearizable level, with real processes and
+faults injected at the gRPC seam (isolation, clock skew)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from kvstore import Client, KVError, SyncClient, Unavailable
+from kvstore.cluster.local import LocalCluster
+from kvstore.pb import kvstore_pb2 as pb
+from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+from tests.cluster.conftest import ClusterFactory
+from tests.cluster.test_handoff import FAST, counters, layout, read_local, seen_by_all, wait_until
+
+
+def set_faults(cluster: LocalCluster, node: str, **faults: object) -> pb.Faults:
+    with grpc.insecure_channel(cluster.config.node(node).address) as channel:
+        reply: pb.Faults = pb_grpc.AdminStub(channel).SetFaults(pb.Faults(**faults), timeout=2)
+        return reply
+
+
+def only(cluster: LocalCluster, node: str) -> SyncClient:
+    """A client whose only coordinator is ``node``."""
+    return SyncClient([cluster.config.node(node).address], n=cluster.config.n)
+
+
+def make_stale(cluster: LocalCluster, key: str) -> tuple[str, str]:
+    """Write v1 everywhere, then v2 everywhere but one replica; returns (coordinator, stale)."""
+    coordinator, _, stale = layout(cluster, key, set())[0]
+    with only(cluster, coordinator) as client:
+        client.put(key, "v1", w="all")
+        set_faults(cluster, coordinator, isolate_from=[stale])
+        try:
+            client.put(key, "v2", w=2)
+        finally:
+            set_faults(cluster, coordinator)
+    assert read_local(cluster, stale, key) == b"v1"
+    return coordinator, stale
+
+
+@pytest.mark.parametrize("mode", ["off", "async", "blocking"])
+def test_read_repair_modes(start_cluster: ClusterFactory, mode: str) -> None:
+    cluster = start_cluster()
+    key = f"repair-{mode}"
+    coordinator, stale = make_stale(cluster, key)
+    with only(cluster, coordinator) as client:
+        assert client.get(key, r="all", read_repair=mode) == b"v2"
+        if mode == "blocking":
+            assert read_local(cluster, stale, key) == b"v2"  # repaired before the reply
+        elif mode == "async":
+            wait_until(lambda: read_local(cluster, stale, key) == b"v2", "async repair")
+        else:
+            client.get(key, r="all", read_repair="off")
+            assert read_local(cluster, stale, key) == b"v1"
+    repaired = counters(cluster, coordinator).get(f"read_repair.{mode}", 0)
+    assert repaired == (0 if mode == "off" else 1)
+
+
+def test_linearizable_read_writes_back_to_a_quorum(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster()
+    key = "abd-read"
+    coordinator, second, third = layout(cluster, key, set())[0]
+    with only(cluster, coordinator) as client:
+        client.put(key, "v1", w="all")
+        set_faults(cluster, coordinator, isolate_from=[second, third])
+        try:
+            client.put(key, "v2", w=1)  # only the coordinator holds v2
+        finally:
+            set_faults(cluster, coordinator)
+        assert [read_local(cluster, n, key) for n in (second, third)] == [b"v1", b"v1"]
+        assert client.get(key, consistency="linearizable") == b"v2"
+    holders = [n for n in (coordinator, second, third) if read_local(cluster, n, key) == b"v2"]
+    assert len(holders) >= 2, "a linearizable read must leave its value on a quorum"
+    assert counters(cluster, coordinator)["read_repair.linearizable"] >= 1
+
+
+def test_linearizable_write_beats_a_skewed_clock(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster()
+    key = "skewed"
+    primaries = layout(cluster, key, set())[0]
+    fast = primaries[0]
+    # A coordinator that holds no replica of the key, so its hybrid clock never saw the
+    # skewed timestamp (a replica would have, and the HLC would hide the skew).
+    slow = next(n for n in cluster.config.node_ids if n not in primaries)
+    set_faults(cluster, fast, clock_offset_ms=60_000)  # a minute ahead
+    with only(cluster, fast) as client:
+        client.put(key, "from-the-future", w="all")
+    with only(cluster, slow) as client:
+        client.put(key, "plain-later", w="all")
+        # last-writer-wins by timestamp: the later write lost (a lost write)
+        assert client.get(key, r="all") == b"from-the-future"
+        client.put(key, "linearizable-later", consistency="linearizable")
+        assert client.get(key, consistency="linearizable") == b"linearizable-later"
+        assert client.get(key, r="all") == b"linearizable-later"
+
+
+async def test_linearizable_with_one_replica_killed_or_partitioned(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(**FAST)
+    key = "abd-faults"
+    primaries = layout(cluster, key, set())[0]
+    async with Client.from_config(cluster.config) as client:
+        await client.put(key, "a", consistency="linearizable")
+        cluster.kill(primaries[2])
+        await client.put(key, "b", consistency="linearizable")
+        assert await client.get(key, consistency="linearizable") == b"b"
+        cluster.start_node(primaries[2])
+        # partition the first primary away from everyone (both directions)
+        others = [n for n in cluster.config.node_ids if n != primaries[0]]
+        set_faults(cluster, primaries[0], isolate_from=others)
+        majority = Client([cluster.config.node(primaries[1]).address], n=3)
+        minority = Client([cluster.config.node(primaries[0]).address], n=3)
+        try:
+            await majority.put(key, "c", consistency="linearizable", timeout=5)
+            assert await majority.get(key, consistency="linearizable", timeout=5) == b"c"
+            # the isolated node cannot reach a majority: its read fails, definitely
+            with pytest.raises(KVError) as info:
+                await minority.get(key, consistency="linearizable", timeout=1)
+            assert info.value.definite
+        finally:
+            set_faults(cluster, primaries[0])
+            await majority.close()
+            await minority.close()
+
+
+def test_linearizable_without_a_majority_is_definitely_unavailable(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(**FAST)
+    key = "abd-minority"
+    primaries = layout(cluster, key, set())[0]
+    for node in primaries[:2]:
+        cluster.kill(node)
+    wait_until(
+        lambda: all(seen_by_all(cluster, n, "down") for n in primaries[:2]), "two primaries down"
+    )
+    with SyncClient.from_config(cluster.config) as client:
+        for call in (
+            lambda: client.put(key, "x", consistency="linearizable"),
+            lambda: client.get(key, consistency="linearizable"),
+        ):
+            with pytest.raises(Unavailable) as info:
+                call()
+            assert info.value.definite
+        # a sloppy quorum write still succeeds: availability is what it buys
+        client.put(key, "y", w="quorum", sloppy=True)
+
+
+def test_bad_faults_are_rejected(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(engine="memory")
+    with pytest.raises(grpc.RpcError) as info:
+        set_faults(cluster, "n1", isolate_from=["n9"])
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    with pytest.raises(grpc.RpcError):
+        set_faults(cluster, "n1", drop=1.5)
