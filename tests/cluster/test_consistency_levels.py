@@ -3,6 +3,8 @@ faults injected at the gRPC seam (isolation, clock skew)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 
@@ -14,7 +16,7 @@ from tests.cluster.conftest import ClusterFactory
 from tests.cluster.test_handoff import FAST, counters, layout, read_local, seen_by_all, wait_until
 
 
-def set_faults(cluster: LocalCluster, node: str, **faults: object) -> pb.Faults:
+def set_faults(cluster: LocalCluster, node: str, **faults: Any) -> pb.Faults:
     with grpc.insecure_channel(cluster.config.node(node).address) as channel:
         reply: pb.Faults = pb_grpc.AdminStub(channel).SetFaults(pb.Faults(**faults), timeout=2)
         return reply
