@@ -55,6 +55,9 @@ class ClusterConfig:
     hint_replay_rate: int = 2000  # hints/s per node
     hint_window_s: float = 3 * 3600.0
     read_repair_wait_ms: int = 10  # how long a repairing read waits for replies beyond R
+    # anti-entropy and tombstones (run repair within the grace period, or deletes can return)
+    anti_entropy_interval_s: float = 0.0  # 0: no scheduled rounds (on demand only)
+    tombstone_grace_s: float = 10 * 86400.0
     source: Path | None = field(default=None, compare=False)
 
     def node(self, node_id: str) -> NodeConfig:
@@ -90,6 +93,8 @@ _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "hint_replay_rate": int,
     "hint_window_s": (int, float),
     "read_repair_wait_ms": int,
+    "anti_entropy_interval_s": (int, float),
+    "tombstone_grace_s": (int, float),
 }
 _NODE_KEYS: dict[str, type] = {"id": str, "address": str, "data_dir": str}
 
@@ -203,6 +208,22 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
     hint_window = float(cluster.get("hint_window_s", 3 * 3600.0))
     if hint_window <= 0:
         raise fail("cluster.hint_window_s", f"{hint_window} must be positive")
+    anti_entropy_interval = float(cluster.get("anti_entropy_interval_s", 0.0))
+    if anti_entropy_interval < 0:
+        raise fail(
+            "cluster.anti_entropy_interval_s", f"{anti_entropy_interval} must be 0 (off) or more"
+        )
+    tombstone_grace = float(cluster.get("tombstone_grace_s", 10 * 86400.0))
+    if tombstone_grace <= 0:
+        raise fail("cluster.tombstone_grace_s", f"{tombstone_grace} must be positive")
+    if 0 < tombstone_grace <= anti_entropy_interval:
+        # Cassandra's rule: a replica that missed a delete must be repaired before the
+        # other replicas purge the tombstone, or the deleted value comes back.
+        raise fail(
+            "cluster.tombstone_grace_s",
+            f"{tombstone_grace} must be longer than anti_entropy_interval_s "
+            f"({anti_entropy_interval}): repair must run within the grace period",
+        )
     return ClusterConfig(
         name=name,
         n=n,
@@ -222,6 +243,8 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         hint_replay_rate=positive["hint_replay_rate"][0],
         hint_window_s=hint_window,
         read_repair_wait_ms=positive["read_repair_wait_ms"][0],
+        anti_entropy_interval_s=anti_entropy_interval,
+        tombstone_grace_s=tombstone_grace,
         source=source,
     )
 
@@ -268,6 +291,8 @@ def render(config: ClusterConfig) -> str:
         f"hint_replay_rate = {config.hint_replay_rate}",
         f"hint_window_s = {config.hint_window_s}",
         f"read_repair_wait_ms = {config.read_repair_wait_ms}",
+        f"anti_entropy_interval_s = {config.anti_entropy_interval_s}",
+        f"tombstone_grace_s = {config.tombstone_grace_s}",
     ]
     for node in config.nodes:
         lines += [

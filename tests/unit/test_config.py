@@ -89,3 +89,28 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
         config.load(write(tmp_path, "[[nodes]]\nid='a'\n"))
     with pytest.raises(ConfigError, match="nodes: missing"):
         config.load(write(tmp_path, "[cluster]\nn=1\n"))
+
+
+def test_anti_entropy_and_tombstone_grace(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, GOOD))
+    assert cfg.anti_entropy_interval_s == 0.0  # on demand only, by default
+    assert cfg.tombstone_grace_s == 10 * 86400.0
+    text = GOOD.replace(
+        'name = "t"', 'name = "t"\nanti_entropy_interval_s = 30\ntombstone_grace_s = 3600.5'
+    )
+    cfg = config.load(write(tmp_path, text))
+    assert (cfg.anti_entropy_interval_s, cfg.tombstone_grace_s) == (30.0, 3600.5)
+    again = config.parse(__import__("tomllib").loads(config.render(cfg)), base=tmp_path)
+    assert (again.anti_entropy_interval_s, again.tombstone_grace_s) == (30.0, 3600.5)
+    for extra, fragment in [
+        ("anti_entropy_interval_s = -1", "cluster.anti_entropy_interval_s: -1.0 must be 0"),
+        ("tombstone_grace_s = 0", "cluster.tombstone_grace_s: 0.0 must be positive"),
+        ('tombstone_grace_s = "1d"', "cluster.tombstone_grace_s: expected an integer or a number"),
+        (
+            "anti_entropy_interval_s = 60\ntombstone_grace_s = 60",
+            "repair must run within the grace period",
+        ),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            config.load(write(tmp_path, GOOD.replace('name = "t"', f'name = "t"\n{extra}')))
+        assert fragment in str(info.value)
