@@ -19,6 +19,7 @@ from kvstore.net import replica_codec
 from kvstore.net.convert import options_from_pb, ts_to_pb
 from kvstore.net.peer import PEER_METADATA
 from kvstore.net.status import to_status
+from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.runtime import Node, ReplicaReport
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
@@ -165,8 +166,9 @@ class ReplicaServicer(pb_grpc.ReplicaServicer):
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, anti_entropy: AntiEntropy | None = None) -> None:
         self.node = node
+        self.anti_entropy = anti_entropy
 
     async def Status(
         self, request: pb.Empty, context: grpc.aio.ServicerContext[Any, Any]
@@ -216,6 +218,38 @@ class AdminServicer(pb_grpc.AdminServicer):
             delay_ms=round(faults.delay_s * 1000),
             clock_offset_ms=self.node.clock_offset_us // 1000,
         )
+
+    async def Repair(
+        self, request: pb.RepairRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RepairReply:
+        if self.anti_entropy is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "anti-entropy is not running")
+            raise AssertionError("unreachable")
+        unknown = set(request.peers) - set(self.node.links)
+        if unknown:
+            await _guard(context, _raise(InvalidArgument(f"unknown peers {sorted(unknown)}")))
+        report = await self.anti_entropy.repair(list(request.peers) or None)
+        reply = pb.RepairReply(
+            node=report.node,
+            keys_repaired=report.keys_repaired,
+            exchanges=report.exchanges,
+            bytes=report.bytes,
+        )
+        for r in report.rounds:
+            reply.peers.append(
+                pb.PeerRepair(
+                    peer=r.peer,
+                    keys_pulled=r.keys_pulled,
+                    keys_pushed=r.keys_pushed,
+                    leaves_differing=r.leaves_differing,
+                    bytes_sent=r.bytes_sent,
+                    bytes_received=r.bytes_received,
+                    round_trips=r.round_trips,
+                    seconds=r.seconds,
+                    error=r.error,
+                )
+            )
+        return reply
 
     async def ReadLocal(
         self, request: pb.LocalReadRequest, context: grpc.aio.ServicerContext[Any, Any]

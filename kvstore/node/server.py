@@ -18,6 +18,7 @@ import grpc
 from kvstore.config import ClusterConfig
 from kvstore.net.channel import SERVER_OPTIONS
 from kvstore.net.servicers import AdminServicer, KVServicer, ReplicaServicer
+from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.runtime import Node
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.storage import open_engine_async
@@ -29,10 +30,11 @@ async def serve(config: ClusterConfig, node_id: str, *, clock_offset_us: int = 0
     me = config.node(node_id)
     engine = await open_engine_async(config.engine, Path(me.data_dir) / "kv.sqlite3")
     node = Node(config, node_id, engine, clock_offset_us=clock_offset_us)
+    anti_entropy = AntiEntropy(node)  # registers its replica ops and loops on the node
     server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_KVServicer_to_server(KVServicer(node), server)
     pb_grpc.add_ReplicaServicer_to_server(ReplicaServicer(node), server)
-    pb_grpc.add_AdminServicer_to_server(AdminServicer(node), server)
+    pb_grpc.add_AdminServicer_to_server(AdminServicer(node, anti_entropy), server)
     bound = server.add_insecure_port(me.address)
     if bound == 0:
         await engine.close()

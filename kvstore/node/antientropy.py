@@ -1,0 +1,456 @@
+"""Anti-entropy: replicas compare Merkle trees and copy only the versions that differ.
+
+The exchange, from the node that starts it (the *initiator*) with one peer:
+  1. Both sides build a tree (``kvstore.core.merkle``) over the keys they both replicate
+     (both are among the key's N primaries), at a depth the initiator picks; ``ae.open``
+     makes the peer build its tree and returns its root.
+  2. ``TopDown`` walks both trees from the root, asking the peer (``ae.hashes``) only for
+     nodes under hashes that differ, several levels per round trip.
+  3. For the differing leaves the peer sends its (key, timestamp, tombstone) entries
+     (``ae.leaves``), never values; ``reconcile`` says, per key, which side is newer.
+  4. Newer versions travel both ways: fetched with ``ae.get`` and applied locally, or sent
+     with ``ae.put`` and applied by the peer. ``ae.close`` frees the peer's tree.
+
+Rules and invariants:
+- Applying goes through the engine's last-writer-wins ``apply_many`` with the original
+  timestamps, so repair is idempotent and can never replace a newer version with an
+  older one, whatever was written while it ran.
+- Tombstones are records and are repaired like values, so a replica that missed a
+  delete gets the tombstone: what keeps a purged key from coming back, provided a repair
+  round runs within the grace period (Cassandra's rule). Tombstones older than the
+  grace period (the *cutoff*, fixed by the initiator for both sides) are invisible to
+  the exchange: they are due to be purged and must not be copied back.
+- Tombstones are purged by each node on its own once ``ts.wall`` is older than
+  ``tombstone_grace_s`` (``Engine.purge_tombstones``).
+- One repair at a time per node (scheduled and on-demand share a lock); a peer keeps at
+  most ``MAX_SESSIONS`` trees for initiators, oldest dropped first, so a crashed
+  initiator cannot make it hoard memory.
+- Messages stay under ``CHUNK_BYTES`` (records) or ``CHUNK_ITEMS`` (hashes, leaves) so
+  one exchange never sends a frame near gRPC's message limit.
+- Counters (in ``Node.counters``): ``ae.exchanges`` (rounds this node initiated),
+  ``ae.keys_repaired`` (records this node stored because of repair), ``ae.bytes_sent``
+  (msgpack bytes of anti-entropy messages this node sent, requests and replies),
+  ``ae.errors``, ``tombstones.purged``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from kvstore.core import merkle
+from kvstore.core.merkle import Entry, MerkleTree, TopDown
+from kvstore.core.ring import Ring
+from kvstore.core.version import Record, Timestamp
+from kvstore.storage.base import Engine
+
+if TYPE_CHECKING:
+    from kvstore.node.runtime import Node
+
+log = logging.getLogger("kvstore.antientropy")
+
+STEP = 4  # tree levels descended per round trip
+CHUNK_ITEMS = 4096  # hashes or leaves per message
+CHUNK_BYTES = 256 * 1024  # record bytes per message
+PARALLEL = 4  # chunk messages in flight per exchange
+MAX_SESSIONS = 8
+OPEN_TIMEOUT_S = 60.0  # the peer scans its store and builds a tree
+TIMEOUT_S = 30.0
+
+# (op, args) -> the peer's reply payload; raises on an error reply or no reply.
+Call = Callable[[str, list[Any]], Awaitable[Any]]
+
+
+def wire_size(payload: Any) -> int:
+    """Bytes a payload takes on the replica stream (msgpack, as the codec packs it)."""
+    return len(msgpack.packb(payload, use_bin_type=True))
+
+
+def encode_full(record: Record) -> list[Any]:
+    ts = record.ts
+    return [record.key, record.value, ts.wall, ts.logical, ts.node]
+
+
+def decode_full(raw: Sequence[Any]) -> Record:
+    key, value, wall, logical, node = raw
+    if not isinstance(key, bytes) or not (value is None or isinstance(value, bytes)):
+        raise ValueError("malformed record")
+    return Record(key, value, Timestamp.decode([wall, logical, node]))
+
+
+def encode_entry(entry: Entry) -> list[Any]:
+    ts = entry.ts
+    return [entry.key, ts.wall, ts.logical, ts.node, entry.tombstone]
+
+
+def decode_entry(raw: Sequence[Any]) -> Entry:
+    key, wall, logical, node, tombstone = raw
+    return Entry(key, Timestamp.decode([wall, logical, node]), bool(tombstone))
+
+
+def entry_of(record: Record) -> Entry:
+    return Entry(record.key, record.ts, record.value is None)
+
+
+def chunks_by_count(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def chunks_by_bytes(records: Iterable[Record], limit: int) -> list[list[Record]]:
+    out: list[list[Record]] = []
+    current: list[Record] = []
+    size = 0
+    for record in records:
+        cost = len(record.key) + len(record.value or b"") + 32
+        if current and size + cost > limit:
+            out.append(current)
+            current, size = [], 0
+        current.append(record)
+        size += cost
+    if current:
+        out.append(current)
+    return out
+
+
+async def gather_limited(calls: Sequence[Callable[[], Awaitable[Any]]], limit: int) -> list[Any]:
+    """Run the calls with at most ``limit`` in flight; results in order."""
+    results: list[Any] = [None] * len(calls)
+    for start in range(0, len(calls), limit):
+        batch = calls[start : start + limit]
+        done = await asyncio.gather(*(c() for c in batch))
+        results[start : start + len(batch)] = done
+    return results
+
+
+@dataclass(slots=True)
+class PeerRound:
+    """What one exchange with one peer did."""
+
+    peer: str
+    keys_pulled: int = 0  # newer versions fetched from the peer and stored here
+    keys_pushed: int = 0  # newer versions sent to the peer and stored there
+    leaves_differing: int = 0
+    hashes_compared: int = 0
+    round_trips: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def keys_repaired(self) -> int:
+        return self.keys_pulled + self.keys_pushed
+
+
+@dataclass(slots=True)
+class RepairReport:
+    node: str
+    rounds: list[PeerRound] = field(default_factory=list)
+
+    @property
+    def keys_repaired(self) -> int:
+        return sum(r.keys_repaired for r in self.rounds)
+
+    @property
+    def exchanges(self) -> int:
+        return sum(1 for r in self.rounds if not r.error)
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes_sent + r.bytes_received for r in self.rounds)
+
+    @property
+    def errors(self) -> list[str]:
+        return [f"{r.peer}: {r.error}" for r in self.rounds if r.error]
+
+
+class Replica:
+    """One replica's side of anti-entropy: serves peers' exchanges and starts its own.
+
+    Knows nothing of the network: the responder ops take and return msgpack-able lists,
+    and ``exchange`` reaches its peer through a ``Call``; the node wires both to its
+    replica streams, a benchmark can wire two replicas together in one process.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        engine: Engine,
+        ring: Ring,
+        n: int,
+        counters: collections.Counter[str] | None = None,
+        observe: Callable[[Timestamp], None] | None = None,
+    ) -> None:
+        self.id = node_id
+        self.engine = engine
+        self.ring = ring
+        self.n = n
+        self.counters: collections.Counter[str] = (
+            counters if counters is not None else collections.Counter()
+        )
+        self._observe = observe
+        self._sessions: collections.OrderedDict[str, MerkleTree] = collections.OrderedDict()
+        self._ids = itertools.count(1)
+
+    def ops(self) -> dict[str, Callable[[list[Any]], Awaitable[Any]]]:
+        """The replica message handlers, by op name (for ``Node.replica_ops``)."""
+        return {
+            "ae.open": self._sent(self.op_open),
+            "ae.hashes": self._sent(self.op_hashes),
+            "ae.leaves": self._sent(self.op_leaves),
+            "ae.get": self._sent(self.op_get),
+            "ae.put": self._sent(self.op_put),
+            "ae.close": self._sent(self.op_close),
+        }
+
+    def _sent(
+        self, handler: Callable[[list[Any]], Awaitable[Any]]
+    ) -> Callable[[list[Any]], Awaitable[Any]]:
+        async def counted(args: list[Any]) -> Any:
+            result = await handler(args)
+            self.counters["ae.bytes_sent"] += wire_size(result)
+            return result
+
+        return counted
+
+    # ------------------------------------------------------------------ local data
+
+    async def shared_entries(self, peers: Sequence[str], cutoff_us: int) -> dict[str, list[Entry]]:
+        """For each peer, the entries of keys both replicate (one scan of the store)."""
+        live = merkle.is_live(cutoff_us)
+        entries: list[Entry] = []
+        async for record in self.engine.scan():
+            entry = entry_of(record)
+            if live(entry):
+                entries.append(entry)
+        return merkle.split_by_peer(self.ring, self.id, self.n, peers, entries)
+
+    async def _store(self, records: list[Record]) -> int:
+        if not records:
+            return 0
+        if self._observe is not None:
+            for record in records:
+                self._observe(record.ts)
+        stored = sum(await self.engine.apply_many(records))
+        self.counters["ae.keys_repaired"] += stored
+        return stored
+
+    # ---------------------------------------------------------------- responder ops
+
+    async def op_open(self, args: list[Any]) -> list[Any]:
+        session, initiator, depth, cutoff_us = args
+        if not isinstance(session, str) or not isinstance(initiator, str):
+            raise ValueError("malformed ae.open")
+        entries = (await self.shared_entries([initiator], int(cutoff_us)))[initiator]
+        # Hashing 100k entries takes a while: off the loop, so heartbeats keep flowing.
+        tree = await asyncio.to_thread(MerkleTree, int(depth), entries)
+        self._sessions[session] = tree
+        while len(self._sessions) > MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        return [tree.root, tree.count]
+
+    def _tree(self, session: object) -> MerkleTree:
+        tree = self._sessions.get(str(session))
+        if tree is None:
+            raise LookupError(f"no anti-entropy session {session!r} (expired?)")
+        return tree
+
+    async def op_hashes(self, args: list[Any]) -> list[bytes]:
+        session, level, indexes = args
+        return self._tree(session).hashes(int(level), [int(i) for i in indexes])
+
+    async def op_leaves(self, args: list[Any]) -> list[list[Any]]:
+        session, indexes = args
+        tree = self._tree(session)
+        return [encode_entry(e) for i in indexes for e in tree.leaf(int(i))]
+
+    async def op_get(self, args: list[Any]) -> list[list[Any]]:
+        (keys,) = args
+        records = await self.engine.get_many([bytes(k) for k in keys])
+        return [encode_full(r) for r in records if r is not None]
+
+    async def op_put(self, args: list[Any]) -> int:
+        (raw,) = args
+        return await self._store([decode_full(r) for r in raw])
+
+    async def op_close(self, args: list[Any]) -> None:
+        (session,) = args
+        self._sessions.pop(str(session), None)
+
+    # ------------------------------------------------------------------- initiator
+
+    async def exchange(
+        self,
+        peer: str,
+        call: Call,
+        entries: list[Entry],
+        cutoff_us: int,
+        depth: int | None = None,
+    ) -> PeerRound:
+        """One full exchange with ``peer`` over ``entries`` (the keys both replicate)."""
+        result = PeerRound(peer)
+        began = time.perf_counter()
+
+        async def counted(op: str, args: list[Any]) -> Any:
+            sent = wire_size([op, *args])
+            result.bytes_sent += sent
+            self.counters["ae.bytes_sent"] += sent
+            reply = await call(op, args)
+            result.bytes_received += wire_size(reply)
+            result.round_trips += 1
+            return reply
+
+        if depth is None:
+            depth = merkle.depth_for(len(entries))
+        tree = await asyncio.to_thread(MerkleTree, depth, entries)
+        session = f"{self.id}:{next(self._ids)}"
+        root, _count = await counted("ae.open", [session, self.id, depth, cutoff_us])
+        try:
+            walk = TopDown(tree, STEP)
+            walk.receive([root])
+            while (ask := walk.request()) is not None:
+                level, indexes = ask
+                parts = await gather_limited(
+                    [
+                        partial(counted, "ae.hashes", [session, level, list(part)])
+                        for part in chunks_by_count(indexes, CHUNK_ITEMS)
+                    ],
+                    PARALLEL,
+                )
+                walk.receive([h for part in parts for h in part])
+            result.leaves_differing = len(walk.leaves)
+            result.hashes_compared = walk.compared
+            if walk.leaves:
+                await self._reconcile_leaves(session, tree, walk.leaves, counted, result)
+        finally:
+            try:
+                await counted("ae.close", [session])
+            except Exception:  # the peer drops old sessions on its own
+                log.debug("ae.close to %s failed", peer, exc_info=True)
+        result.seconds = time.perf_counter() - began
+        self.counters["ae.exchanges"] += 1
+        return result
+
+    async def _reconcile_leaves(
+        self, session: str, tree: MerkleTree, leaves: list[int], counted: Call, result: PeerRound
+    ) -> None:
+        parts = await gather_limited(
+            [
+                partial(counted, "ae.leaves", [session, list(part)])
+                for part in chunks_by_count(leaves, CHUNK_ITEMS // 16)
+            ],
+            PARALLEL,
+        )
+        theirs = [decode_entry(raw) for part in parts for raw in part]
+        mine = [e for leaf in leaves for e in tree.leaf(leaf)]
+        pull, push = merkle.reconcile(mine, theirs)
+        if pull:
+            fetched = await gather_limited(
+                [partial(counted, "ae.get", [list(part)]) for part in chunks_by_count(pull, 1024)],
+                PARALLEL,
+            )
+            records = [decode_full(raw) for part in fetched for raw in part]
+            result.keys_pulled = await self._store(records)
+        if push:
+            mine_now = [r for r in await self.engine.get_many(push) if r is not None]
+            stored = await gather_limited(
+                [
+                    partial(counted, "ae.put", [[encode_full(r) for r in part]])
+                    for part in chunks_by_bytes(mine_now, CHUNK_BYTES)
+                ],
+                PARALLEL,
+            )
+            result.keys_pushed = sum(int(s) for s in stored)
+
+
+class AntiEntropy:
+    """Anti-entropy and tombstone purging for one node: scheduled and on demand."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.replica = Replica(
+            node.id,
+            node.engine,
+            node.ring,
+            node.config.n,
+            node.counters,
+            observe=lambda ts: node.clock.observe(ts, node.physical_us()),
+        )
+        self._lock = asyncio.Lock()
+        node.replica_ops.update(self.replica.ops())
+        node.services.append(self._purge_loop)
+        if node.config.anti_entropy_interval_s > 0:
+            node.services.append(self._repair_loop)
+
+    @property
+    def grace_us(self) -> int:
+        return int(self.node.config.tombstone_grace_s * 1_000_000)
+
+    def peers(self) -> list[str]:
+        return merkle.sharing_peers(self.node.ring, self.node.id, self.node.config.n)
+
+    async def repair(self, peers: Sequence[str] | None = None) -> RepairReport:
+        """One round: an exchange with every peer sharing ranges (or the given ones)."""
+        async with self._lock:
+            report = RepairReport(self.node.id)
+            targets = [p for p in self.peers() if peers is None or p in peers]
+            if not targets:
+                return report
+            cutoff = self.node.physical_us() - self.grace_us
+            entries = await self.replica.shared_entries(targets, cutoff)
+            for peer in targets:
+                link = self.node.links[peer]
+
+                async def call(op: str, args: list[Any], link: Any = link) -> Any:
+                    timeout = OPEN_TIMEOUT_S if op == "ae.open" else TIMEOUT_S
+                    return await link.request([op, *args], timeout)
+
+                try:
+                    report.rounds.append(
+                        await self.replica.exchange(peer, call, entries[peer], cutoff)
+                    )
+                except Exception as exc:
+                    self.node.counters["ae.errors"] += 1
+                    report.rounds.append(PeerRound(peer, error=str(exc) or type(exc).__name__))
+            return report
+
+    async def purge(self) -> int:
+        purged = await self.node.engine.purge_tombstones(self.node.physical_us() - self.grace_us)
+        self.node.counters["tombstones.purged"] += purged
+        return purged
+
+    async def _purge_loop(self) -> None:
+        # Often enough that a tombstone outlives its grace period by a small fraction of it.
+        every = min(max(self.node.config.tombstone_grace_s / 4, 0.05), 60.0)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.purge()
+            except Exception:  # a failed purge is retried next tick
+                log.exception("purging tombstones failed")
+
+    async def _repair_loop(self) -> None:
+        interval = self.node.config.anti_entropy_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                up = [p for p in self.peers() if p not in self.node.down()]
+                report = await self.repair(up)
+                if report.keys_repaired or report.errors:
+                    log.info(
+                        "anti-entropy: %d keys repaired, %d exchanges, errors: %s",
+                        report.keys_repaired,
+                        report.exchanges,
+                        report.errors or "none",
+                    )
+            except Exception:
+                log.exception("scheduled anti-entropy round failed")
