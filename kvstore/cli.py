@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_call_options(delete, read=False)
     delete.set_defaults(func=cmd_delete)
 
+    repair = sub.add_parser(
+        "repair", help="run one anti-entropy round on every node (or one) and report it"
+    )
+    repair.add_argument("--node", metavar="ID", help="repair only from this node (with its peers)")
+    _add_config(repair)
+    repair.add_argument("--json", action="store_true", help="print JSON")
+    repair.set_defaults(func=cmd_repair)
+
     demo = sub.add_parser("demo", help="a guided tour: a 5-node cluster and per-call consistency")
     _add_config(demo)
     demo.set_defaults(func=cmd_demo)
@@ -257,6 +265,15 @@ def _print_acks(replicas: Sequence[Any]) -> None:
         role = "fallback" if r.fallback else "primary"
         state = "ack" if r.ok else f"failed: {r.error}"
         print(f"  {r.node:<6} {role:<8} {state}")
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from kvstore.cluster import repair
+
+    cfg = config_mod.load(args.config)
+    if args.node is not None:
+        cfg.node(args.node)  # a clear error for an unknown id
+    return repair.show(cfg, args.node, as_json=args.json)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -82,7 +82,13 @@ def show_status(config: ClusterConfig, config_path: Path, *, as_json: bool = Fal
         return 0 if all(r["health"] == "up" for r in rows) else 1
     table = Table(title=f"cluster {config.name} (N={config.n}, R={config.r}, W={config.w})")
     columns = ("node", "address", "pid", "health", "keys", "uptime", "its view of peers")
-    for column in (*columns, "hints pending", "hints stored/delivered/dropped", "requests ok/err"):
+    for column in (
+        *columns,
+        "hints pending",
+        "hints stored/delivered/dropped",
+        "requests ok/err",
+        "repaired/exchanges/purged",
+    ):
         table.add_column(column)
     for r in rows:
         colour = {"up": "green", "down": "red"}.get(r["health"], "yellow")
@@ -109,6 +115,10 @@ def show_status(config: ClusterConfig, config_path: Path, *, as_json: bool = Fal
             if up
             else "-",
             f"{requests_ok}/{requests_err}" if up else "-",
+            f"{c.get('ae.keys_repaired', 0)}/{c.get('ae.exchanges', 0)}"
+            f"/{c.get('tombstones.purged', 0)}"
+            if up
+            else "-",
         )
     console.print(table)
     return 0 if all(r["health"] == "up" for r in rows) else 1
