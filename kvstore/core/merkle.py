@@ -61,17 +61,25 @@ def hash_entries(entries: Iterable[Entry]) -> bytes:
     ordered = sorted(entries)
     if not ordered:
         return EMPTY
+    # One encoding per entry, length-prefixed where a field is free-form, so no two
+    # different entry lists encode alike; one hash update per leaf (this loop is the
+    # hot path of building a tree).
     h = _h()
-    for key, ts, tombstone in ordered:
-        node = ts.node.encode("utf-8")
-        # Length prefixes keep the encoding unambiguous (no two entry lists share one).
-        h.update(len(key).to_bytes(4, "big"))
-        h.update(key)
-        h.update(ts.wall.to_bytes(8, "big", signed=True))
-        h.update(ts.logical.to_bytes(8, "big", signed=True))
-        h.update(len(node).to_bytes(2, "big"))
-        h.update(node)
-        h.update(b"\x01" if tombstone else b"\x00")
+    h.update(
+        b"".join(
+            b"%d:%b%d,%d,%d:%b%b"
+            % (
+                len(key),
+                key,
+                ts.wall,
+                ts.logical,
+                len(node := ts.node.encode("utf-8")),
+                node,
+                b"T" if tombstone else b"V",
+            )
+            for key, ts, tombstone in ordered
+        )
+    )
     return h.digest()
 
 

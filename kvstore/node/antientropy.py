@@ -311,9 +311,15 @@ class Replica:
 
         if depth is None:
             depth = merkle.depth_for(len(entries))
-        tree = await asyncio.to_thread(MerkleTree, depth, entries)
         session = f"{self.id}:{next(self._ids)}"
-        root, _count = await counted("ae.open", [session, self.id, depth, cutoff_us])
+        # Both sides build their trees at the same time: the peer while it serves ae.open.
+        building = asyncio.ensure_future(asyncio.to_thread(MerkleTree, depth, entries))
+        try:
+            root, _count = await counted("ae.open", [session, self.id, depth, cutoff_us])
+        except BaseException:
+            building.cancel()
+            raise
+        tree = await building
         try:
             walk = TopDown(tree, STEP)
             walk.receive([root])
