@@ -224,3 +224,22 @@ def test_tombstone_grace_repaired_in_time_stays_deleted_too_late_comes_back(
             assert {read(n, key)[3] for n in primaries(cluster, key)} == {b"old"}
     with SyncClient.from_config(cluster.config) as client:
         assert all(client.get(k, r="all") is None for k in in_time)
+
+
+def test_scheduled_rounds_repair_without_being_asked(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(anti_entropy_interval_s=0.5, failure_detection_ms=10_000)
+    stale, coordinator = "n2", "n1"
+    keys = keys_where(cluster, "sched", 6, lambda p: stale in p and coordinator in p)
+    with only(cluster, coordinator) as client:
+        set_faults(cluster, stale, isolate_from=[n for n in cluster.config.node_ids if n != stale])
+        try:
+            for key in keys:
+                client.put(key, "while-cut-off", w=2, sloppy=False)
+        finally:
+            set_faults(cluster, stale)
+    with local_reader(cluster) as read:
+        wait_until(
+            lambda: all(read(stale, k)[3] == b"while-cut-off" for k in keys),
+            "a scheduled round brings the cut-off replica up to date",
+        )
+    assert counter_sum(cluster, "ae.keys_repaired") >= len(keys)
