@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(demo)
     demo.set_defaults(func=cmd_demo)
 
+    from kvstore.harness.cli import register as register_test
+
+    register_test(sub)
     try:
         from kvstore.checker.cli import register as register_check
     except ImportError:  # the checker is optional for a store-only install

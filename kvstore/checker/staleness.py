@@ -14,9 +14,9 @@ Definitions (per key; `a < b` means op a completed before op b was invoked, by `
 - t-visibility of an ok write W: the longest time, after W completed, at which a read
   began that still missed W (0 if none did). Only for writes with a read after them and
   not lost; reported as a distribution (ns) with percentiles.
-- Lost write: an ok write that no read ever returned and that every read begun after it
-  completed missed (there must be at least one such read), e.g. overwritten by an older
-  timestamp.
+- Lost write: an ok write that no read ever returned, while some read begun after it
+  completed missed it (returned an older value): it lost, e.g. to an older write with a
+  higher timestamp. Later writes superseding it do not make it less lost.
 - Monotonic-read violation: a process reads R1 then R2 (R1 < R2) with source(R2) <
   source(R1). Read-your-writes violation: a process completes write W, later reads R
   (W < R) and R misses W. Both per process, each read counted once.
@@ -245,15 +245,18 @@ def _analyse_key(ops: list[Operation], rep: StalenessReport) -> None:
         prefix_max_call.append(m)
     by_read_call = sorted(sourced, key=lambda rs: float(rs[0].call_time or 0))
     read_calls = [float(r.call_time or 0) for r, _ in by_read_call]
-    suffix_max_src: list[float] = [_NEG] * (len(by_read_call) + 1)
+    suffix_min_src: list[float] = [_POS] * (len(by_read_call) + 1)
     for i in range(len(by_read_call) - 1, -1, -1):
-        suffix_max_src[i] = max(suffix_max_src[i + 1], by_read_call[i][1].ret)
+        suffix_min_src[i] = min(suffix_min_src[i + 1], by_read_call[i][1].ret)
     returned = {id(s.op) for _, s in sourced if s.op is not None}
     for w in acked:
         first_after = bisect.bisect_left(read_calls, w.ret)
         if first_after == len(read_calls):
             continue  # no read after it: nothing observable
-        if id(w.op) not in returned and suffix_max_src[first_after] < w.call:
+        # Never returned, yet a later read returned something older: it lost (e.g. to
+        # an older write with a higher timestamp). Later writes superseding it do not
+        # make it less lost, so one missing read is enough evidence.
+        if id(w.op) not in returned and suffix_min_src[first_after] < w.call:
             assert w.op is not None
             rep.lost_writes.append(w.op)
             continue

@@ -122,3 +122,39 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([5, 1, 3, 2, 4], 50) == 3
     assert percentile([5, 1, 3, 2, 4], 100) == 5
     assert percentile([5, 1, 3, 2, 4], 1) == 1
+
+
+def test_a_write_superseded_later_is_still_lost_if_a_read_missed_it() -> None:
+    # 2 loses to 1 (say, an older write with a higher timestamp): the next read returns
+    # 1; a later write 3 supersedes both. 2 was never read: it was lost.
+    rep = analyse_staleness(
+        pair_operations(
+            _ops(
+                [
+                    (0, "write", 1, 0, 10, "ok"),
+                    (1, "write", 2, 20, 30, "ok"),
+                    (2, "read", 1, 40, 50, "ok"),
+                    (0, "write", 3, 60, 70, "ok"),
+                    (2, "read", 3, 80, 90, "ok"),
+                ]
+            )
+        )
+    )
+    assert [o.input for o in rep.lost_writes] == [2]
+    assert [s.newest_missed.input for s in rep.stale_reads] == [2]
+
+
+def test_an_unread_write_that_no_read_missed_is_not_lost() -> None:
+    rep = analyse_staleness(
+        pair_operations(
+            _ops(
+                [
+                    (0, "write", 1, 0, 10, "ok"),
+                    (0, "write", 2, 20, 30, "ok"),  # overwritten by 3 before anyone read
+                    (1, "write", 3, 25, 35, "ok"),
+                    (2, "read", 3, 40, 50, "ok"),
+                ]
+            )
+        )
+    )
+    assert rep.lost_writes == []

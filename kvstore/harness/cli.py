@@ -1,0 +1,170 @@
+"""``kvstore test``: the harness from the command line, one run or a matrix.
+
+Exit status: 0 the guarantee held, 1 it did not, 2 bad usage or an error, 3 a check
+came back unknown. With ``--matrix``: 0 when every run kept its promise, else 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from kvstore.harness.guarantees import GUARANTEES, Setting
+from kvstore.harness.nemesis import parse_nemeses
+from kvstore.harness.runner import RunOptions, RunState, run_test
+from kvstore.harness.workload import WORKLOADS
+
+console = Console(stderr=True)
+MATRIX_CONSISTENCY = ("one", "quorum", "all", "linearizable")
+MATRIX_NEMESES = ("kill", "pause", "partition", "clock")
+
+
+def _level(text: str) -> int | str:
+    return int(text) if text.isdigit() else text
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("test", help="run the cluster under faults and check a guarantee")
+    p.add_argument("--consistency", choices=MATRIX_CONSISTENCY)
+    p.add_argument("--r", type=_level, metavar="N|LEVEL")
+    p.add_argument("--w", type=_level, metavar="N|LEVEL")
+    p.add_argument("--sloppy", action="store_true", help="fallbacks count (default strict)")
+    p.add_argument("--read-repair", choices=("off", "async", "blocking"), default="off")
+    p.add_argument("--workload", default="register", help=f"one of {', '.join(WORKLOADS)}")
+    p.add_argument("--nemesis", default="none", help="comma list: none,kill,pause,partition,clock")
+    p.add_argument("--time-limit", type=float, default=60.0, help="seconds of load")
+    p.add_argument("--rate", type=float, default=200.0, help="ops/s over all clients")
+    p.add_argument("--concurrency", type=int, default=10)
+    p.add_argument("--keys", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--expect", choices=GUARANTEES, help="hold the run to this guarantee")
+    p.add_argument("--store", type=Path, default=Path("store"), help="where run folders go")
+    p.add_argument("--nemesis-interval", type=float, help="seconds per healthy/faulty period")
+    p.add_argument("--check-time-limit", type=float, default=30.0)
+    p.add_argument("--matrix", action="store_true", help="every consistency x every nemesis")
+    p.set_defaults(func=run)
+
+
+def _options(args: argparse.Namespace, **override: Any) -> RunOptions:
+    if args.consistency and (args.r is not None or args.w is not None):
+        raise ValueError("give either --consistency or --r/--w, not both")
+    consistency = override.get("consistency", args.consistency)
+    if consistency is None and args.r is None and args.w is None:
+        consistency = "quorum"
+    setting = Setting(
+        consistency=consistency,
+        r=args.r,
+        w=args.w,
+        sloppy=args.sloppy,
+        read_repair=args.read_repair,
+    )
+    for name, value in (("time-limit", args.time_limit), ("rate", args.rate)):
+        if value <= 0:
+            raise ValueError(f"--{name} must be positive")
+    if args.concurrency < 1 or args.keys < 1:
+        raise ValueError("--concurrency and --keys must be at least 1")
+    return RunOptions(
+        setting=setting,
+        workload=args.workload,
+        nemeses=override.get("nemeses", parse_nemeses(args.nemesis)),
+        time_limit=args.time_limit,
+        rate=args.rate,
+        concurrency=args.concurrency,
+        keys=args.keys,
+        seed=args.seed,
+        expect=args.expect,
+        store=args.store,
+        nemesis_interval=args.nemesis_interval,
+        check_time_limit=args.check_time_limit,
+    )
+
+
+def _progress_table(state: RunState) -> Table:
+    t = Table.grid(padding=(0, 2))
+    outcomes = state.tally.outcomes
+    t.add_row(
+        f"[bold]{state.phase}[/bold]",
+        f"ops {state.tally.ops}",
+        f"[green]ok {outcomes['ok']}[/green]",
+        f"[red]fail {outcomes['fail']}[/red]",
+        f"[yellow]info {outcomes['info']}[/yellow]",
+        f"nemesis: {state.nemesis}",
+    )
+    return t
+
+
+def _run_one(options: RunOptions) -> dict[str, Any]:
+    with Live(_progress_table(RunState()), console=console, refresh_per_second=4) as live:
+
+        def update(state: RunState) -> None:
+            live.update(_progress_table(state))
+
+        return asyncio.run(run_test(options, update))
+
+
+def summary(results: dict[str, Any]) -> Table:
+    table = Table(title=f"{results['options']['setting']} under {results['options']['nemeses']}")
+    table.add_column("figure")
+    table.add_column("value")
+    ops = results["ops"]
+    table.add_row("operations", ", ".join(f"{k} {v}" for k, v in sorted(ops.items())))
+    for name, verdict in results["checks"].items():
+        table.add_row(f"check: {name}", str(verdict))
+    stale = results["staleness"]
+    table.add_row("stale reads", str(stale["stale_reads"]))
+    table.add_row("k-staleness", str(stale["k_staleness"]))
+    table.add_row("t-visibility (ms)", str(stale["t_visibility_ms"]))
+    table.add_row("lost writes", str(stale["lost_writes"]))
+    for f, figures in results["latency_ms"].items():
+        table.add_row(f"latency {f} (ms)", str(figures))
+    colour = {"held": "green", "violated": "red"}.get(results["verdict"], "yellow")
+    table.add_row(
+        f"[bold]promise: {results['promise']}[/bold]",
+        f"[bold {colour}]{results['verdict']}[/bold {colour}]"
+        + (f" ({'; '.join(results['reasons'])})" if results["reasons"] else ""),
+    )
+    table.add_row("run folder", results["folder"])
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.matrix:
+            return _matrix(args)
+        options = _options(args)
+        results = _run_one(options)
+    except ValueError as exc:
+        print(f"kvstore test: {exc}", file=sys.stderr)
+        return 2
+    Console().print(summary(results))
+    return int(results["exit_code"])
+
+
+def _matrix(args: argparse.Namespace) -> int:
+    table = Table(title="promised vs observed")
+    for column in ("consistency", "nemesis", "promise", "verdict", "linearizable", "stale", "lost"):
+        table.add_column(column)
+    failures = 0
+    for consistency in MATRIX_CONSISTENCY:
+        for nemesis in MATRIX_NEMESES:
+            options = _options(args, consistency=consistency, nemeses=[nemesis])
+            results = _run_one(options)
+            failures += results["verdict"] != "held"
+            table.add_row(
+                consistency,
+                nemesis,
+                results["promise"],
+                results["verdict"],
+                results["checks"]["linearizable"],
+                str(results["staleness"]["stale_reads"]),
+                str(results["staleness"]["lost_writes"]),
+            )
+    Console().print(table)
+    return 0 if failures == 0 else 1

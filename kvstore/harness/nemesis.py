@@ -1,0 +1,226 @@
+"""Nemeses: faults injected into a running local cluster, each small and combinable.
+
+Rules and invariants:
+- Every nemesis has ``start`` (inject) and ``heal`` (undo); ``heal`` is idempotent and
+  the runner calls it for every nemesis at the end, whatever happened, so a run always
+  ends with every node running, resumed, connected and on a true clock.
+- kill and pause are real signals to real processes (SIGKILL then restart; SIGSTOP then
+  SIGCONT). partition and clock act at each node's gRPC seam through ``Admin.SetFaults``
+  (no root needed); a node's fault state is kept here and pushed whole, so a partition
+  and a clock skew on the same node do not undo each other.
+- Randomness comes from the runner's seeded ``random.Random``: a seed replays the
+  same fault schedule.
+- Partitions cut node-to-node traffic only; clients still reach every node (a client
+  talking to a minority node sees its requests fail or time out, as in Jepsen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from kvstore.cluster.local import LocalCluster
+from kvstore.net.channel import open_channel
+from kvstore.pb import kvstore_pb2 as pb
+from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+
+NEMESES = ("none", "kill", "pause", "partition", "clock")
+PARTITION_KINDS = ("halves", "one", "majorities-ring", "bridge")
+
+
+@dataclass(slots=True)
+class NodeFaults:
+    isolated: set[str] = field(default_factory=set)
+    clock_offset_ms: int = 0
+
+
+class FaultState:
+    """What each node's seam should be doing; pushed whole on every change."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.nodes = {n: NodeFaults() for n in cluster.config.node_ids}
+
+    async def push(self, node: str) -> None:
+        state = self.nodes[node]
+        request = pb.Faults(
+            isolate_from=sorted(state.isolated), clock_offset_ms=state.clock_offset_ms
+        )
+        channel = open_channel(self.cluster.config.node(node).address)
+        try:
+            await pb_grpc.AdminStub(channel).SetFaults(request, timeout=2, wait_for_ready=True)
+        except grpc.aio.AioRpcError:
+            pass  # a dead or paused node: its state is pushed again when healed
+        finally:
+            await channel.close(None)
+
+    async def push_all(self) -> None:
+        await asyncio.gather(*(self.push(n) for n in self.nodes))
+
+
+class Nemesis:
+    name = "none"
+
+    def __init__(self, cluster: LocalCluster, faults: FaultState, rng: random.Random) -> None:
+        self.cluster = cluster
+        self.faults = faults
+        self.rng = rng
+        self.nodes = list(cluster.config.node_ids)
+
+    async def start(self) -> dict[str, Any]:
+        """Inject the fault; returns a description for the history."""
+        return {}
+
+    async def heal(self) -> dict[str, Any]:
+        return {}
+
+    def _some(self, low: int, high: int) -> list[str]:
+        return sorted(self.rng.sample(self.nodes, self.rng.randint(low, high)))
+
+
+class KillNemesis(Nemesis):
+    """SIGKILL one or two nodes; heal restarts them."""
+
+    name = "kill"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.killed: list[str] = []
+
+    async def start(self) -> dict[str, Any]:
+        self.killed = self._some(1, 2)
+        for node in self.killed:
+            await asyncio.to_thread(self.cluster.kill, node)
+        return {"killed": self.killed}
+
+    async def heal(self) -> dict[str, Any]:
+        restarted, self.killed = self.killed, []
+        for node in restarted:
+            await asyncio.to_thread(self.cluster.start_node, node)
+            await self.faults.push(node)  # a restarted node forgets its faults
+        return {"restarted": restarted}
+
+
+class PauseNemesis(Nemesis):
+    """SIGSTOP one or two nodes; heal sends SIGCONT."""
+
+    name = "pause"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.paused: list[str] = []
+
+    async def start(self) -> dict[str, Any]:
+        self.paused = self._some(1, 2)
+        for node in self.paused:
+            self.cluster.pause(node)
+        return {"paused": self.paused}
+
+    async def heal(self) -> dict[str, Any]:
+        resumed, self.paused = self.paused, []
+        for node in resumed:
+            self.cluster.resume(node)
+        return {"resumed": resumed}
+
+
+def partition_groups(kind: str, nodes: list[str], rng: random.Random) -> dict[str, set[str]]:
+    """For each node, the nodes it can still reach (itself included)."""
+    order = list(nodes)
+    rng.shuffle(order)
+    count = len(order)
+    if kind == "halves":
+        cut = count // 2
+        sides = [set(order[:cut]), set(order[cut:])]
+        return {n: next(s for s in sides if n in s) for n in order}
+    if kind == "one":
+        lonely = order[0]
+        rest = set(order[1:])
+        return {n: ({lonely} if n == lonely else rest) for n in order}
+    if kind == "majorities-ring":
+        # each node sees its ring neighbours: a majority, but a different one for each
+        reach = count // 2
+        return {
+            n: {order[(i + d) % count] for d in range(-reach // 2 - reach % 2, reach // 2 + 1)}
+            | {n}
+            for i, n in enumerate(order)
+        }
+    if kind == "bridge":
+        cut = count // 2
+        left, bridge, right = set(order[:cut]), order[cut], set(order[cut + 1 :])
+        groups = {n: left | {bridge} for n in left}
+        groups.update({n: right | {bridge} for n in right})
+        groups[bridge] = set(order)
+        return groups
+    raise ValueError(f"unknown partition {kind!r}; choose from {', '.join(PARTITION_KINDS)}")
+
+
+class PartitionNemesis(Nemesis):
+    """Cut node-to-node traffic into a Jepsen-style partition at the gRPC seam."""
+
+    name = "partition"
+
+    async def start(self) -> dict[str, Any]:
+        kind = self.rng.choice(PARTITION_KINDS)
+        groups = partition_groups(kind, self.nodes, self.rng)
+        for node, reach in groups.items():
+            self.faults.nodes[node].isolated = set(self.nodes) - reach
+        await self.faults.push_all()
+        return {
+            "partition": kind,
+            "mechanism": "grpc-seam",
+            "cut": {n: sorted(set(self.nodes) - r) for n, r in groups.items()},
+        }
+
+    async def heal(self) -> dict[str, Any]:
+        for state in self.faults.nodes.values():
+            state.isolated = set()
+        await self.faults.push_all()
+        return {"partition": "healed"}
+
+
+class ClockNemesis(Nemesis):
+    """Skew one or two nodes' hybrid-clock source by up to a few seconds either way."""
+
+    name = "clock"
+
+    async def start(self) -> dict[str, Any]:
+        skewed = {}
+        for node in self._some(1, 2):
+            offset = self.rng.choice((-1, 1)) * self.rng.randint(200, 5000)
+            self.faults.nodes[node].clock_offset_ms = offset
+            skewed[node] = offset
+            await self.faults.push(node)
+        return {"clock_offset_ms": skewed}
+
+    async def heal(self) -> dict[str, Any]:
+        for state in self.faults.nodes.values():
+            state.clock_offset_ms = 0
+        await self.faults.push_all()
+        return {"clock": "reset"}
+
+
+_KINDS: dict[str, Callable[..., Nemesis]] = {
+    "kill": KillNemesis,
+    "pause": PauseNemesis,
+    "partition": PartitionNemesis,
+    "clock": ClockNemesis,
+}
+
+
+def parse_nemeses(spec: str) -> list[str]:
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in NEMESES]
+    if unknown:
+        raise ValueError(f"unknown nemesis {unknown[0]!r}; choose from {', '.join(NEMESES)}")
+    return [n for n in names if n != "none"]
+
+
+def build(
+    names: list[str], cluster: LocalCluster, faults: FaultState, rng: random.Random
+) -> list[Nemesis]:
+    return [_KINDS[name](cluster, faults, rng) for name in names]

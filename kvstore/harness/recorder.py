@@ -1,0 +1,68 @@
+"""The history recorder: every event, in order, with one monotonic clock.
+
+Rules: times are nanoseconds since the test started, from ``time.monotonic_ns`` (never
+the wall clock, which the clock nemesis may skew for nodes and which can jump); events
+get consecutive indices in the order they are recorded; each event is appended to
+``history.jsonl`` as it happens (flushed), so a crashed run still leaves its history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+from kvstore.checker import Event, History, JsonlWriter
+
+
+class Recorder:
+    def __init__(self, path: Path, extra: dict[str, Any] | None = None) -> None:
+        self.t0 = time.monotonic_ns()
+        self.events: list[Event] = []
+        self.extra = extra or {}
+        self._writer = JsonlWriter(str(path))
+
+    def restart_clock(self) -> None:
+        """Make time 0 now; only before the first event, so times stay monotonic."""
+        if self.events:
+            raise RuntimeError("the clock can only restart before the first event")
+        self.t0 = time.monotonic_ns()
+
+    def now(self) -> int:
+        return time.monotonic_ns() - self.t0
+
+    def record(
+        self,
+        process: Hashable,
+        type_: str,
+        f: str,
+        *,
+        key: Any = None,
+        value: Any = None,
+        error: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Event:
+        event = Event(
+            process=process,
+            type=type_,
+            f=f,
+            value=value,
+            key=key,
+            time=self.now(),
+            index=len(self.events),
+            error=error,
+            extra={**self.extra, **(extra or {})},
+        )
+        self.events.append(event)
+        self._writer.write(event)
+        return event
+
+    def nemesis(self, f: str, value: Any) -> None:
+        self.record("nemesis", "info", f, value=value)
+
+    def history(self) -> History:
+        return History(list(self.events), format="jsonl")
+
+    def close(self) -> None:
+        self._writer.close()

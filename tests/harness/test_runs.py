@@ -1,0 +1,116 @@
+"""Short real harness runs: 5 node processes, faults, recorded histories, verdicts.
+
+These are the issue's checks: the linearizable level holds under partition and kill;
+``one`` under partition shows stale reads; quorum pushed to ``--expect linearizable``
+is caught at least sometimes (the rate is printed); clock skew with last-writer-wins
+shows lost writes. Runs are short, so the probabilistic ones use several seeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvstore.harness.guarantees import Setting
+from kvstore.harness.runner import RunOptions, run_test
+
+pytestmark = pytest.mark.cluster
+
+
+def run(tmp_path: Path, consistency: str, nemeses: list[str], **kw: Any) -> dict[str, Any]:
+    options = RunOptions(
+        setting=Setting(consistency, None, None, False, "off"),
+        nemeses=nemeses,
+        time_limit=kw.pop("time_limit", 6.0),
+        rate=kw.pop("rate", 150.0),
+        concurrency=8,
+        keys=kw.pop("keys", 4),
+        store=tmp_path / "store",
+        nemesis_interval=1.5,
+        op_timeout=0.5,
+        check_time_limit=20.0,
+        **kw,
+    )
+    return asyncio.run(run_test(options))
+
+
+def assert_run_folder(results: dict[str, Any]) -> None:
+    folder = Path(results["folder"])
+    for name in ("history.jsonl", "history.edn", "results.json", "linearizability.html"):
+        assert (folder / name).stat().st_size > 0, name
+    for name in ("latency.png", "throughput.png", "timeline.png"):
+        assert (folder / name).read_bytes()[:4] == b"\x89PNG", name
+    assert sorted(p.name for p in (folder / "logs").iterdir()) == [f"n{i}.log" for i in range(1, 6)]
+    assert (folder.parent / "latest").resolve() == folder.resolve()
+    saved = json.loads((folder / "results.json").read_text())
+    assert saved["verdict"] == results["verdict"]
+    events = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    assert any(e["process"] == "nemesis" for e in events) or not results["options"]["nemeses"]
+    times = [e["time"] for e in events]
+    assert times == sorted(times), "one monotonic clock for every event"
+
+
+@pytest.mark.parametrize("nemesis", ["partition", "kill"])
+def test_linearizable_holds(tmp_path: Path, nemesis: str) -> None:
+    results = run(tmp_path, "linearizable", [nemesis], seed=3)
+    assert results["promise"] == "linearizable"
+    assert results["verdict"] == "held", results["reasons"]
+    assert results["ops"].get("ok", 0) > 200
+    assert results["convergence"]["converged"]
+    assert_run_folder(results)
+
+
+def test_one_under_partition_shows_stale_reads(tmp_path: Path) -> None:
+    results = run(tmp_path, "one", ["partition"], seed=1)
+    assert results["promise"] == "eventual" and results["verdict"] == "held"
+    assert results["staleness"]["stale_reads"] > 0
+    assert results["checks"]["no-stale-reads"] == "violated"
+
+
+def test_quorum_held_to_linearizable_under_partitions_and_kills(tmp_path: Path) -> None:
+    """The issue's run: quorum reads, --expect linearizable, partitions and kills.
+
+    Partial writes that a later read could expose are usually overwritten within
+    milliseconds, so one short run catches quorum only now and then (bench/harness.py
+    measures the rate over many seeds). Here every run must reach a verdict, and the
+    rate is printed.
+    """
+    outcomes = []
+    for seed in (1, 2, 3):
+        results = run(tmp_path, "quorum", ["partition", "kill"], seed=seed, expect="linearizable")
+        assert results["linearizability"]["verdict"] in ("linearizable", "not linearizable")
+        assert results["verdict"] == (
+            "held" if results["checks"]["linearizable"] == "linearizable" else "violated"
+        )
+        outcomes.append(results["checks"]["linearizable"])
+    caught = outcomes.count("not linearizable")
+    print(f"quorum held to linearizable: caught in {caught} of {len(outcomes)} seeds")
+
+
+def test_quorum_is_caught_under_clock_skew(tmp_path: Path) -> None:
+    """Under clock skew, last-writer-wins makes quorum visibly non-linearizable."""
+    outcomes = []
+    for seed in (1, 2, 3):
+        results = run(tmp_path, "quorum", ["clock"], seed=seed, expect="linearizable")
+        outcomes.append(results["checks"]["linearizable"])
+        if outcomes[-1] == "not linearizable":
+            assert results["verdict"] == "violated"
+            per_key = results["linearizability"]["per_partition"]
+            assert any(p.get("counterexample") for p in per_key), "a violation is explained"
+            break
+    assert "not linearizable" in outcomes, outcomes
+
+
+def test_clock_skew_shows_lost_writes(tmp_path: Path) -> None:
+    lost = 0
+    for seed in (1, 2):
+        results = run(tmp_path, "quorum", ["clock"], seed=seed)
+        assert results["promise"] == "no-stale-reads"
+        lost += results["staleness"]["lost_writes"]
+        if lost:
+            break
+    assert lost > 0
