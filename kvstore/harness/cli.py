@@ -101,7 +101,9 @@ def _progress_table(state: RunState) -> Table:
 
 
 def _run_one(options: RunOptions) -> dict[str, Any]:
-    with Live(_progress_table(RunState()), console=console, refresh_per_second=4) as live:
+    with Live(
+        _progress_table(RunState()), console=console, refresh_per_second=4, transient=True
+    ) as live:
 
         def update(state: RunState) -> None:
             live.update(_progress_table(state))
