@@ -291,26 +291,40 @@ class Node:
         deadline = _Deadline(opts.timeout_ms)
         read = self._fan_out_read(targets, key_bytes, opts.r, opts.sloppy, deadline)
         await self._await_round(read.decided, read.round, deadline, "get", count_ok=False)
-        repair = opts.read_repair
-        if repair != "off" and not opts.linearizable:
-            # Give the replicas beyond R a short moment, so repair sees them too.
-            await self._settle(read, self.config.read_repair_wait_ms / 1000)
-        resolution = read.round.resolution()
-        winner = resolution.winner
-        if opts.linearizable and winner is not None:
-            await self._write_back(read, winner, opts.r, deadline)
-        elif repair != "off" and winner is not None and resolution.stale:
-            stale = [t for t in targets if t.primary and t.node in resolution.stale]
-            if stale:
-                repairs = self._fan_out_write(stale, winner, len(stale), False, deadline)
-                self.counters[f"read_repair.{repair}"] += len(stale)
-                if repair == "blocking":
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(repairs.decided), deadline.left())
+        winner = read.round.resolution().winner
+        if opts.linearizable:
+            if winner is not None:
+                await self._write_back(read, winner, opts.r, deadline)
+        elif opts.read_repair == "blocking":
+            await self._read_repair(read, "blocking", deadline)
+        elif opts.read_repair == "async":
+            # the reply goes now; the repair (and its wait for late replies) after it
+            self._spawn(self._read_repair(read, "async", deadline))
         self.counters["get.ok"] += 1
         if trace:
             await self._settle(read, TRACE_GRACE_S, report=True)
         return ReadResult(winner, read.reports)
+
+    async def _read_repair(self, read: _Fanout[ReadRound], mode: str, deadline: _Deadline) -> None:
+        """Write the newest version to the primaries that answered with an older one.
+
+        First the replicas beyond R get ``read_repair_wait_ms`` to answer, so that the
+        repair sees them too. Blocking mode waits for the repair writes (bounded by the
+        call's deadline); async mode runs all of this after the reply was sent.
+        """
+        await self._settle(read, self.config.read_repair_wait_ms / 1000)
+        resolution = read.round.resolution()
+        winner = resolution.winner
+        stale = [t for t in read.targets if t.primary and t.node in resolution.stale]
+        if winner is None or not stale:
+            return
+        repairs = self._fan_out_write(stale, winner, len(stale), False, deadline)
+        self.counters[f"read_repair.{mode}"] += len(stale)
+        if mode == "blocking":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(repairs.decided), deadline.left())
+        else:
+            await asyncio.wait(repairs.futures, timeout=deadline.left())
 
     async def _write_back(
         self, read: _Fanout[ReadRound], winner: Record, quorum: int, deadline: _Deadline
