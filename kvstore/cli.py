@@ -194,27 +194,25 @@ def _run(coro: Any) -> Any:
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    async def go() -> int:
-        async with _client(args) as client:
-            options = _client_args(args)
-            if args.level is not None:
-                options["w"] = args.level
-            result = await client.put(args.key, args.value, trace=args.trace, **options)
-            print(f"ok ts={_fmt_ts(result.ts)} coordinator={result.coordinator}")
-            _print_acks(result.replicas)
-            return 0
-
-    return int(_run(go()))
+    return _write(args, args.value)
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    return _write(args, None)
+
+
+def _write(args: argparse.Namespace, value: str | None) -> int:
     async def go() -> int:
         async with _client(args) as client:
             options = _client_args(args)
             if args.level is not None:
                 options["w"] = args.level
-            result = await client.delete(args.key, trace=args.trace, **options)
-            print(f"deleted ts={_fmt_ts(result.ts)} coordinator={result.coordinator}")
+            if value is None:
+                result = await client.delete(args.key, trace=args.trace, **options)
+            else:
+                result = await client.put(args.key, value, trace=args.trace, **options)
+            done = "deleted" if value is None else "ok"
+            print(f"{done} ts={_fmt_ts(result.ts)} coordinator={result.coordinator}")
             _print_acks(result.replicas)
             return 0
 

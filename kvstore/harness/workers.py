@@ -98,7 +98,7 @@ async def run_workers(
             slot = issued
             issued += 1
             due = start + slot / rate
-            if due >= stop_at:
+            if due >= stop_at or time.monotonic() >= stop_at:
                 return
             delay = due - time.monotonic()
             if delay > 0:

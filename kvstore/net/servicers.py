@@ -66,31 +66,26 @@ class KVServicer(pb_grpc.KVServicer):
     async def Put(
         self, request: pb.PutRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PutReply:
-        result = await _guard(
-            context,
-            self.node.put(
-                request.key,
-                request.value,
-                options_from_pb(request.options),
-                trace=request.options.trace,
-            ),
-        )
-        reply = pb.PutReply(ts=ts_to_pb(result.ts), coordinator=self.node.id)
-        if request.options.trace:
-            reply.acks.extend(_acks(result.replicas))
-        return reply
+        return await self._write(request.key, request.value, request.options, context)
 
     async def Delete(
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PutReply:
+        return await self._write(request.key, None, request.options, context)
+
+    async def _write(
+        self,
+        key: bytes,
+        value: bytes | None,
+        options: pb.Options,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.PutReply:
         result = await _guard(
             context,
-            self.node.put(
-                request.key, None, options_from_pb(request.options), trace=request.options.trace
-            ),
+            self.node.put(key, value, options_from_pb(options), trace=options.trace),
         )
         reply = pb.PutReply(ts=ts_to_pb(result.ts), coordinator=self.node.id)
-        if request.options.trace:
+        if options.trace:
             reply.acks.extend(_acks(result.replicas))
         return reply
 
