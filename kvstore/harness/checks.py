@@ -13,6 +13,7 @@ from typing import Any
 from kvstore.checker import History, Operation, StalenessReport, analyse_staleness, check_history
 from kvstore.checker.result import CheckResult
 from kvstore.checker.staleness import StaleRead
+from kvstore.harness.workers import FINAL_PROCESS
 
 EXIT_CODES = {"held": 0, "violated": 1, "unknown": 3}
 
@@ -25,6 +26,7 @@ def evaluate(
     settle: dict[str, Any],
     convergence: dict[str, Any],
     promise: str,
+    write_once: bool = False,
 ) -> dict[str, Any]:
     lin: CheckResult = check_history(
         history, "register", time_limit=options.check_time_limit, explain=True
@@ -52,6 +54,13 @@ def evaluate(
     if not convergence["converged"]:
         verdict = "violated"
         reasons.append(f"{len(convergence['diverged_keys'])} keys did not converge")
+    durability = _durability(history) if write_once else None
+    if durability is not None:
+        checks["durable"] = "held" if not durability["lost"] else "violated"
+        if durability["lost"]:
+            # every setting promises that an acknowledged write is kept (DESIGN.md)
+            verdict = "violated"
+            reasons.append(f"{durability['lost']} acknowledged writes lost")
     return {
         "promise": promise,
         "verdict": verdict,
@@ -63,6 +72,7 @@ def evaluate(
         "stale_reads_not_from_lost_writes": len(unexplained_stale),
         "settle": settle,
         "convergence": convergence,
+        "durability": durability,
         "_lin_result": lin,
     }
 
@@ -95,3 +105,33 @@ def _not_from_lost_writes(history: History, stale: StalenessReport) -> list[Stal
         if any(w.id not in lost for w in missed):
             out.append(s)
     return out
+
+
+def _durability(history: History) -> dict[str, Any]:
+    """Write-once keys: every acknowledged write must be what the final read returns.
+
+    The final reads (``all`` replicas, blocking repair, after healing) are the ops of the
+    settle phase's processes; a key whose final read failed is counted as unchecked.
+    """
+    final: dict[Any, Operation] = {}
+    writes: list[Operation] = []
+    for op in history.operations():
+        if isinstance(op.process, int) and op.process >= FINAL_PROCESS:
+            final[op.key] = op
+        elif op.f == "write" and op.status == "ok":
+            writes.append(op)
+    lost, unchecked = [], 0
+    for w in writes:
+        read = final.get(w.key)
+        if read is None or read.status != "ok":
+            unchecked += 1
+        elif read.output != w.input:
+            lost.append(w)
+    return {
+        "acknowledged_writes": len(writes),
+        "lost": len(lost),
+        "unchecked": unchecked,
+        "lost_examples": [
+            f"{w.describe()} (final read: {final[w.key].output!r})" for w in lost[:10]
+        ],
+    }

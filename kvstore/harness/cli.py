@@ -38,7 +38,11 @@ def register(sub: Any) -> None:
     p.add_argument("--sloppy", action="store_true", help="fallbacks count (default strict)")
     p.add_argument("--read-repair", choices=("off", "async", "blocking"), default="off")
     p.add_argument("--workload", default="register", help=f"one of {', '.join(WORKLOADS)}")
-    p.add_argument("--nemesis", default="none", help="comma list: none,kill,pause,partition,clock")
+    p.add_argument(
+        "--nemesis",
+        default="none",
+        help="comma list: none,kill,pause,partition,clock,lying-disk",
+    )
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds of load")
     p.add_argument("--rate", type=float, default=200.0, help="ops/s over all clients")
     p.add_argument("--concurrency", type=int, default=10)
@@ -124,6 +128,12 @@ def summary(results: dict[str, Any]) -> Table:
     table.add_row("k-staleness", str(stale["k_staleness"]))
     table.add_row("t-visibility (ms)", str(stale["t_visibility_ms"]))
     table.add_row("lost writes", str(stale["lost_writes"]))
+    if results.get("durability"):
+        d = results["durability"]
+        table.add_row(
+            "acknowledged writes lost (final state)",
+            f"{d['lost']} of {d['acknowledged_writes']} ({d['unchecked']} unchecked)",
+        )
     for f, figures in results["latency_ms"].items():
         table.add_row(f"latency {f} (ms)", str(figures))
     colour = {"held": "green", "violated": "red"}.get(results["verdict"], "yellow")

@@ -29,7 +29,7 @@ from kvstore.net.channel import open_channel
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
-NEMESES = ("none", "kill", "pause", "partition", "clock")
+NEMESES = ("none", "kill", "pause", "partition", "clock", "lying-disk")
 PARTITION_KINDS = ("halves", "one", "majorities-ring", "bridge")
 
 
@@ -37,6 +37,7 @@ PARTITION_KINDS = ("halves", "one", "majorities-ring", "bridge")
 class NodeFaults:
     isolated: set[str] = field(default_factory=set)
     clock_offset_ms: int = 0
+    lying_disk: bool = False
 
 
 class FaultState:
@@ -49,7 +50,9 @@ class FaultState:
     async def push(self, node: str) -> None:
         state = self.nodes[node]
         request = pb.Faults(
-            isolate_from=sorted(state.isolated), clock_offset_ms=state.clock_offset_ms
+            isolate_from=sorted(state.isolated),
+            clock_offset_ms=state.clock_offset_ms,
+            lying_disk=state.lying_disk,
         )
         channel = open_channel(self.cluster.config.node(node).address)
         try:
@@ -204,7 +207,46 @@ class ClockNemesis(Nemesis):
         return {"clock": "reset"}
 
 
+class LyingDiskNemesis(Nemesis):
+    """One node's disk lies about fsync (acks writes it holds in memory), while the node
+    is cut off from its peers, so what it acknowledges lives on it alone; heal crashes
+    it (SIGKILL: the lie is found out, those writes are gone) and restarts it.
+    Run with W=1 to see acknowledged writes lost (the ``set`` workload shows them)."""
+
+    name = "lying-disk"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.liar: str | None = None
+
+    async def start(self) -> dict[str, Any]:
+        liar = self.rng.choice(self.nodes)
+        self.liar = liar
+        others = set(self.nodes) - {liar}
+        self.faults.nodes[liar].lying_disk = True
+        self.faults.nodes[liar].isolated |= others
+        for node in others:
+            self.faults.nodes[node].isolated.add(liar)
+        await self.faults.push_all()
+        return {"lying": liar, "isolated": liar}
+
+    async def heal(self) -> dict[str, Any]:
+        liar, self.liar = self.liar, None
+        if liar is None:
+            return {}
+        await asyncio.to_thread(self.cluster.kill, liar)  # the unsynced writes die here
+        for node, state in self.faults.nodes.items():
+            state.isolated.discard(liar)
+            if node == liar:
+                state.isolated = set()
+                state.lying_disk = False
+        await asyncio.to_thread(self.cluster.start_node, liar)
+        await self.faults.push_all()
+        return {"crashed_and_restarted": liar}
+
+
 _KINDS: dict[str, Callable[..., Nemesis]] = {
+    "lying-disk": LyingDiskNemesis,
     "kill": KillNemesis,
     "pause": PauseNemesis,
     "partition": PartitionNemesis,

@@ -32,13 +32,11 @@ from kvstore.core.ring import Ring
 from kvstore.harness import nemesis as nemesis_mod
 from kvstore.harness.guarantees import Setting, promised
 from kvstore.harness.recorder import Recorder
-from kvstore.harness.workers import Options, Tally, run_op, run_workers
+from kvstore.harness.workers import FINAL_PROCESS, Options, Tally, run_op, run_workers
 from kvstore.harness.workload import Op, make_workload
 from kvstore.net.channel import open_channel
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
-
-FINAL_PROCESS = 1_000_000  # process ids of the settle phase's final reads
 
 
 @dataclass(slots=True)
@@ -307,7 +305,7 @@ async def run_test(
         state.phase = "settling"
         settle = await _settle(cluster)
         settle["anti_entropy"] = await _repair_round(cluster)
-        for i, key in enumerate(workload.keys):
+        for i, key in enumerate(workload.final_keys()):
             await run_op(
                 client,
                 Op("read", key, None),
@@ -316,7 +314,7 @@ async def run_test(
                 Options({"r": "all", "read_repair": "blocking", "sloppy": False}, {}),
                 5.0,
             )
-        convergence = await _convergence(cluster, workload.keys)
+        convergence = await _convergence(cluster, workload.final_keys())
         await client.close()
         for _, bound_client in bound:
             await bound_client.close()
@@ -343,6 +341,7 @@ async def run_test(
         settle=settle,
         convergence=convergence,
         promise=options.expect or promised(options.setting, cfg.n),
+        write_once=options.workload == "set",
     )
     results.update(
         check_seconds=round(time.monotonic() - check_started, 3),

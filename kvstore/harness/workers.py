@@ -27,6 +27,8 @@ from kvstore.errors import KVError
 from kvstore.harness.recorder import Recorder
 from kvstore.harness.workload import Op, RegisterWorkload
 
+FINAL_PROCESS = 1_000_000  # process ids of the settle phase's final reads start here
+
 
 @dataclass(frozen=True, slots=True)
 class Options:

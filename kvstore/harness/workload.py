@@ -2,6 +2,10 @@
 
 Rules: a generator is deterministic for a given seed; every write value is unique per
 key (a global counter), so staleness and lost writes can be traced to one write.
+``register`` overwrites a few keys (linearizability, staleness); ``set`` writes every
+value to a fresh key once and reads recent ones back (Jepsen's set test): at the end,
+every acknowledged write must still be there, which makes lost acknowledged writes
+visible even when no read happened to miss them.
 Workloads the store cannot run (cas-register: the store has no compare-and-set) are
 refused with a message that says why.
 """
@@ -11,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-WORKLOADS = ("register",)
+WORKLOADS = ("register", "set")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,10 @@ class RegisterWorkload:
         self.read_fraction = read_fraction
         self.next_value = 1
 
+    def final_keys(self) -> list[str]:
+        """The keys to read at the end of a run."""
+        return list(self.keys)
+
     def next_op(self) -> Op:
         key = self.rng.choice(self.keys)
         if self.rng.random() < self.read_fraction:
@@ -41,9 +49,31 @@ class RegisterWorkload:
         return Op("write", key, value)
 
 
+class SetWorkload(RegisterWorkload):
+    """Each write goes to a new key ``s<n>``; reads pick among the last ``keys`` written."""
+
+    def __init__(self, keys: int, seed: int, read_fraction: float = 0.5) -> None:
+        super().__init__(keys, seed, read_fraction)
+        self.written: list[str] = []
+
+    def final_keys(self) -> list[str]:
+        return list(self.written)
+
+    def next_op(self) -> Op:
+        if self.written and self.rng.random() < self.read_fraction:
+            return Op("read", self.rng.choice(self.written[-len(self.keys) :]), None)
+        value = self.next_value
+        self.next_value += 1
+        key = f"s{value}"
+        self.written.append(key)
+        return Op("write", key, value)
+
+
 def make_workload(name: str, keys: int, seed: int) -> RegisterWorkload:
     if name == "register":
         return RegisterWorkload(keys, seed)
+    if name == "set":
+        return SetWorkload(keys, seed)
     if name == "cas-register":
         raise ValueError(
             "workload 'cas-register' needs compare-and-set, which this store does not offer "

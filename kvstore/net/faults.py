@@ -5,7 +5,9 @@ that holds them (outgoing messages to an isolated peer are dropped before sendin
 frames arriving from it are dropped on receipt), so isolating a peer on one side is
 enough to cut the pair. A dropped request is never answered and so ends in its
 deadline, exactly as over a real partition: the caller cannot tell it was not sent.
-Randomness here is the runtime's, never the core's.
+Randomness here is the runtime's, never the core's. ``lying_disk`` is a storage fault
+kept here because it is switched the same way (Admin.SetFaults): the node acknowledges
+writes it holds only in memory, so a crash loses them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class FaultRules:
     isolated: frozenset[str] = frozenset()
     drop: float = 0.0
     delay_s: float = 0.0
+    lying_disk: bool = False  # the node's own writes: acked, held in memory only
     rng: random.Random = field(default_factory=random.Random)
 
     def blocks(self, peer: str) -> bool:

@@ -207,11 +207,15 @@ class AdminServicer(pb_grpc.AdminServicer):
         faults.delay_s = request.delay_ms / 1000
         if request.HasField("clock_offset_ms"):
             self.node.clock_offset_us = request.clock_offset_ms * 1000
+        faults.lying_disk = request.lying_disk
+        if not request.lying_disk:
+            await self.node.stop_lying()
         return pb.Faults(
             isolate_from=sorted(faults.isolated),
             drop=faults.drop,
             delay_ms=round(faults.delay_s * 1000),
             clock_offset_ms=self.node.clock_offset_us // 1000,
+            lying_disk=faults.lying_disk,
         )
 
     async def Repair(
@@ -249,7 +253,7 @@ class AdminServicer(pb_grpc.AdminServicer):
     async def ReadLocal(
         self, request: pb.LocalReadRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.LocalReadReply:
-        record = await self.node.engine.get(request.key)
+        record = await self.node.local_version(request.key)
         reply = pb.LocalReadReply()
         reply.version.node = self.node.id
         if record is not None:

@@ -36,7 +36,7 @@ from kvstore.core.hlc import HybridClock
 from kvstore.core.keys import as_key, as_value
 from kvstore.core.quorum import Outcome
 from kvstore.core.ring import Replica, Ring
-from kvstore.core.version import Record, Timestamp
+from kvstore.core.version import Record, Timestamp, newer
 from kvstore.errors import KVError
 from kvstore.net import replica_codec
 from kvstore.net.faults import FaultRules
@@ -137,6 +137,7 @@ class Node:
         }
         # Extension points for services built on the node (anti-entropy): extra replica
         # message handlers (args -> reply payload) and background loops run by start().
+        self.volatile: dict[bytes, Record] = {}  # writes held by a lying disk
         self.replica_ops: dict[str, Callable[[list[Any]], Awaitable[Any]]] = {}
         self.services: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.membership = Membership(
@@ -459,10 +460,31 @@ class Node:
             await self.engine.add_hint(hint_for, record, self.physical_us())
             self.counters["hints.stored"] += 1
             return True
+        if self.faults.lying_disk:
+            return self._lie(record)
         return await self.engine.apply(record)
 
+    def _lie(self, record: Record) -> bool:
+        """Acknowledge a write kept only in memory (the lying-disk fault)."""
+        held = self.volatile.get(record.key)
+        if newer(held, record) is held and held is not None:
+            return False
+        self.volatile[record.key] = record
+        self.counters["lying_disk.writes"] += 1
+        return True
+
+    async def stop_lying(self) -> None:
+        """The disk stops lying: what it held in memory is written for real."""
+        held, self.volatile = list(self.volatile.values()), {}
+        if held:
+            await self.engine.apply_many(held)
+
+    async def local_version(self, key: bytes) -> Record | None:
+        """This node's own version of ``key``, including writes a lying disk holds."""
+        return newer(await self.engine.get(key), self.volatile.get(key))
+
     async def _read_local(self, key: bytes) -> list[Any] | None:
-        return replica_codec.encode_record(await self.engine.get(key))
+        return replica_codec.encode_record(await self.local_version(key))
 
     def handle_frame(self, messages: list[list[Any]], reply: Callable[[list[Any]], None]) -> None:
         """Serve one frame of replica requests; replies go to ``reply`` as they are ready.
@@ -522,7 +544,10 @@ class Node:
         for _, record in writes:
             self.clock.observe(record.ts, now)
         try:
-            applied = await self.engine.apply_many([record for _, record in writes])
+            if self.faults.lying_disk:
+                applied = [self._lie(record) for _, record in writes]
+            else:
+                applied = await self.engine.apply_many([record for _, record in writes])
         except Exception as exc:
             for rid, _ in writes:
                 reply([rid, replica_codec.ERROR, f"storage failed: {exc}"])
@@ -547,6 +572,11 @@ class Node:
     ) -> None:
         try:
             records = await self.engine.get_many([key for _, key in reads])
+            if self.volatile:
+                records = [
+                    newer(r, self.volatile.get(key))
+                    for r, (_, key) in zip(records, reads, strict=True)
+                ]
         except Exception as exc:
             for rid, _ in reads:
                 reply([rid, replica_codec.ERROR, f"storage failed: {exc}"])

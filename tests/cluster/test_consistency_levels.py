@@ -157,3 +157,27 @@ def test_bad_faults_are_rejected(start_cluster: ClusterFactory) -> None:
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     with pytest.raises(grpc.RpcError):
         set_faults(cluster, "n1", drop=1.5)
+
+
+def test_lying_disk_holds_writes_in_memory_until_healed_or_crashed(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster()
+    liar = "n1"
+    others = [n for n in cluster.config.node_ids if n != liar]
+    keys = [k for k in (f"lie-{i}" for i in range(30)) if liar in layout(cluster, k, set())[0]]
+    kept, lost = keys[: len(keys) // 2], keys[len(keys) // 2 :]
+    with only(cluster, liar) as client:
+        set_faults(cluster, liar, lying_disk=True, isolate_from=others)
+        for key in kept:
+            client.put(key, "kept", w=1)
+        assert all(read_local(cluster, liar, k) == b"kept" for k in kept)  # served from memory
+        assert set_faults(cluster, liar, isolate_from=others).lying_disk is False  # written now
+        set_faults(cluster, liar, lying_disk=True, isolate_from=others)
+        for key in lost:
+            client.put(key, "lost", w=1)
+    assert counters(cluster, liar)["lying_disk.writes"] == len(keys)
+    cluster.kill(liar)
+    cluster.start_node(liar)
+    assert all(read_local(cluster, liar, k) == b"kept" for k in kept)
+    assert all(read_local(cluster, liar, k) is None for k in lost)

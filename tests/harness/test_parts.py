@@ -26,6 +26,18 @@ def test_workload_is_deterministic_and_writes_unique_values() -> None:
     assert {op.key for op in ops_a} == {"r0", "r1", "r2", "r3"}
 
 
+def test_set_workload_writes_each_key_once_and_reads_recent_ones() -> None:
+    workload = make_workload("set", 4, 1)
+    ops = [workload.next_op() for _ in range(400)]
+    written = [op.key for op in ops if op.f == "write"]
+    assert len(written) == len(set(written)) > 100
+    assert workload.final_keys() == written
+    for i, op in enumerate(ops):
+        if op.f == "read":
+            before = [o.key for o in ops[:i] if o.f == "write"]
+            assert op.key in before[-4:]
+
+
 def test_workloads_the_store_cannot_run_are_refused() -> None:
     with pytest.raises(ValueError, match="compare-and-set"):
         make_workload("cas-register", 4, 0)
@@ -34,6 +46,7 @@ def test_workloads_the_store_cannot_run_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown nemesis 'flood'"):
         parse_nemeses("kill,flood")
     assert parse_nemeses("none") == [] and parse_nemeses("kill, clock") == ["kill", "clock"]
+    assert parse_nemeses("lying-disk") == ["lying-disk"]
 
 
 @given(st.sampled_from(PARTITION_KINDS), st.integers(0, 10_000))

@@ -114,3 +114,20 @@ def test_clock_skew_shows_lost_writes(tmp_path: Path) -> None:
         if lost:
             break
     assert lost > 0
+
+
+def test_lying_disk_loses_acknowledged_writes_and_the_harness_says_so(tmp_path: Path) -> None:
+    results = run(tmp_path, "one", ["lying-disk"], seed=2, workload="set")
+    durability = results["durability"]
+    assert durability["lost"] > 0, durability
+    assert results["checks"]["durable"] == "violated"
+    assert results["verdict"] == "violated"
+    assert any(r.endswith("acknowledged writes lost") for r in results["reasons"])
+
+
+def test_an_honest_disk_keeps_every_acknowledged_write_through_kills(tmp_path: Path) -> None:
+    results = run(tmp_path, "one", ["kill"], seed=2, workload="set")
+    durability = results["durability"]
+    assert durability["acknowledged_writes"] > 100
+    assert durability["lost"] == 0 and durability["unchecked"] == 0, durability
+    assert results["checks"]["durable"] == "held"
