@@ -596,7 +596,12 @@ class Node:
             "pid": os.getpid(),
             "uptime_s": time.monotonic() - self.started,
             "keys": await self.engine.count(),
-            "counters": dict(self.counters),
+            "counters": {
+                **self.counters,
+                # batching on the replica streams: messages per frame is what pays
+                "replica.frames_out": sum(link.frames_sent for link in self.links.values()),
+                "replica.messages_out": sum(link.messages_sent for link in self.links.values()),
+            },
             "peers": [
                 {"node": v.node, "state": v.state, "phi": v.phi, "last_heard_s": v.last_heard_s}
                 for v in views
