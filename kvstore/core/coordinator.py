@@ -8,8 +8,9 @@ Rules:
 - If fewer replicas that could count are known live than the call needs, the call fails
   *before sending* with ``Unavailable`` (definite).
 - A failed write round is definite (``Unavailable``) only when no replica can have
-  applied it: no ack, and every failure was "not sent". Otherwise it is ``QuorumFailed``
-  (indefinite): the write may sit on some replicas and spread later.
+  applied it: every target (fallbacks included: a hint is a write too) has answered
+  "not sent". A round can fail early, while requests to other replicas are still in
+  flight; those may still land, so such a failure is ``QuorumFailed`` (indefinite).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def plan(
 class WriteRound:
     """Acks from the replicas of one write, tallied toward W."""
 
-    __slots__ = ("acked", "failed", "maybe_applied", "sloppy", "tally", "targets")
+    __slots__ = ("acked", "failed", "sloppy", "tally", "targets")
 
     def __init__(self, targets: list[Replica], w: int, sloppy: bool) -> None:
         self.targets = targets
@@ -63,23 +64,26 @@ class WriteRound:
         self.tally = Tally(w, counted)
         self.acked: list[Replica] = []
         self.failed: dict[str, Reply] = {}
-        self.maybe_applied = False
 
     def reply(self, target: Replica, reply: Reply) -> Outcome:
         counts = self.sloppy or target.primary
         if reply is Reply.ACK:
             self.acked.append(target)
-            self.maybe_applied = True
             return self.tally.ack() if counts else self.tally.outcome
         self.failed[target.node] = reply
-        if reply is Reply.FAILED:
-            self.maybe_applied = True
         return self.tally.fail() if counts else self.tally.outcome
+
+    @property
+    def maybe_applied(self) -> bool:
+        """Whether any replica may have applied (or may still apply) the write."""
+        return len(self.failed) < len(self.targets) or any(
+            reply is not Reply.NOT_SENT for reply in self.failed.values()
+        )
 
     def error(self) -> KVError:
         got, needed = self.tally.acks, self.tally.needed
         failed = ", ".join(f"{node} ({reply.value})" for node, reply in self.failed.items())
-        if not self.maybe_applied:
+        if not self.maybe_applied:  # definite only when nothing can land anywhere
             return Unavailable(
                 f"write reached no replica ({needed} needed): could not contact {failed}"
             )

@@ -109,13 +109,15 @@ class PeerLink:
 
     def _expire(self, rid: int) -> None:
         entry = self._pending.pop(rid, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(
-                PeerError(f"{self.peer_id} did not answer in time", sent=self._was_sent(rid))
-            )
-
-    def _was_sent(self, rid: int) -> bool:
-        return all(message[0] != rid for message in self._outbox)
+        if entry is None or entry[0].done():
+            return
+        # A message still queued (say, while the link connects) is taken out, so that
+        # "not sent" stays true: otherwise it could leave after its caller was told the
+        # write certainly did not happen.
+        queued = len(self._outbox)
+        self._outbox = [message for message in self._outbox if message[0] != rid]
+        sent = len(self._outbox) == queued
+        entry[0].set_exception(PeerError(f"{self.peer_id} did not answer in time", sent=sent))
 
     async def _run(self) -> None:
         """Connect, then pump frames both ways until the stream breaks."""

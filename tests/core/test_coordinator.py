@@ -63,3 +63,21 @@ def test_read_round_resolves_after_r_replies() -> None:
     failed = ReadRound(targets, 3, sloppy=False)
     failed.fail(targets[0], "down")
     assert failed.tally.outcome is Outcome.FAILED and failed.error().definite
+
+
+def test_early_failure_with_requests_in_flight_is_indefinite() -> None:
+    """Found by the harness: W=all, one replica unreachable, the round fails at once, but
+    the other two requests were already sent and later applied; calling that failure
+    definite made the checker see a write that "did not happen" being read."""
+    targets = [Replica(n, True) for n in PRIMARIES]
+    round_ = WriteRound(targets, 3, sloppy=False)
+    assert round_.reply(targets[0], Reply.NOT_SENT) is Outcome.FAILED
+    error = round_.error()
+    assert isinstance(error, QuorumFailed) and not error.definite
+    # a hint to a fallback is a write too: it keeps the failure indefinite
+    with_fallback = [Replica("n1", True), Replica("n5", False, "n2")]
+    round_ = WriteRound(with_fallback, 2, sloppy=False)
+    round_.reply(with_fallback[0], Reply.NOT_SENT)
+    assert not round_.error().definite
+    round_.reply(with_fallback[1], Reply.NOT_SENT)
+    assert round_.error().definite
