@@ -9,22 +9,15 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from kvstore.cluster.local import free_ports, write_local_config
 
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+__all__ = ["drive", "free_ports", "machine", "median_of", "write_cluster_config"]
 
 
 def machine() -> dict[str, Any]:
@@ -37,16 +30,7 @@ def machine() -> dict[str, Any]:
 
 def write_cluster_config(folder: Path, nodes: int = 5, **cluster: object) -> Path:
     """A cluster.toml for ``nodes`` local nodes on free ports, inside ``folder``."""
-    ports = free_ports(nodes)
-    lines = ["[cluster]", 'name = "bench"', 'run_dir = "run"']
-    for key, value in cluster.items():
-        lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
-    for i, port in enumerate(ports, 1):
-        lines += ["[[nodes]]", f'id = "n{i}"', f'address = "127.0.0.1:{port}"']
-        lines += [f'data_dir = "data/n{i}"']
-    path = folder / "cluster.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_local_config(folder, nodes=nodes, name="bench", **cluster)
 
 
 async def drive(

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -44,6 +45,41 @@ class NodeProcess:
     pid: int
     log: Path
     popen: subprocess.Popen[bytes] | None = None
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that were free a moment ago."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def write_local_config(
+    folder: Path, *, nodes: int = 5, name: str = "local", **cluster: object
+) -> Path:
+    """Write ``folder/cluster.toml``: ``nodes`` nodes on free loopback ports, data dirs
+    inside ``folder``, and any ``[cluster]`` fields given (validated when loaded)."""
+    fields: dict[str, object] = {"name": name, "run_dir": "run", **cluster}
+    lines = ["[cluster]"]
+    for key, value in fields.items():
+        if isinstance(value, bool):
+            rendered = "true" if value else "false"
+        elif isinstance(value, str):
+            rendered = f'"{value}"'
+        else:
+            rendered = str(value)
+        lines.append(f"{key} = {rendered}")
+    for i, port in enumerate(free_ports(nodes), 1):
+        lines += ["", "[[nodes]]", f'id = "n{i}"', f'address = "127.0.0.1:{port}"']
+        lines.append(f'data_dir = "data/n{i}"')
+    path = Path(folder) / "cluster.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def status(address: str, timeout: float = 1.0) -> pb.StatusReply:

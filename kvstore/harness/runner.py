@@ -27,7 +27,7 @@ import grpc
 
 from kvstore import config as config_mod
 from kvstore.client import Client
-from kvstore.cluster.local import LocalCluster, status
+from kvstore.cluster.local import LocalCluster, status, write_local_config
 from kvstore.core.ring import Ring
 from kvstore.harness import nemesis as nemesis_mod
 from kvstore.harness.guarantees import Setting, promised
@@ -88,31 +88,17 @@ def make_run_dir(options: RunOptions) -> Path:
 
 def cluster_config(folder: Path) -> Path:
     """A 5-node SQLite cluster on free loopback ports, living inside the run folder."""
-    import socket
-
-    socks = [socket.socket() for _ in range(5)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    lines = [
-        "[cluster]",
-        'name = "harness"',
-        "n = 3",
-        'engine = "sqlite"',
-        'run_dir = "."',
-        "request_timeout_ms = 1000",
-        "heartbeat_interval_ms = 100",
-        "failure_detection_ms = 800",
-        "hint_replay_rate = 5000",
-    ]
-    for i, port in enumerate(ports, 1):
-        lines += ["", "[[nodes]]", f'id = "n{i}"', f'address = "127.0.0.1:{port}"']
-        lines += [f'data_dir = "data/n{i}"']
-    path = folder / "cluster.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_local_config(
+        folder,
+        name="harness",
+        n=3,
+        engine="sqlite",
+        run_dir=".",
+        request_timeout_ms=1000,
+        heartbeat_interval_ms=100,
+        failure_detection_ms=800,
+        hint_replay_rate=5000,
+    )
 
 
 async def _stopped(stop: asyncio.Event, seconds: float) -> bool:

@@ -6,56 +6,22 @@ test fails.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from kvstore import config as config_mod
-from kvstore.cluster.local import LocalCluster
+from kvstore.cluster.local import LocalCluster, write_local_config
 
 pytestmark = pytest.mark.cluster
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def make_config(
     tmp: Path, *, nodes: int = 5, n: int = 3, engine: str = "sqlite", **cluster: object
 ) -> Path:
-    ports = free_ports(nodes)
-    lines = ["[cluster]", 'name = "test"', f"n = {n}", f'engine = "{engine}"', 'run_dir = "run"']
-    lines += ["request_timeout_ms = 2000", "vnodes = 16"]
-    for key, value in cluster.items():
-        rendered = (
-            ("true" if value else "false")
-            if isinstance(value, bool)
-            else f'"{value}"'
-            if isinstance(value, str)
-            else str(value)
-        )
-        lines.append(f"{key} = {rendered}")
-    for i, port in enumerate(ports, 1):
-        lines += [
-            "",
-            "[[nodes]]",
-            f'id = "n{i}"',
-            f'address = "127.0.0.1:{port}"',
-            f'data_dir = "data/n{i}"',
-        ]
-    path = tmp / "cluster.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    fields: dict[str, object] = {"request_timeout_ms": 2000, "vnodes": 16, **cluster}
+    return write_local_config(tmp, nodes=nodes, name="test", n=n, engine=engine, **fields)
 
 
 ClusterFactory = Callable[..., LocalCluster]
