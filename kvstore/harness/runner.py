@@ -230,15 +230,23 @@ async def run_test(
     faults = None
     chosen: list[nemesis_mod.Nemesis] = []
     started = time.monotonic()
+    clients = contextlib.AsyncExitStack()  # every client and the progress task end here
     try:
         state.phase = "starting cluster"
         await asyncio.to_thread(cluster.start)
         faults = nemesis_mod.FaultState(cluster)
         chosen = nemesis_mod.build(options.nemeses, cluster, faults, rng)
         interval = options.nemesis_interval or max(1.0, min(5.0, options.time_limit / 4))
-        client = Client.from_config(cfg, timeout=options.op_timeout)
+        client = await clients.enter_async_context(
+            Client.from_config(cfg, timeout=options.op_timeout)
+        )
         bound = [
-            (node.id, Client([node.address], n=cfg.n, timeout=options.op_timeout))
+            (
+                node.id,
+                await clients.enter_async_context(
+                    Client([node.address], n=cfg.n, timeout=options.op_timeout)
+                ),
+            )
             for node in cfg.nodes
         ]
         client_options = options.setting.client_options()
@@ -266,6 +274,7 @@ async def run_test(
                 await asyncio.sleep(0.25)
 
         progress_task = asyncio.create_task(progress())
+        clients.callback(progress_task.cancel)
         try:
             await run_workers(
                 bound,
@@ -301,13 +310,10 @@ async def run_test(
                 5.0,
             )
         convergence = await _convergence(cluster, workload.final_keys())
-        await client.close()
-        for _, bound_client in bound:
-            await bound_client.close()
-        progress_task.cancel()
         if on_progress is not None:
             on_progress(state)
     finally:
+        await clients.aclose()
         if faults is not None:
             for nem in chosen:
                 with contextlib.suppress(Exception):

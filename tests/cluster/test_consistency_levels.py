@@ -71,7 +71,14 @@ def test_linearizable_read_writes_back_to_a_quorum(start_cluster: ClusterFactory
         finally:
             set_faults(cluster, coordinator)
         assert [read_local(cluster, n, key) for n in (second, third)] == [b"v1", b"v1"]
-        assert client.get(key, consistency="linearizable") == b"v2"
+        # Delay the coordinator's messages to its peers, so its own replica (the only one
+        # with v2) is certainly among the first quorum of replies. (A w=1 write is not a
+        # linearizable write: a quorum of the other two could rightly answer v1.)
+        set_faults(cluster, coordinator, delay_ms=150)
+        try:
+            assert client.get(key, consistency="linearizable") == b"v2"
+        finally:
+            set_faults(cluster, coordinator)
     holders = [n for n in (coordinator, second, third) if read_local(cluster, n, key) == b"v2"]
     assert len(holders) >= 2, "a linearizable read must leave its value on a quorum"
     assert counters(cluster, coordinator)["read_repair.linearizable"] >= 1
