@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -60,10 +61,16 @@ def free_ports(count: int) -> list[int]:
 
 
 def write_local_config(
-    folder: Path, *, nodes: int = 5, name: str = "local", **cluster: object
+    folder: Path,
+    *,
+    nodes: int = 5,
+    name: str = "local",
+    addresses: list[str] | None = None,
+    **cluster: object,
 ) -> Path:
-    """Write ``folder/cluster.toml``: ``nodes`` nodes on free loopback ports, data dirs
-    inside ``folder``, and any ``[cluster]`` fields given (validated when loaded)."""
+    """Write ``folder/cluster.toml``: ``nodes`` nodes on free loopback ports (or on the
+    ``addresses`` given), data dirs inside ``folder``, and any ``[cluster]`` fields given
+    (validated when loaded)."""
     fields: dict[str, object] = {"name": name, "run_dir": "run", **cluster}
     lines = ["[cluster]"]
     for key, value in fields.items():
@@ -74,8 +81,10 @@ def write_local_config(
         else:
             rendered = str(value)
         lines.append(f"{key} = {rendered}")
-    for i, port in enumerate(free_ports(nodes), 1):
-        lines += ["", "[[nodes]]", f'id = "n{i}"', f'address = "127.0.0.1:{port}"']
+    if addresses is None:
+        addresses = [f"127.0.0.1:{port}" for port in free_ports(nodes)]
+    for i, address in enumerate(addresses, 1):
+        lines += ["", "[[nodes]]", f'id = "n{i}"', f'address = "{address}"']
         lines.append(f'data_dir = "data/n{i}"')
     path = Path(folder) / "cluster.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -119,11 +128,13 @@ class LocalCluster:
         *,
         run_dir: Path | None = None,
         python: str = sys.executable,
+        command_prefix: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.config = config
         self.config_path = Path(config_path).resolve()
         self.run_dir = Path(run_dir or config.run_dir)
         self.python = python
+        self.command_prefix = command_prefix  # e.g. run each node in its own namespace
         self.nodes: dict[str, NodeProcess] = {}
         self.clock_offsets_ms: dict[str, int] = {}
 
@@ -176,6 +187,8 @@ class LocalCluster:
             "--config",
             str(self.config_path),
         ]
+        if self.command_prefix is not None:
+            args = self.command_prefix(node_id) + args
         offset = self.clock_offsets_ms.get(node_id)
         if offset:
             args += ["--clock-offset-ms", str(offset)]

@@ -52,6 +52,13 @@ def register(sub: Any) -> None:
     p.add_argument("--store", type=Path, default=Path("store"), help="where run folders go")
     p.add_argument("--nemesis-interval", type=float, help="seconds per healthy/faulty period")
     p.add_argument("--check-time-limit", type=float, default=30.0)
+    p.add_argument(
+        "--partitions",
+        choices=("auto", "netns", "seam"),
+        default="auto",
+        help="netns: real partitions (root, iptables); seam: gRPC fault layer; auto: netns "
+        "when available",
+    )
     p.add_argument("--matrix", action="store_true", help="every consistency x every nemesis")
     p.set_defaults(func=run)
 
@@ -87,6 +94,7 @@ def _options(args: argparse.Namespace, **override: Any) -> RunOptions:
         store=args.store,
         nemesis_interval=args.nemesis_interval,
         check_time_limit=args.check_time_limit,
+        partitions=args.partitions,
     )
 
 
@@ -142,6 +150,7 @@ def summary(results: dict[str, Any]) -> Table:
         f"[bold {colour}]{results['verdict']}[/bold {colour}]"
         + (f" ({'; '.join(results['reasons'])})" if results["reasons"] else ""),
     )
+    table.add_row("partition mechanism", results["options"]["partition_mechanism"])
     table.add_row("run folder", results["folder"])
     return table
 

@@ -5,9 +5,11 @@ Rules and invariants:
   the runner calls it for every nemesis at the end, whatever happened, so a run always
   ends with every node running, resumed, connected and on a true clock.
 - kill and pause are real signals to real processes (SIGKILL then restart; SIGSTOP then
-  SIGCONT). partition and clock act at each node's gRPC seam through ``Admin.SetFaults``
-  (no root needed); a node's fault state is kept here and pushed whole, so a partition
-  and a clock skew on the same node do not undo each other.
+  SIGCONT). partition uses iptables DROP rules between network namespaces when the nodes
+  run in them (``kvstore.cluster.netns``, root only), else each node's gRPC seam; clock
+  and the seam partitions go through ``Admin.SetFaults`` (no root needed); a node's
+  fault state is kept here and pushed whole, so a partition and a clock skew on the same
+  node do not undo each other.
 - Randomness comes from the runner's seeded ``random.Random``: a seed replays the
   same fault schedule.
 - Partitions cut node-to-node traffic only; clients still reach every node (a client
@@ -25,6 +27,7 @@ from typing import Any
 import grpc
 
 from kvstore.cluster.local import LocalCluster
+from kvstore.cluster.netns import NetnsNetwork
 from kvstore.net.channel import open_channel
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
@@ -43,8 +46,9 @@ class NodeFaults:
 class FaultState:
     """What each node's seam should be doing; pushed whole on every change."""
 
-    def __init__(self, cluster: LocalCluster) -> None:
+    def __init__(self, cluster: LocalCluster, network: NetnsNetwork | None = None) -> None:
         self.cluster = cluster
+        self.network = network  # real partitions (iptables) when nodes run in namespaces
         self.nodes = {n: NodeFaults() for n in cluster.config.node_ids}
 
     async def push(self, node: str) -> None:
@@ -170,16 +174,23 @@ class PartitionNemesis(Nemesis):
     async def start(self) -> dict[str, Any]:
         kind = self.rng.choice(PARTITION_KINDS)
         groups = partition_groups(kind, self.nodes, self.rng)
-        for node, reach in groups.items():
-            self.faults.nodes[node].isolated = set(self.nodes) - reach
-        await self.faults.push_all()
+        network = self.faults.network
+        if network is not None:
+            for node, reach in groups.items():
+                await asyncio.to_thread(network.cut, node, set(self.nodes) - reach)
+        else:
+            for node, reach in groups.items():
+                self.faults.nodes[node].isolated = set(self.nodes) - reach
+            await self.faults.push_all()
         return {
             "partition": kind,
-            "mechanism": "grpc-seam",
+            "mechanism": "netns-iptables" if network is not None else "grpc-seam",
             "cut": {n: sorted(set(self.nodes) - r) for n, r in groups.items()},
         }
 
     async def heal(self) -> dict[str, Any]:
+        if self.faults.network is not None:
+            await asyncio.to_thread(self.faults.network.heal)
         for state in self.faults.nodes.values():
             state.isolated = set()
         await self.faults.push_all()

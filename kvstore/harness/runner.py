@@ -18,6 +18,7 @@ import json
 import os
 import random
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ import grpc
 from kvstore import config as config_mod
 from kvstore.client import Client
 from kvstore.cluster.local import LocalCluster, status, write_local_config
+from kvstore.cluster.netns import NetnsNetwork, unavailable_reason
 from kvstore.core.ring import Ring
 from kvstore.harness import nemesis as nemesis_mod
 from kvstore.harness.guarantees import Setting, promised
@@ -55,6 +57,7 @@ class RunOptions:
     op_timeout: float = 1.0
     check_time_limit: float = 30.0
     name: str | None = None
+    partitions: str = "auto"  # "netns" (root: iptables), "seam" (gRPC faults) or "auto"
 
 
 @dataclass(slots=True)
@@ -86,10 +89,25 @@ def make_run_dir(options: RunOptions) -> Path:
     return folder
 
 
-def cluster_config(folder: Path) -> Path:
-    """A 5-node SQLite cluster on free loopback ports, living inside the run folder."""
+def choose_network(options: RunOptions, folder: Path) -> NetnsNetwork | None:
+    """Real partitions when asked for or, with ``auto``, when this machine allows them."""
+    if options.partitions == "seam" or "partition" not in options.nemeses:
+        return None
+    reason = unavailable_reason()
+    if reason is not None:
+        if options.partitions == "netns":
+            raise ValueError(f"--partitions netns: {reason}")
+        return None
+    tag = format(zlib.crc32(str(folder).encode()) % 36**4, "x")[:5]
+    return NetnsNetwork(tag, [f"n{i}" for i in range(1, 6)])
+
+
+def cluster_config(folder: Path, network: NetnsNetwork | None = None) -> Path:
+    """A 5-node SQLite cluster living inside the run folder: on free loopback ports, or
+    one node per network namespace."""
     return write_local_config(
         folder,
+        addresses=network.addresses if network is not None else None,
         name="harness",
         n=3,
         engine="sqlite",
@@ -216,12 +234,15 @@ async def run_test(
 ) -> dict[str, Any]:
     """Run one test; returns the results dict (also written to results.json)."""
     folder = make_run_dir(options)
-    cfg_path = cluster_config(folder)
+    network = choose_network(options, folder)
+    cfg_path = cluster_config(folder, network)
     cfg = config_mod.load(cfg_path)
     rng = random.Random(options.seed)
     workload = make_workload(options.workload, options.keys, options.seed)
     state = RunState()
-    cluster = LocalCluster(cfg, cfg_path, run_dir=folder)
+    cluster = LocalCluster(
+        cfg, cfg_path, run_dir=folder, command_prefix=network.command if network else None
+    )
     recorder = Recorder(
         folder / "history.jsonl",
         extra={"consistency": options.setting.describe(cfg.n)},
@@ -233,8 +254,10 @@ async def run_test(
     clients = contextlib.AsyncExitStack()  # every client and the progress task end here
     try:
         state.phase = "starting cluster"
+        if network is not None:
+            await asyncio.to_thread(network.create)
         await asyncio.to_thread(cluster.start)
-        faults = nemesis_mod.FaultState(cluster)
+        faults = nemesis_mod.FaultState(cluster, network)
         chosen = nemesis_mod.build(options.nemeses, cluster, faults, rng)
         interval = options.nemesis_interval or max(1.0, min(5.0, options.time_limit / 4))
         client = await clients.enter_async_context(
@@ -319,6 +342,8 @@ async def run_test(
                 with contextlib.suppress(Exception):
                     await nem.heal()
         await asyncio.to_thread(cluster.stop)
+        if network is not None:
+            await asyncio.to_thread(network.teardown)
         recorder.close()
     state.phase = "checking"
     run_seconds = time.monotonic() - started
@@ -350,6 +375,7 @@ async def run_test(
             "concurrency": options.concurrency,
             "keys": options.keys,
             "seed": options.seed,
+            "partition_mechanism": "netns-iptables" if network is not None else "grpc-seam",
             "pid": os.getpid(),
         },
     )

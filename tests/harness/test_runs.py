@@ -33,6 +33,7 @@ def run(tmp_path: Path, consistency: str, nemeses: list[str], **kw: Any) -> dict
         nemesis_interval=1.5,
         op_timeout=0.5,
         check_time_limit=20.0,
+        partitions=kw.pop("partitions", "seam"),
         **kw,
     )
     return asyncio.run(run_test(options))
