@@ -28,7 +28,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_cluster_config(folder: Path, nodes: int = 5, **cluster: object) -> Path:
+def write_cluster_config(folder: Path, nodes: int = 5, **cluster: Any) -> Path:
     """A cluster.toml for ``nodes`` local nodes on free ports, inside ``folder``."""
     return write_local_config(folder, nodes=nodes, name="bench", **cluster)
 

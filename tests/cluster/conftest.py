@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,9 +19,9 @@ pytestmark = pytest.mark.cluster
 
 
 def make_config(
-    tmp: Path, *, nodes: int = 5, n: int = 3, engine: str = "sqlite", **cluster: object
+    tmp: Path, *, nodes: int = 5, n: int = 3, engine: str = "sqlite", **cluster: Any
 ) -> Path:
-    fields: dict[str, object] = {"request_timeout_ms": 2000, "vnodes": 16, **cluster}
+    fields: dict[str, Any] = {"request_timeout_ms": 2000, "vnodes": 16, **cluster}
     return write_local_config(tmp, nodes=nodes, name="test", n=n, engine=engine, **fields)
 
 
