@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kvstore.checker import dump_edn, write_html
+from kvstore.checker import Event, dump_edn, write_html
 from kvstore.harness.recorder import Recorder
 from kvstore.harness.workers import Tally
 
@@ -50,7 +50,7 @@ def write_reports(
     if lin is not None:
         write_html(lin, str(folder / "linearizability.html"))
     try:
-        _plots(folder, tally, intervals)
+        _plots(folder, tally, intervals, recorder.events)
     except Exception as exc:  # pictures are a bonus; the verdict must still be written
         results["plot_error"] = f"{type(exc).__name__}: {exc}"
     (folder / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -62,7 +62,12 @@ def _shade(ax: Any, intervals: list[tuple[float, float, str]]) -> None:
         ax.text(start, 1.0, name, transform=ax.get_xaxis_transform(), fontsize=7, va="bottom")
 
 
-def _plots(folder: Path, tally: Tally, intervals: list[tuple[float, float, str]]) -> None:
+def _plots(
+    folder: Path,
+    tally: Tally,
+    intervals: list[tuple[float, float, str]],
+    events: list[Event],
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,17 +111,16 @@ def _plots(folder: Path, tally: Tally, intervals: list[tuple[float, float, str]]
     fig, ax = plt.subplots(figsize=(10, 4))
     starts: dict[Any, float] = {}
     rows: dict[Any, int] = {}
-    for event in _events_of(folder):
-        process = event["process"]
-        if process == "nemesis":
+    for event in events:
+        if event.is_nemesis or event.time is None:
             continue
-        t = event["time"] / 1e9
-        if event["type"] == "invoke":
-            starts[process] = t
+        t = event.time / 1e9
+        if event.type == "invoke":
+            starts[event.process] = t
             continue
-        began = starts.pop(process, t)
-        row = rows.setdefault(process, len(rows))
-        ax.plot([began, t], [row, row], color=COLOURS.get(event["type"], "#555555"), linewidth=3)
+        began = starts.pop(event.process, t)
+        row = rows.setdefault(event.process, len(rows))
+        ax.plot([began, t], [row, row], color=COLOURS.get(event.type, "#555555"), linewidth=3)
     _shade(ax, intervals)
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("process")
@@ -124,8 +128,3 @@ def _plots(folder: Path, tally: Tally, intervals: list[tuple[float, float, str]]
     fig.tight_layout()
     fig.savefig(folder / "timeline.png", dpi=110)
     plt.close(fig)
-
-
-def _events_of(folder: Path) -> list[dict[str, Any]]:
-    with open(folder / "history.jsonl", encoding="utf-8") as fp:
-        return [json.loads(line) for line in fp if line.strip()]
