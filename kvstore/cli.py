@@ -225,18 +225,15 @@ def cmd_get(args: argparse.Namespace) -> int:
             options = _client_args(args)
             if args.level is not None:
                 options["r"] = args.level
-            if not args.trace:
-                value = await client.get(args.key, **options)
-                if value is None:
-                    print("(not found)", file=sys.stderr)
-                else:
-                    sys.stdout.write(value.decode("utf-8", errors="backslashreplace") + "\n")
-                return 0
-            result = await client.get(args.key, trace=True, **options)
-            if result.value is None:
+            # trace only on request: it makes the coordinator wait for every replica
+            result = await client.get(args.key, trace=True, **options) if args.trace else None
+            value = result.value if result else await client.get(args.key, **options)
+            if value is None:
                 print("(not found)", file=sys.stderr)
             else:
-                sys.stdout.write(result.value.decode("utf-8", errors="backslashreplace") + "\n")
+                sys.stdout.write(value.decode("utf-8", errors="backslashreplace") + "\n")
+            if result is None:
+                return 0
             ts = _fmt_ts(result.ts) if result.ts else "-"
             print(f"ts={ts} coordinator={result.coordinator}", file=sys.stderr)
             for r in result.replicas:
