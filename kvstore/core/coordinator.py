@@ -31,6 +31,11 @@ class Reply(enum.Enum):
     FAILED = "failed"  # sent; the replica may or may not have applied it
 
 
+def countable(targets: list[Replica], sloppy: bool) -> int:
+    """How many of ``targets`` may count toward R/W: all if sloppy, else the primaries."""
+    return sum(1 for t in targets if sloppy or t.primary)
+
+
 def plan(
     ring: Ring,
     key: bytes,
@@ -42,7 +47,7 @@ def plan(
 ) -> list[Replica]:
     """The replicas to contact, or ``Unavailable`` when too few could count."""
     targets = ring.preference_list(key, n, down)
-    usable = sum(1 for t in targets if sloppy or t.primary)
+    usable = countable(targets, sloppy)
     if usable < needed:
         kind = "sloppy" if sloppy else "strict"
         raise Unavailable(
@@ -60,7 +65,7 @@ class WriteRound:
     def __init__(self, targets: list[Replica], w: int, sloppy: bool) -> None:
         self.targets = targets
         self.sloppy = sloppy
-        counted = sum(1 for t in targets if sloppy or t.primary)
+        counted = countable(targets, sloppy)
         self.tally = Tally(w, counted)
         self.acked: list[Replica] = []
         self.failed: dict[str, Reply] = {}
@@ -107,7 +112,7 @@ class ReadRound:
     def __init__(self, targets: list[Replica], r: int, sloppy: bool) -> None:
         self.targets = targets
         self.sloppy = sloppy
-        counted = sum(1 for t in targets if sloppy or t.primary)
+        counted = countable(targets, sloppy)
         self.tally = Tally(r, counted)
         self.replies: dict[str, Record | None] = {}
         self.errors: dict[str, str] = {}

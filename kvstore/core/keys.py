@@ -10,13 +10,18 @@ from __future__ import annotations
 from kvstore.errors import InvalidArgument
 
 
+def _as_bytes(data: object, what: str) -> bytes:
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    if not isinstance(data, bytes):
+        raise InvalidArgument(f"{what}, not {type(data).__name__}")
+    return data
+
+
 def as_key(key: object, max_bytes: int) -> bytes:
-    if isinstance(key, str):
-        key = key.encode("utf-8")
-    elif isinstance(key, bytearray | memoryview):
-        key = bytes(key)
-    if not isinstance(key, bytes):
-        raise InvalidArgument(f"key must be str or bytes, not {type(key).__name__}")
+    key = _as_bytes(key, "key must be str or bytes")
     if not key:
         raise InvalidArgument("key must not be empty")
     if len(key) > max_bytes:
@@ -25,12 +30,7 @@ def as_key(key: object, max_bytes: int) -> bytes:
 
 
 def as_value(value: object, max_bytes: int) -> bytes:
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    elif isinstance(value, bytearray | memoryview):
-        value = bytes(value)
-    if not isinstance(value, bytes):
-        raise InvalidArgument(f"value must be bytes or str, not {type(value).__name__}")
+    value = _as_bytes(value, "value must be bytes or str")
     if len(value) > max_bytes:
         raise InvalidArgument(f"value is {len(value)} bytes; the limit is {max_bytes}")
     return value
