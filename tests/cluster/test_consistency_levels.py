@@ -116,6 +116,9 @@ async def test_linearizable_with_one_replica_killed_or_partitioned(
         await client.put(key, "b", consistency="linearizable")
         assert await client.get(key, consistency="linearizable") == b"b"
         cluster.start_node(primaries[2])
+        # Until the others see it up again, coordinators do not ask it; with the first
+        # primary cut off too, a strict majority would then be out of reach.
+        wait_until(lambda: seen_by_all(cluster, primaries[2], "up"), "restarted replica up")
         # partition the first primary away from everyone (both directions)
         others = [n for n in cluster.config.node_ids if n != primaries[0]]
         set_faults(cluster, primaries[0], isolate_from=others)
