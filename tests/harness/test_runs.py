@@ -27,7 +27,7 @@ def run(tmp_path: Path, consistency: str, nemeses: list[str], **kw: Any) -> dict
         nemeses=nemeses,
         time_limit=kw.pop("time_limit", 6.0),
         rate=kw.pop("rate", 150.0),
-        concurrency=8,
+        concurrency=kw.pop("concurrency", 8),
         keys=kw.pop("keys", 4),
         store=tmp_path / "store",
         nemesis_interval=1.5,
@@ -118,7 +118,13 @@ def test_clock_skew_shows_lost_writes(tmp_path: Path) -> None:
 
 
 def test_lying_disk_loses_acknowledged_writes_and_the_harness_says_so(tmp_path: Path) -> None:
-    results = run(tmp_path, "one", ["lying-disk"], seed=2, workload="set")
+    # Only writes the liar coordinates for keys it replicates can be lost, and each
+    # process talks to one node (p mod 5). Ten processes pin two of them to the liar
+    # for the whole run (a process renumbered after an info stays on its node), and
+    # the rate gives them a dozen such writes per lying period, not one or two.
+    results = run(
+        tmp_path, "one", ["lying-disk"], seed=2, workload="set", concurrency=10, rate=300.0
+    )
     durability = results["durability"]
     assert durability["lost"] > 0, durability
     assert results["checks"]["durable"] == "violated"
