@@ -5,8 +5,10 @@ Usage: python bench/throughput.py [--json] [--seconds 3] [--rounds 3] [--concurr
 In one run on one machine it measures (1) a plain gRPC unary echo between this process
 and a separate server process: the ceiling for any gRPC service here; (2) the cluster's
 put and get throughput and p50/p99 latency at one, quorum and all, with the same client
-concurrency and 100-byte values. Each figure is the median of ``--rounds`` rounds, and
-each is given as a ratio of the echo ceiling measured in the same run.
+concurrency and 100-byte values, through client sessions (the client's default: calls
+multiplexed on one stream per coordinator); (3) quorum put and get again through unary
+calls, the baseline for what sessions gain. Each figure is the median of ``--rounds``
+rounds, and each is given as a ratio of the echo ceiling measured in the same run.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bench._common import drive, free_ports, machine, median_of, write_cluster_config  # noqa: E402
 from kvstore import Client  # noqa: E402
 from kvstore import config as config_mod  # noqa: E402
+from kvstore.client.aio import Transport  # noqa: E402
 from kvstore.cluster.local import LocalCluster  # noqa: E402
 from kvstore.net.channel import SERVER_OPTIONS, open_channel  # noqa: E402
 from kvstore.pb import kvstore_pb2 as pb  # noqa: E402
@@ -62,6 +65,29 @@ async def serve_echo(port: int) -> None:
     await server.wait_for_termination()
 
 
+LEVELS = ("one", "quorum", "all")
+
+
+async def _levels(client: Client, level: str, args: argparse.Namespace) -> dict[str, Any]:
+    """put and get at one level: median of the rounds, after a warm-up that fills keys."""
+    keys = [f"bench-{i}".encode() for i in range(10_000)]
+
+    async def put_op(i: int) -> None:
+        await client.put(keys[i % len(keys)], VALUE, w=level)
+
+    async def get_op(i: int) -> None:
+        await client.get(keys[i % len(keys)], r=level)
+
+    await drive(put_op, args.concurrency, seconds=0.5)
+    out = {}
+    for name, op in (("put", put_op), ("get", get_op)):
+        rounds = [
+            await drive(op, args.concurrency, seconds=args.seconds) for _ in range(args.rounds)
+        ]
+        out[f"{name}_{level}"] = median_of(rounds)
+    return out
+
+
 async def bench(args: argparse.Namespace, echo_port: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     # --- the ceiling: unary echo to a separate process
@@ -78,33 +104,32 @@ async def bench(args: argparse.Namespace, echo_port: int) -> dict[str, Any]:
     )
     await channel.close(None)
 
-    # --- the cluster
+    # --- the cluster, through client sessions (the default), then through unary calls
     with tempfile.TemporaryDirectory(prefix="kvbench-") as tmp:
         cfg_path = write_cluster_config(Path(tmp), n=3, engine=args.engine, request_timeout_ms=5000)
         cfg = config_mod.load(cfg_path)
         with LocalCluster(cfg, cfg_path) as cluster:
             cluster.start()
-            async with Client.from_config(cfg) as client:
-                keys = [f"bench-{i}".encode() for i in range(10_000)]
-                for level in ("one", "quorum", "all"):
-
-                    async def put_op(i: int, level: str = level) -> None:
-                        await client.put(keys[i % len(keys)], VALUE, w=level)
-
-                    async def get_op(i: int, level: str = level) -> None:
-                        await client.get(keys[i % len(keys)], r=level)
-
-                    await drive(put_op, args.concurrency, seconds=0.5)  # warm-up, fills keys
-                    for name, op in (("put", put_op), ("get", get_op)):
-                        results[f"{name}_{level}"] = median_of(
-                            [
-                                await drive(op, args.concurrency, seconds=args.seconds)
-                                for _ in range(args.rounds)
-                            ]
-                        )
+            plan: tuple[tuple[Transport, tuple[str, ...]], ...] = (
+                ("session", LEVELS),
+                ("unary", ("quorum",)),
+            )
+            for transport, levels in plan:
+                suffix = "" if transport == "session" else "_unary"
+                async with Client.from_config(cfg, transport=transport) as client:
+                    for level in levels:
+                        for name, figures in (await _levels(client, level, args)).items():
+                            results[f"{name}{suffix}"] = figures
+                    if transport == "session":
+                        calls = sum(s.calls_sent for s in client._sessions.values())
+                        batches = sum(s.batches_sent for s in client._sessions.values())
+                        batching = round(calls / max(batches, 1), 2)
     ceiling = results["echo"]["ops_per_s"]
     for figures in results.values():
         figures["ratio_to_echo"] = round(figures["ops_per_s"] / ceiling, 3)
+    for op in ("put", "get"):
+        session, unary = results[f"{op}_quorum"], results[f"{op}_quorum_unary"]
+        session["ratio_to_unary"] = round(session["ops_per_s"] / unary["ops_per_s"], 2)
     return {
         "benchmark": "throughput",
         "machine": machine(),
@@ -116,6 +141,7 @@ async def bench(args: argparse.Namespace, echo_port: int) -> dict[str, Any]:
             "engine": args.engine,
             "nodes": 5,
             "n": 3,
+            "client_calls_per_session_message": batching,
         },
         "results": results,
     }

@@ -6,6 +6,10 @@ Rules:
   means the cluster default, decided by the coordinator.
 - What the client can check before sending (key/value types and sizes, level names,
   R/W against N when it knows N) it checks, raising ``InvalidArgument``: nothing is sent.
+- Calls travel on a session by default: one long-lived stream per coordinator that
+  multiplexes every call in flight (``kvstore.client.session``), so many calls share one
+  gRPC message; ``transport="unary"`` makes each call its own unary RPC instead. Both
+  give the same results and the same error classes with the same definiteness.
 - Coordinator choice is token-aware when the client knows the ring (from a config): a
   key's primaries first, so the coordinator usually is a replica and saves a hop. A
   coordinator that cannot be connected to is skipped for a moment and the next one is
@@ -26,6 +30,7 @@ from typing import Literal, cast, overload
 import grpc
 
 from kvstore import config as config_mod
+from kvstore.client.session import SessionLink
 from kvstore.core import consistency
 from kvstore.core.keys import as_key, as_value
 from kvstore.core.ring import Ring
@@ -38,6 +43,7 @@ from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
 Level = int | str
+Transport = Literal["session", "unary"]
 SKIP_UNREACHABLE_S = 1.0
 DEADLINE_MARGIN_S = 0.5
 
@@ -87,9 +93,12 @@ class Client:
         max_key_bytes: int = 64 * 1024,
         max_value_bytes: int = 3 << 20,
         timeout: float = 5.0,
+        transport: Transport = "session",
     ) -> None:
         if not addresses:
             raise InvalidArgument("a client needs at least one node address")
+        if transport not in ("session", "unary"):
+            raise InvalidArgument(f"transport must be 'session' or 'unary', not {transport!r}")
         if node_ids is not None and len(node_ids) != len(addresses):
             raise InvalidArgument("node_ids and addresses must have the same length")
         self.addresses = tuple(addresses)
@@ -98,16 +107,22 @@ class Client:
         self.max_key_bytes = max_key_bytes
         self.max_value_bytes = max_value_bytes
         self.timeout = timeout
+        self.transport = transport
         self._ring = Ring(list(node_ids), vnodes) if node_ids is not None else None
         self._address_of = dict(zip(self.node_ids, self.addresses, strict=True))
         self._stubs: dict[str, pb_grpc.KVStub] = {}
+        self._sessions: dict[str, SessionLink] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._skip_until: dict[str, float] = {}
         self._rotation = itertools.cycle(range(len(self.addresses)))
 
     @classmethod
     def from_config(
-        cls, config: str | Path | config_mod.ClusterConfig, *, timeout: float | None = None
+        cls,
+        config: str | Path | config_mod.ClusterConfig,
+        *,
+        timeout: float | None = None,
+        transport: Transport = "session",
     ) -> Client:
         cfg = config if isinstance(config, config_mod.ClusterConfig) else config_mod.load(config)
         return cls(
@@ -118,6 +133,7 @@ class Client:
             max_key_bytes=cfg.max_key_bytes,
             max_value_bytes=cfg.max_value_bytes,
             timeout=timeout if timeout is not None else cfg.request_timeout_ms / 1000 + 1.0,
+            transport=transport,
         )
 
     async def __aenter__(self) -> Client:
@@ -132,6 +148,9 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
         for channel in self._channels.values():
             await channel.close(None)
         self._channels.clear()
@@ -157,7 +176,7 @@ class Client:
             value=as_value(value, self.max_value_bytes),
             options=self._options(None, w, consistency, sloppy, None, timeout, trace),
         )
-        reply: pb.PutReply = await self._call(key_bytes, "Put", request, timeout)
+        reply = cast(pb.PutReply, await self._call(key_bytes, "Put", request, timeout))
         return _put_result(reply)
 
     async def delete(
@@ -176,7 +195,7 @@ class Client:
             key=key_bytes,
             options=self._options(None, w, consistency, sloppy, None, timeout, trace),
         )
-        reply: pb.PutReply = await self._call(key_bytes, "Delete", request, timeout)
+        reply = cast(pb.PutReply, await self._call(key_bytes, "Delete", request, timeout))
         return _put_result(reply)
 
     @overload
@@ -292,13 +311,43 @@ class Client:
         healthy = [node for node in order if self._skip_until.get(node, 0.0) <= now]
         return healthy + [node for node in order if node not in healthy]
 
+    def _channel(self, node: str) -> grpc.aio.Channel:
+        channel = self._channels.get(node)
+        if channel is None:
+            channel = self._channels[node] = open_channel(self._address_of[node])
+        return channel
+
     def _stub(self, node: str) -> pb_grpc.KVStub:
         stub = self._stubs.get(node)
         if stub is None:
-            channel = open_channel(self._address_of[node])
-            self._channels[node] = channel
-            stub = self._stubs[node] = pb_grpc.KVStub(channel)
+            stub = self._stubs[node] = pb_grpc.KVStub(self._channel(node))
         return stub
+
+    def _session(self, node: str) -> SessionLink:
+        session = self._sessions.get(node)
+        if session is None:
+            target = f"{node} ({self._address_of[node]})"
+            session = self._sessions[node] = SessionLink(target, self._channel(node))
+        return session
+
+    async def _send(
+        self,
+        node: str,
+        method: Literal["Put", "Get", "Delete"],
+        request: pb.PutRequest | pb.GetRequest | pb.DeleteRequest,
+        deadline: float,
+    ) -> pb.PutReply | pb.GetReply:
+        """One attempt at one coordinator, on this client's transport; raises KVError."""
+        if self.transport == "session":
+            call = pb.Call()
+            getattr(call, method.lower()).CopyFrom(request)
+            result = await self._session(node).call(call, deadline)
+            return result.get if method == "Get" else result.put
+        rpc = getattr(self._stub(node), method)
+        try:
+            return await rpc(request, timeout=deadline)  # type: ignore[no-any-return]
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc, f"{node} ({self._address_of[node]})") from None
 
     async def _call(
         self,
@@ -306,20 +355,17 @@ class Client:
         method: Literal["Put", "Get", "Delete"],
         request: pb.PutRequest | pb.GetRequest | pb.DeleteRequest,
         timeout: float | None,
-    ) -> pb.PutReply:
+    ) -> pb.PutReply | pb.GetReply:
         deadline = (timeout if timeout is not None else self.timeout) + DEADLINE_MARGIN_S
         last: KVError | None = None
         for node in self._coordinators(key):
-            rpc = getattr(self._stub(node), method)
             try:
-                return await rpc(request, timeout=deadline)  # type: ignore[no-any-return]
-            except grpc.aio.AioRpcError as exc:
-                error = from_rpc_error(exc, f"{node} ({self._address_of[node]})")
-            if isinstance(error, CoordinatorUnreachable) and error.definite:
+                return await self._send(node, method, request, deadline)
+            except CoordinatorUnreachable as error:
+                if not error.definite:
+                    raise
                 self._skip_until[node] = time.monotonic() + SKIP_UNREACHABLE_S
                 last = error
-                continue
-            raise error
         assert last is not None
         raise CoordinatorUnreachable(
             f"no coordinator reachable (tried {len(self.addresses)}): {last.message}",

@@ -158,6 +158,7 @@ class PeerLink:
             if generation != self._generation:
                 return
             self._wakeup.clear()
+            await asyncio.sleep(0)  # one more turn: let every task ready now queue its message
             while self._outbox:
                 batch, rest = _split(self._outbox)
                 self._outbox = rest

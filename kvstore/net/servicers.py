@@ -16,11 +16,13 @@ import grpc
 
 from kvstore.errors import InvalidArgument, KVError
 from kvstore.net import replica_codec
-from kvstore.net.convert import options_from_pb, ts_to_pb
+from kvstore.net.convert import ts_to_pb
+from kvstore.net.kv_calls import get_reply, put_reply
 from kvstore.net.peer import PEER_METADATA
+from kvstore.net.session import serve_session
 from kvstore.net.status import to_status
 from kvstore.node.antientropy import AntiEntropy
-from kvstore.node.runtime import Node, ReplicaReport
+from kvstore.node.runtime import Node
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
@@ -41,24 +43,6 @@ async def _raise(error: KVError) -> None:
     raise error
 
 
-def _acks(reports: list[ReplicaReport]) -> list[pb.ReplicaAck]:
-    return [
-        pb.ReplicaAck(node=r.node, ok=r.ok, fallback=r.fallback, error=r.error) for r in reports
-    ]
-
-
-def _versions(reports: list[ReplicaReport]) -> list[pb.ReplicaVersion]:
-    out = []
-    for r in reports:
-        version = pb.ReplicaVersion(node=r.node, fallback=r.fallback, error=r.error)
-        if r.record is not None:
-            version.found = True
-            version.tombstone = r.record.value is None
-            version.ts.CopyFrom(ts_to_pb(r.record.ts))
-        out.append(version)
-    return out
-
-
 class KVServicer(pb_grpc.KVServicer):
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -66,48 +50,28 @@ class KVServicer(pb_grpc.KVServicer):
     async def Put(
         self, request: pb.PutRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PutReply:
-        return await self._write(request.key, request.value, request.options, context)
+        return await _guard(
+            context, put_reply(self.node, request.key, request.value, request.options)
+        )
 
     async def Delete(
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PutReply:
-        return await self._write(request.key, None, request.options, context)
-
-    async def _write(
-        self,
-        key: bytes,
-        value: bytes | None,
-        options: pb.Options,
-        context: grpc.aio.ServicerContext[Any, Any],
-    ) -> pb.PutReply:
-        result = await _guard(
-            context,
-            self.node.put(key, value, options_from_pb(options), trace=options.trace),
-        )
-        reply = pb.PutReply(ts=ts_to_pb(result.ts), coordinator=self.node.id)
-        if options.trace:
-            reply.acks.extend(_acks(result.replicas))
-        return reply
+        return await _guard(context, put_reply(self.node, request.key, None, request.options))
 
     async def Get(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetReply:
-        result = await _guard(
-            context,
-            self.node.get(
-                request.key, options_from_pb(request.options), trace=request.options.trace
-            ),
-        )
-        reply = pb.GetReply(coordinator=self.node.id)
-        record = result.record
-        if record is not None:
-            reply.ts.CopyFrom(ts_to_pb(record.ts))
-            if record.value is not None:
-                reply.found = True
-                reply.value = record.value
-        if request.options.trace:
-            reply.replicas.extend(_versions(result.replicas))
-        return reply
+        return await _guard(context, get_reply(self.node, request))
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[pb.CallBatch],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.ResultBatch]:
+        # grpc.aio recognises a streaming handler by its being an async generator.
+        async for batch in serve_session(self.node, request_iterator):
+            yield batch
 
 
 class ReplicaServicer(pb_grpc.ReplicaServicer):
@@ -149,6 +113,7 @@ class ReplicaServicer(pb_grpc.ReplicaServicer):
             while True:
                 await ready.wait()
                 ready.clear()
+                await asyncio.sleep(0)  # one more turn: let every task ready now queue its message
                 if outbox:
                     batch, outbox[:] = list(outbox), []
                     yield pb.Frame(payload=replica_codec.pack(batch))

@@ -4,6 +4,8 @@ Rules: the server turns a ``KVError`` into (code, details, trailing metadata
 ``kv-definite``); the client turns any ``grpc.aio.AioRpcError`` back into the same class
 with the same definiteness. A transport failure that the store did not raise itself is
 indefinite unless the connection was never made (the request never left the client).
+On a session stream the same error travels as a ``CallError`` (class code, message,
+definiteness) and comes back as the same class; an unknown code is indefinite.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from kvstore.errors import (
     RequestTimeout,
     Unavailable,
 )
+from kvstore.pb import kvstore_pb2 as pb
 
 _CODE_OF: dict[type[KVError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -63,3 +66,20 @@ def from_rpc_error(error: grpc.aio.AioRpcError, target: str) -> KVError:
     return CoordinatorUnreachable(
         f"{target}: {error.code().name.lower()}: {error.details()}", definite=definite
     )
+
+
+_CLASS_OF_NAME: dict[str, type[KVError]] = {
+    cls.code: cls
+    for cls in (InvalidArgument, Unavailable, RequestTimeout, QuorumFailed, CoordinatorUnreachable)
+}
+
+
+def to_call_error(error: KVError) -> pb.CallError:
+    return pb.CallError(code=error.code, message=error.message, definite=error.definite)
+
+
+def from_call_error(error: pb.CallError, target: str) -> KVError:
+    cls = _CLASS_OF_NAME.get(error.code)
+    if cls is None:
+        return KVError(f"{target}: {error.code}: {error.message}", definite=False)
+    return cls(error.message or cls.code, definite=error.definite)

@@ -1,0 +1,113 @@
+"""Client sessions, server side: many calls multiplexed on one stream (``KV.Session``).
+
+Rules and invariants:
+- Every call in a batch runs as its own task through ``kv_calls``, exactly as the unary
+  method runs it; its answer, a reply or a ``CallError``, joins the outbox when ready.
+- Everything in the outbox when the writer wakes leaves as one ``ResultBatch`` (cut to
+  stay under the message size limit): answers that became ready together share one gRPC
+  message, which is the point of a session (per-message gRPC cost dominates here).
+- A call whose client went away still runs to its end (its writes are already on their
+  way to replicas; cutting it short would only add uncertainty); its answer is dropped.
+- The stream ends after the client closed its side and every call it sent was answered.
+- An exception other than ``KVError`` is a bug: that call alone gets an indefinite
+  ``internal`` error, and the session and the node carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from kvstore.errors import InvalidArgument, KVError
+from kvstore.net.kv_calls import get_reply, put_reply
+from kvstore.net.status import to_call_error
+from kvstore.node.runtime import Node
+from kvstore.pb import kvstore_pb2 as pb
+
+log = logging.getLogger("kvstore.session")
+
+MAX_BATCH_BYTES = 1 << 20
+
+
+async def answer(node: Node, call: pb.Call) -> pb.CallResult:
+    """Run one call; every outcome, failures included, becomes its ``CallResult``."""
+    try:
+        op = call.WhichOneof("op")
+        if op == "put":
+            put = call.put
+            return pb.CallResult(
+                id=call.id, put=await put_reply(node, put.key, put.value, put.options)
+            )
+        if op == "delete":
+            delete = call.delete
+            return pb.CallResult(
+                id=call.id, put=await put_reply(node, delete.key, None, delete.options)
+            )
+        if op == "get":
+            return pb.CallResult(id=call.id, get=await get_reply(node, call.get))
+        raise InvalidArgument(f"call {call.id} names no operation (put, get or delete)")
+    except KVError as exc:
+        return pb.CallResult(id=call.id, error=to_call_error(exc))
+    except Exception as exc:
+        log.exception("session call %d failed", call.id)
+        error = pb.CallError(code="internal", message=f"{type(exc).__name__}: {exc}")
+        return pb.CallResult(id=call.id, error=error)
+
+
+async def serve_session(
+    node: Node, request_iterator: AsyncIterator[pb.CallBatch]
+) -> AsyncIterator[pb.ResultBatch]:
+    outbox: list[pb.CallResult] = []
+    ready = asyncio.Event()
+    running: set[asyncio.Task[None]] = set()
+    client_done = False
+
+    async def run(call: pb.Call) -> None:
+        outbox.append(await answer(node, call))
+        ready.set()
+
+    def finished(task: asyncio.Task[None]) -> None:
+        running.discard(task)
+        if not running:
+            ready.set()
+
+    async def pump() -> None:
+        nonlocal client_done
+        try:
+            async for batch in request_iterator:
+                for call in batch.calls:
+                    task = asyncio.ensure_future(run(call))
+                    running.add(task)
+                    task.add_done_callback(finished)
+        finally:
+            client_done = True
+            ready.set()
+
+    pumping = asyncio.ensure_future(pump())
+    try:
+        while True:
+            await ready.wait()
+            ready.clear()
+            await asyncio.sleep(0)  # one more turn: let every task ready now queue its message
+            while outbox:
+                batch, rest = _cut(outbox)
+                outbox[:] = rest
+                yield pb.ResultBatch(results=batch)
+            if client_done and not running and not outbox:
+                break
+    finally:
+        pumping.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pumping
+
+
+def _cut(results: list[pb.CallResult]) -> tuple[list[pb.CallResult], list[pb.CallResult]]:
+    """The longest head of ``results`` whose values fit one message (at least one)."""
+    size = 0
+    for i, result in enumerate(results):
+        size += len(result.get.value) if result.HasField("get") else 0
+        if size > MAX_BATCH_BYTES and i > 0:
+            return results[:i], results[i:]
+    return results[:], []  # a copy: the caller empties the outbox in place
