@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--nemesis",
         default="none",
-        help="comma list: none,kill,pause,partition,clock,lying-disk",
+        help="comma list: none,kill,pause,partition,clock,delay,drop,lying-disk",
     )
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds of load")
     p.add_argument("--rate", type=float, default=200.0, help="ops/s over all clients")

@@ -32,7 +32,7 @@ from kvstore.net.channel import open_channel
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
-NEMESES = ("none", "kill", "pause", "partition", "clock", "lying-disk")
+NEMESES = ("none", "kill", "pause", "partition", "clock", "delay", "drop", "lying-disk")
 PARTITION_KINDS = ("halves", "one", "majorities-ring", "bridge")
 
 
@@ -40,6 +40,8 @@ PARTITION_KINDS = ("halves", "one", "majorities-ring", "bridge")
 class NodeFaults:
     isolated: set[str] = field(default_factory=set)
     clock_offset_ms: int = 0
+    delay_ms: int = 0  # outgoing replica messages wait this long
+    drop: float = 0.0  # this fraction of outgoing replica messages is lost
     lying_disk: bool = False
 
 
@@ -56,6 +58,8 @@ class FaultState:
         request = pb.Faults(
             isolate_from=sorted(state.isolated),
             clock_offset_ms=state.clock_offset_ms,
+            delay_ms=state.delay_ms,
+            drop=state.drop,
             lying_disk=state.lying_disk,
         )
         channel = open_channel(self.cluster.config.node(node).address)
@@ -218,6 +222,50 @@ class ClockNemesis(Nemesis):
         return {"clock": "reset"}
 
 
+class DelayNemesis(Nemesis):
+    """Slow one or two nodes' outgoing replica traffic by 20-400 ms (a congested link;
+    at the gRPC seam, since ``tc netem`` is missing on these machines)."""
+
+    name = "delay"
+
+    async def start(self) -> dict[str, Any]:
+        slowed = {}
+        for node in self._some(1, 2):
+            delay = self.rng.randint(20, 400)
+            self.faults.nodes[node].delay_ms = delay
+            slowed[node] = delay
+            await self.faults.push(node)
+        return {"delay_ms": slowed}
+
+    async def heal(self) -> dict[str, Any]:
+        for state in self.faults.nodes.values():
+            state.delay_ms = 0
+        await self.faults.push_all()
+        return {"delay": "removed"}
+
+
+class DropNemesis(Nemesis):
+    """One or two nodes lose 10-60% of their outgoing replica messages (a lossy link);
+    a lost request is never answered, so its caller waits for its deadline."""
+
+    name = "drop"
+
+    async def start(self) -> dict[str, Any]:
+        lossy = {}
+        for node in self._some(1, 2):
+            fraction = round(self.rng.uniform(0.1, 0.6), 2)
+            self.faults.nodes[node].drop = fraction
+            lossy[node] = fraction
+            await self.faults.push(node)
+        return {"drop": lossy}
+
+    async def heal(self) -> dict[str, Any]:
+        for state in self.faults.nodes.values():
+            state.drop = 0.0
+        await self.faults.push_all()
+        return {"drop": "none"}
+
+
 class LyingDiskNemesis(Nemesis):
     """One node's disk lies about fsync (acks writes it holds in memory), while the node
     is cut off from its peers, so what it acknowledges lives on it alone; heal crashes
@@ -262,6 +310,8 @@ _KINDS: dict[str, Callable[..., Nemesis]] = {
     "pause": PauseNemesis,
     "partition": PartitionNemesis,
     "clock": ClockNemesis,
+    "delay": DelayNemesis,
+    "drop": DropNemesis,
 }
 
 

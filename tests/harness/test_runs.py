@@ -65,6 +65,17 @@ def test_linearizable_holds(tmp_path: Path, nemesis: str) -> None:
     assert_run_folder(results)
 
 
+def test_linearizable_holds_on_slow_and_lossy_links(tmp_path: Path) -> None:
+    results = run(tmp_path, "linearizable", ["delay", "drop"], seed=4, time_limit=8.0)
+    assert results["verdict"] == "held", results["reasons"]
+    assert results["convergence"]["converged"]
+    folder = Path(results["folder"])
+    events = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    faults = [e["value"] for e in events if e["process"] == "nemesis" and e["f"] == "start"]
+    assert any("delay_ms" in f for f in faults) and any("drop" in f for f in faults), faults
+    assert results["ops"].get("ok", 0) > 100
+
+
 def test_one_under_partition_shows_stale_reads(tmp_path: Path) -> None:
     results = run(tmp_path, "one", ["partition"], seed=1)
     assert results["promise"] == "eventual" and results["verdict"] == "held"
