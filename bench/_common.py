@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from kvstore.checker.staleness import percentile
 from kvstore.cluster.local import free_ports, write_local_config
 
 __all__ = ["drive", "free_ports", "machine", "median_of", "write_cluster_config"]
@@ -69,8 +70,8 @@ async def drive(
     nan = float("nan")
     return {
         "ops_per_s": len(latencies) / elapsed,
-        "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else nan,
-        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else nan,
+        "p50_ms": 1000 * percentile(latencies, 50) if latencies else nan,
+        "p99_ms": 1000 * percentile(latencies, 99) if latencies else nan,
         "errors": errors,
         "seconds": elapsed,
     }

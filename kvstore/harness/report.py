@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kvstore.checker import Event, dump_edn, write_html
+from kvstore.checker.staleness import percentile
 from kvstore.harness.recorder import Recorder
 from kvstore.harness.workers import Tally
 
@@ -22,14 +23,13 @@ COLOURS = {"ok": "#2a9d4b", "fail": "#d1495b", "info": "#edae49"}
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
+    """Latency percentiles in ms, nearest-rank like every other figure the checker gives."""
     if not values:
         return {}
-    ordered = sorted(values)
-
-    def at(q: float) -> float:
-        return round(1000 * ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 3)
-
-    return {"p50": at(50), "p90": at(90), "p99": at(99), "max": at(100)}
+    return {
+        name: round(1000 * percentile(values, q), 3)
+        for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
+    }
 
 
 def write_reports(

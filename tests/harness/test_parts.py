@@ -104,3 +104,13 @@ def test_cli_usage_errors_exit_2(args: list[str], fragment: str) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert fragment in result.stderr
+
+
+def test_latency_percentiles_are_nearest_rank_like_the_checkers() -> None:
+    from kvstore.checker.staleness import percentile
+    from kvstore.harness.report import percentiles
+
+    seconds = [i / 1000 for i in range(100, 0, -1)]  # 1..100 ms, unsorted
+    assert percentiles(seconds) == {"p50": 50.0, "p90": 90.0, "p99": 99.0, "max": 100.0}
+    assert percentiles(seconds)["p99"] == round(1000 * percentile(seconds, 99), 3)
+    assert percentiles([]) == {}
