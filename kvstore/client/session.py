@@ -44,6 +44,7 @@ class SessionLink:
         self._wakeup = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._generation = 0
+        self._stream: grpc.aio.StreamStreamCall[pb.CallBatch, pb.ResultBatch] | None = None
         self._refuse_until = 0.0
         self.batches_sent = 0
         self.calls_sent = 0
@@ -52,6 +53,7 @@ class SessionLink:
         """Send one call (its ``id`` is set here) and wait for its result."""
         if time.monotonic() < self._refuse_until:
             raise CoordinatorUnreachable(f"{self.target} refused the connection", definite=True)
+        self._retire_if_disconnected()
         loop = asyncio.get_running_loop()
         call.id = next(self._ids)
         future: asyncio.Future[pb.CallResult] = loop.create_future()
@@ -102,7 +104,10 @@ class SessionLink:
             self._fail_all(f"{self.target} is unreachable", definite_for_sent=True)
             return
         self._generation += 1
-        stream = self._stub.Session(self._batches(self._generation))
+        generation = self._generation
+        stream = self._stub.Session(self._batches(generation))
+        self._stream = stream
+        why = f"{self.target}: session ended"
         try:
             async for batch in stream:
                 for result in batch.results:
@@ -110,16 +115,36 @@ class SessionLink:
                     if future is not None and not future.done():
                         future.set_result(result)
         except grpc.aio.AioRpcError as exc:
-            self._fail_all(f"{self.target}: session broke: {exc.code().name.lower()}")
+            why = f"{self.target}: session broke: {exc.code().name.lower()}"
         except asyncio.CancelledError:
             stream.cancel()
-            self._fail_all(f"{self.target}: session closed")
+            why = f"{self.target}: session closed"
             raise
-        else:
-            self._fail_all(f"{self.target}: session ended")
         finally:
-            self._generation += 1  # retire this stream's batch iterator
+            # A stream retired by ``_retire_if_disconnected`` already failed its calls;
+            # the calls pending now belong to its successor.
+            if generation == self._generation:
+                self._generation += 1  # retire this stream's batch iterator
+                self._stream = None
+                self._fail_all(why)
             self._wakeup.set()
+
+    def _retire_if_disconnected(self) -> None:
+        """Retire a stream whose connection is gone before its runner has noticed.
+
+        Otherwise a call made right after a coordinator died would be written into the
+        dead stream and fail indefinitely, instead of definitely (not sent) with the
+        client moving on to the next coordinator.
+        """
+        if self._stream is None or self._runner is None or self._runner.done():
+            return
+        if self._channel.get_state() is grpc.ChannelConnectivity.READY:
+            return
+        self._generation += 1
+        self._stream = None
+        self._fail_all(f"{self.target}: connection lost")
+        self._runner.cancel()
+        self._runner = None
 
     async def _ready(self) -> bool:
         """Wait until the channel is READY; False as soon as connecting failed."""
@@ -162,7 +187,9 @@ class SessionLink:
 
     async def close(self) -> None:
         self._generation += 1
+        self._stream = None
         self._wakeup.set()
+        self._fail_all(f"{self.target}: session closed")
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):

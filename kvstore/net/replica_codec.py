@@ -5,7 +5,8 @@ A frame holds a list of messages; batching many messages into one frame is the p
 
   request   [rid, op, *args]
     "w"  write:  [rid, "w", key, value|None, wall, logical, node, hint_for|None]
-    "r"  read:   [rid, "r", key]
+    "r"  read:   [rid, "r", key, hint_for|None]  (hint_for: asked as a fallback for
+                 that owner, so hints held for it answer too; may be left out)
     "p"  ping:   [rid, "p", sender_id]
   response  [rid, status, payload]   status 0 = ok, 1 = error (payload: message)
     write -> applied (bool); read -> None | [value|None, wall, logical, node]; ping -> id
@@ -38,6 +39,10 @@ def unpack(payload: bytes) -> list[list[Any]]:
     if not isinstance(messages, list):
         raise ValueError("malformed replica frame: expected a list of messages")
     return messages
+
+
+def read_args(key: bytes, hint_for: str | None) -> list[Any]:
+    return ["r", key, hint_for]
 
 
 def write_args(record: Record, hint_for: str | None) -> list[Any]:

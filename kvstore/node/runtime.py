@@ -383,9 +383,13 @@ class Node:
         timeout_s = deadline.left() + REPLICA_GRACE_S
         for target in targets:
             if target.node == self.id:
-                future: asyncio.Future[Any] = asyncio.ensure_future(self._read_local(key))
+                future: asyncio.Future[Any] = asyncio.ensure_future(
+                    self._read_local(key, target.hint_for)
+                )
             else:
-                future = self.links[target.node].request(["r", key], timeout_s)
+                future = self.links[target.node].request(
+                    replica_codec.read_args(key, target.hint_for), timeout_s
+                )
             future.add_done_callback(functools.partial(self._on_read, fan, target, key))
             fan.futures.append(future)
         return fan
@@ -487,8 +491,14 @@ class Node:
         """This node's own version of ``key``, including writes a lying disk holds."""
         return newer(await self.engine.get(key), self.volatile.get(key))
 
-    async def _read_local(self, key: bytes) -> list[Any] | None:
-        return replica_codec.encode_record(await self.local_version(key))
+    async def _read_local(self, key: bytes, hint_for: str | None = None) -> list[Any] | None:
+        """This node's version of ``key``; as a fallback for ``hint_for``, the newer of
+        that and the hints it holds for the owner (which is what it stands in for)."""
+        record = await self.local_version(key)
+        if hint_for is not None and hint_for != self.id:
+            self.counters["replica.fallback_reads"] += 1
+            record = newer(record, await self.engine.hinted(hint_for, key))
+        return replica_codec.encode_record(record)
 
     def handle_frame(self, messages: list[list[Any]], reply: Callable[[list[Any]], None]) -> None:
         """Serve one frame of replica requests; replies go to ``reply`` as they are ready.
@@ -507,7 +517,10 @@ class Node:
                     else:
                         writes.append((rid, record))
                 elif op == "r":
-                    reads.append((rid, args[0]))
+                    if len(args) > 1 and args[1] is not None:
+                        self._spawn(self._serve_fallback_read(rid, args[0], args[1], reply))
+                    else:
+                        reads.append((rid, args[0]))
                 elif op == "p":
                     reply([rid, replica_codec.OK, self.id])
                 elif op in self.replica_ops:
@@ -570,6 +583,16 @@ class Node:
             return
         self.counters["hints.stored"] += 1
         reply([rid, replica_codec.OK, True])
+
+    async def _serve_fallback_read(
+        self, rid: int, key: bytes, owner: str, reply: Callable[[list[Any]], None]
+    ) -> None:
+        try:
+            found = await self._read_local(key, owner)
+        except Exception as exc:
+            reply([rid, replica_codec.ERROR, f"storage failed: {exc}"])
+        else:
+            reply([rid, replica_codec.OK, found])
 
     async def _read_batch(
         self, reads: list[tuple[int, bytes]], reply: Callable[[list[Any]], None]

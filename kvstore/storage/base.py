@@ -80,6 +80,14 @@ class Engine(abc.ABC):
         """Up to ``limit`` hints (for ``owner`` or for anyone), oldest first."""
 
     @abc.abstractmethod
+    async def hinted(self, owner: str, key: bytes) -> Record | None:
+        """The newest version of ``key`` among the hints held for ``owner`` (None: none).
+
+        A fallback serving a sloppy read for ``owner`` answers with this as well as its
+        own data: the hint is a write the fallback acknowledged on the owner's behalf.
+        """
+
+    @abc.abstractmethod
     async def delete_hints(self, hint_ids: Sequence[int]) -> None:
         """Durably remove the given hints (unknown ids are ignored)."""
 

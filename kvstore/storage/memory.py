@@ -155,6 +155,16 @@ class MemoryEngine(Engine):
         found.sort(key=lambda h: (h.stored_at_us, h.hint_id))
         return found[:limit]
 
+    async def hinted(self, owner: str, key: bytes) -> Record | None:
+        self._check_open()
+        check_text("owner", owner)
+        check_key(key)
+        best: Record | None = None
+        for hint in self._hints.values():
+            if hint.owner == owner and hint.record.key == key:
+                best = newer(best, hint.record)
+        return best
+
     async def delete_hints(self, hint_ids: Sequence[int]) -> None:
         self._check_open()
         ids = list(hint_ids)

@@ -47,7 +47,7 @@ from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import Any, cast
 
-from kvstore.core.version import Record, Timestamp
+from kvstore.core.version import Record, Timestamp, newer
 from kvstore.storage.base import Engine, EngineClosed, Hint
 from kvstore.storage.memory import check_int64, check_key, check_limit, check_record, check_text
 
@@ -80,6 +80,7 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS hints_by_owner ON hints (owner, stored_at_us, hint_id)",
     "CREATE INDEX IF NOT EXISTS hints_by_age ON hints (stored_at_us, hint_id)",
+    "CREATE INDEX IF NOT EXISTS hints_by_owner_key ON hints (owner, key)",
 )
 
 _UPSERT = """
@@ -281,6 +282,14 @@ def _scan_page(
 def _count(conn: sqlite3.Connection) -> int:
     (n,) = conn.execute("SELECT COUNT(*) FROM kv").fetchone()
     return cast(int, n)
+
+
+def _hinted(owner: str, key: bytes, conn: sqlite3.Connection) -> Record | None:
+    sql = f"SELECT {_HINT_COLUMNS} FROM hints WHERE owner = ? AND key = ?"
+    best: Record | None = None
+    for _, _, hkey, value, tombstone, wall, logical, node, _ in conn.execute(sql, (owner, key)):
+        best = newer(best, _row_to_record(hkey, None if tombstone else value, wall, logical, node))
+    return best
 
 
 def _hints(owner: str | None, limit: int, conn: sqlite3.Connection) -> list[Hint]:
@@ -517,6 +526,12 @@ class SqliteEngine(Engine):
             check_text("owner", owner)
         check_limit(limit)
         found: list[Hint] = await self._submit(self._rq, partial(_hints, owner, limit))
+        return found
+
+    async def hinted(self, owner: str, key: bytes) -> Record | None:
+        check_text("owner", owner)
+        check_key(key)
+        found: Record | None = await self._submit(self._rq, partial(_hinted, owner, key))
         return found
 
     async def delete_hints(self, hint_ids: Sequence[int]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from kvstore import (
@@ -13,6 +15,7 @@ from kvstore import (
 )
 from kvstore.core.ring import Ring
 from tests.cluster.conftest import ClusterFactory
+from tests.cluster.test_handoff import views, wait_until
 
 
 def primaries(cluster_config: object, key: str) -> tuple[str, ...]:
@@ -40,6 +43,13 @@ async def test_one_replica_killed(start_cluster: ClusterFactory) -> None:
         # the failed W=all write is on the live replicas: indefinite was right
         assert await client.get(key, r="quorum") == b"c"
         cluster.start_node(victim)
+        # A restarted node coordinates W=all once it has heard from its peers (its
+        # links connect in the background; until then a write to them is not sent).
+        await asyncio.to_thread(
+            wait_until,
+            lambda: set(views(cluster, victim).values()) == {"up"},
+            f"{victim} sees every peer up",
+        )
         await client.put(key, "d", w="all")
         assert await client.get(key, r="all") == b"d"
 

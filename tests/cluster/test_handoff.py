@@ -112,6 +112,39 @@ def test_sloppy_write_leaves_a_hint_that_is_replayed(start_cluster: ClusterFacto
     assert counters(cluster, fallback)["hints.delivered"] == 1
 
 
+def test_a_sloppy_read_sees_what_a_fallback_holds_for_the_owner(
+    start_cluster: ClusterFactory,
+) -> None:
+    """Dynamo's promise: a fallback that took a write for a down owner answers reads for
+    it too. Write while one primary is down, then lose the other two: only the fallback
+    (holding the hint) and one more node remain, and a sloppy read of both finds it."""
+    cluster = start_cluster(**FAST)
+    key = "stand-in-key"
+    (first, second, third), _ = layout(cluster, key, set())
+    _, (fallback,) = layout(cluster, key, {first})
+    cluster.kill(first)
+    wait_until(lambda: seen_by_all(cluster, first, "down"), f"{first} seen down")
+    with SyncClient.from_config(cluster.config) as client:
+        client.put(key, "held-for-the-owner", w="all", sloppy=True)
+        assert hints_pending(cluster, fallback) == {first: 1}
+        for node in (second, third):
+            cluster.kill(node)
+        wait_until(
+            lambda: seen_by_all(cluster, second, "down") and seen_by_all(cluster, third, "down"),
+            f"{second} and {third} seen down",
+        )
+        _, stand_ins = layout(cluster, key, {first, second, third})
+        assert stand_ins[0] == fallback and len(stand_ins) == 2
+        assert read_local(cluster, fallback, key) is None  # not in its own data
+        traced = client.get(key, r=2, sloppy=True, trace=True)
+        assert traced.value == b"held-for-the-owner"
+        by_node = {r.node: r for r in traced.replicas}
+        assert by_node[fallback].found and by_node[fallback].fallback
+        assert counters(cluster, fallback)["replica.fallback_reads"] >= 1
+        with pytest.raises(Unavailable):
+            client.get(key, r=1, sloppy=False)  # no primary left: strict reads refuse
+
+
 def test_hints_survive_a_restart_of_the_fallback(start_cluster: ClusterFactory) -> None:
     cluster = start_cluster(**FAST)
     keys = [f"survivor-{i}" for i in range(40)]

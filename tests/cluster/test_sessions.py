@@ -16,7 +16,14 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from kvstore import Client, CoordinatorUnreachable, InvalidArgument, KVError, RequestTimeout
+from kvstore import (
+    Client,
+    CoordinatorUnreachable,
+    InvalidArgument,
+    KVError,
+    RequestTimeout,
+    SyncClient,
+)
 from kvstore.client.session import SessionLink
 from kvstore.cluster.local import LocalCluster
 from kvstore.core.ring import Ring
@@ -224,3 +231,19 @@ async def test_session_link_marks_exactly_the_sent_calls_indefinite(
         cluster.resume(slow)
         await link.close()
         await channel.close(None)
+
+
+def test_a_call_made_after_its_coordinator_died_fails_over(start_cluster: ClusterFactory) -> None:
+    """The blocking client runs its loop only during calls, so its session cannot notice
+    a coordinator's death in between; the next call must still not be written into the
+    dead stream (an indefinite error) but go, unsent, to the next coordinator."""
+    cluster = start_cluster()
+    victim = cluster.config.node_ids[2]
+    (key,) = keys_led_by(cluster, victim, 1, "orphan")
+    with SyncClient.from_config(cluster.config) as client:
+        client.put(key, "v", w="all")  # the session to the victim is open
+        cluster.kill(victim)
+        time.sleep(0.3)  # grpc's own threads see the connection close
+        assert client.get(key, r="quorum") == b"v"
+        client.put(key, "w", w="quorum")
+        assert client.get(key, r="quorum") == b"w"

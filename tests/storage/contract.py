@@ -360,6 +360,21 @@ class EngineContract:
         assert h5 not in {h1, h2, h3, h4}
         assert (await engine.hints())[0] == Hint(h5, "n3", r2, 50)
 
+    async def test_hinted_gives_the_newest_hint_for_owner_and_key(self, engine: Engine) -> None:
+        older, newest, other = rec(b"k", b"old", 1), rec(b"k", None, 5), rec(b"k", b"x", 9)
+        await engine.add_hint("n2", newest, stored_at_us=10)
+        await engine.add_hint("n2", older, stored_at_us=20)  # stored later, but older
+        await engine.add_hint("n3", other, stored_at_us=30)  # another owner's
+        await engine.add_hint("n2", rec(b"k2", b"y", 7), stored_at_us=40)  # another key
+        assert await engine.hinted("n2", b"k") == newest  # a tombstone is a version too
+        assert await engine.hinted("n3", b"k") == other
+        assert await engine.hinted("n4", b"k") is None
+        assert await engine.hinted("n2", b"absent") is None
+        assert await engine.get(b"k") is None  # hints never leak into the node's own data
+        for hint in await engine.hints("n2"):
+            await engine.delete_hints([hint.hint_id])
+        assert await engine.hinted("n2", b"k") is None
+
     async def test_hint_limit_rejects_negative(self, engine: Engine) -> None:
         with pytest.raises(ValueError):
             await engine.hints(limit=-1)
