@@ -55,6 +55,9 @@ class ClusterConfig:
     hint_replay_rate: int = 2000  # hints/s per node
     hint_window_s: float = 3 * 3600.0
     read_repair_wait_ms: int = 10  # how long a repairing read waits for replies beyond R
+    # A read at R < N first asks R replicas (the coordinator's own first) and the rest only
+    # when one of those fails or they have not all answered after this long; 0: ask all.
+    speculative_read_ms: int = 30
     # anti-entropy and tombstones (run repair within the grace period, or deletes can return)
     anti_entropy_interval_s: float = 0.0  # 0: no scheduled rounds (on demand only)
     tombstone_grace_s: float = 10 * 86400.0
@@ -93,6 +96,7 @@ _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "hint_replay_rate": int,
     "hint_window_s": (int, float),
     "read_repair_wait_ms": int,
+    "speculative_read_ms": int,
     "anti_entropy_interval_s": (int, float),
     "tombstone_grace_s": (int, float),
 }
@@ -199,6 +203,7 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         "failure_detection_ms": (cluster.get("failure_detection_ms", 1500), 50, 600_000),
         "hint_replay_rate": (cluster.get("hint_replay_rate", 2000), 1, 1_000_000),
         "read_repair_wait_ms": (cluster.get("read_repair_wait_ms", 10), 0, 60_000),
+        "speculative_read_ms": (cluster.get("speculative_read_ms", 30), 0, 60_000),
     }
     for key, (value, low, high) in positive.items():
         if not low <= value <= high:
@@ -243,6 +248,7 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         hint_replay_rate=positive["hint_replay_rate"][0],
         hint_window_s=hint_window,
         read_repair_wait_ms=positive["read_repair_wait_ms"][0],
+        speculative_read_ms=positive["speculative_read_ms"][0],
         anti_entropy_interval_s=anti_entropy_interval,
         tombstone_grace_s=tombstone_grace,
         source=source,
@@ -291,6 +297,7 @@ def render(config: ClusterConfig) -> str:
         f"hint_replay_rate = {config.hint_replay_rate}",
         f"hint_window_s = {config.hint_window_s}",
         f"read_repair_wait_ms = {config.read_repair_wait_ms}",
+        f"speculative_read_ms = {config.speculative_read_ms}",
         f"anti_entropy_interval_s = {config.anti_entropy_interval_s}",
         f"tombstone_grace_s = {config.tombstone_grace_s}",
     ]

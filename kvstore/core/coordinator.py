@@ -3,8 +3,10 @@ which error a failed round is.
 
 Rules:
 - A write goes to every replica of the annotated preference list; a read asks the same
-  replicas. Only primaries count toward R/W for a strict call; a sloppy call counts
-  fallbacks too. Replicas known to be down are never asked (no waiting on timeouts).
+  replicas, or, targeted, R of them first (``contact_order``: its own replica first)
+  and the others only when needed. Only primaries count toward R/W for a strict call;
+  a sloppy call counts fallbacks too. Replicas known to be down are never asked (no
+  waiting on timeouts).
 - If fewer replicas that could count are known live than the call needs, the call fails
   *before sending* with ``Unavailable`` (definite).
 - A failed write round is definite (``Unavailable``) only when no replica can have
@@ -55,6 +57,14 @@ def plan(
             f"replicas are known to be up"
         )
     return targets
+
+
+def contact_order(targets: list[Replica], local: str, sloppy: bool) -> list[Replica]:
+    """The targets that may count, in the order a targeted read asks them: the
+    coordinator's own replica first (no network), then primaries, then fallbacks, each
+    in preference-list order. Targets that cannot count are left out."""
+    usable = [t for t in targets if sloppy or t.primary]
+    return sorted(usable, key=lambda t: (t.node != local, not t.primary))
 
 
 class WriteRound:

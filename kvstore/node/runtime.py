@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 
 from kvstore.config import ClusterConfig
 from kvstore.core import consistency
-from kvstore.core.coordinator import ReadRound, Reply, WriteRound, plan
+from kvstore.core.coordinator import ReadRound, Reply, WriteRound, contact_order, plan
 from kvstore.core.failure import Membership
 from kvstore.core.hlc import HybridClock
 from kvstore.core.keys import as_key, as_value
@@ -82,7 +82,7 @@ RoundT = TypeVar("RoundT", WriteRound, ReadRound)
 class _Fanout(Generic[RoundT]):
     """One round of replica requests in flight: the core's round plus the I/O around it."""
 
-    __slots__ = ("decided", "futures", "reports", "round", "targets")
+    __slots__ = ("decided", "futures", "reports", "round", "spare", "targets")
 
     def __init__(self, round_: RoundT, targets: list[Replica]) -> None:
         self.round: RoundT = round_
@@ -90,6 +90,7 @@ class _Fanout(Generic[RoundT]):
         self.decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.futures: list[asyncio.Future[Any]] = []
         self.reports: list[ReplicaReport] = []
+        self.spare: list[Replica] = []  # a targeted read's replicas not asked yet
 
 
 class _Deadline:
@@ -294,7 +295,11 @@ class Node:
     ) -> ReadResult:
         opts, key_bytes, targets = self._prepare("get", key, call, read=True)
         deadline = _Deadline(opts.timeout_ms)
-        read = self._fan_out_read(targets, key_bytes, opts.r, opts.sloppy, deadline)
+        # Repair, tracing and ABD need every replica's answer; a plain read needs R.
+        targeted = not (trace or opts.linearizable or opts.read_repair != "off")
+        read = self._fan_out_read(
+            targets, key_bytes, opts.r, opts.sloppy, deadline, targeted=targeted
+        )
         await self._await_round(read.decided, read.round, deadline, "get", count_ok=False)
         winner = read.round.resolution().winner
         if opts.linearizable:
@@ -378,21 +383,55 @@ class Node:
         r: int,
         sloppy: bool,
         deadline: _Deadline,
+        *,
+        targeted: bool = False,
     ) -> _Fanout[ReadRound]:
+        """Ask the replicas for ``key``: all of them, or (``targeted``) R of them first.
+
+        A targeted read asks the others when one of its first R fails, and all of them
+        once ``speculative_read_ms`` passed without the round decided (Cassandra's
+        speculative retry), so a slow or dead replica costs at most that much.
+        """
         fan: _Fanout[ReadRound] = _Fanout(ReadRound(targets, r, sloppy), targets)
-        timeout_s = deadline.left() + REPLICA_GRACE_S
-        for target in targets:
-            if target.node == self.id:
-                future: asyncio.Future[Any] = asyncio.ensure_future(
-                    self._read_local(key, target.hint_for)
-                )
-            else:
-                future = self.links[target.node].request(
-                    replica_codec.read_args(key, target.hint_for), timeout_s
-                )
-            future.add_done_callback(functools.partial(self._on_read, fan, target, key))
-            fan.futures.append(future)
+        first = targets
+        if targeted and self.config.speculative_read_ms > 0:
+            order = contact_order(targets, self.id, sloppy)
+            first, fan.spare = order[:r], order[r:]
+        for target in first:
+            self._ask(fan, target, key, deadline)
+        if fan.spare:
+            delay = self.config.speculative_read_ms / 1000
+            handle = asyncio.get_running_loop().call_later(
+                delay, self._ask_spares, fan, key, deadline, "read.speculative"
+            )
+            fan.decided.add_done_callback(lambda _: handle.cancel())
         return fan
+
+    def _ask(
+        self, fan: _Fanout[ReadRound], target: Replica, key: bytes, deadline: _Deadline
+    ) -> None:
+        if target.node == self.id:
+            future: asyncio.Future[Any] = asyncio.ensure_future(
+                self._read_local(key, target.hint_for)
+            )
+        else:
+            future = self.links[target.node].request(
+                replica_codec.read_args(key, target.hint_for), deadline.left() + REPLICA_GRACE_S
+            )
+        future.add_done_callback(functools.partial(self._on_read, fan, target, key, deadline))
+        fan.futures.append(future)
+
+    def _ask_spares(
+        self, fan: _Fanout[ReadRound], key: bytes, deadline: _Deadline, reason: str, count: int = 0
+    ) -> None:
+        """Ask ``count`` more of a targeted read's spare replicas (0: all of them)."""
+        if fan.decided.done() or not fan.spare:
+            return
+        take = len(fan.spare) if count <= 0 else count
+        asked, fan.spare = fan.spare[:take], fan.spare[take:]
+        self.counters[reason] += len(asked)
+        for target in asked:
+            self._ask(fan, target, key, deadline)
 
     async def _settle(self, fan: _Fanout[Any], grace_s: float, *, report: bool = False) -> None:
         """Give replicas beyond R/W ``grace_s`` to answer; with ``report``, list the rest."""
@@ -445,7 +484,12 @@ class Node:
             self.counters[f"{op}.ok"] += 1
 
     def _on_read(
-        self, fan: _Fanout[ReadRound], target: Replica, key: bytes, future: asyncio.Future[Any]
+        self,
+        fan: _Fanout[ReadRound],
+        target: Replica,
+        key: bytes,
+        deadline: _Deadline,
+        future: asyncio.Future[Any],
     ) -> None:
         error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
         if error is None:
@@ -457,6 +501,9 @@ class Node:
             fan.reports.append(
                 ReplicaReport(target.node, False, not target.primary, error=str(error))
             )
+            if outcome is Outcome.PENDING and fan.spare:
+                # a targeted read lost one of its replicas: ask the next one now
+                self._ask_spares(fan, key, deadline, "read.replaced", 1)
         if outcome is not Outcome.PENDING and not fan.decided.done():
             fan.decided.set_result(None)
 
