@@ -148,7 +148,8 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        for session in self._sessions.values():
+        # A copy: closing fails queued calls, whose callers may fail over meanwhile.
+        for session in list(self._sessions.values()):
             await session.close()
         self._sessions.clear()
         for channel in self._channels.values():

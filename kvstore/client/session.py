@@ -3,12 +3,15 @@
 Rules and invariants:
 - ``call`` returns the coordinator's reply or raises the ``KVError`` it answered with;
   it never waits past its deadline (``RequestTimeout``, indefinite: the call may run).
-- Definite vs indefinite stays exact: a call still in the outbox when its stream fails,
-  or whose stream could not be opened, certainly never left this client
-  (``CoordinatorUnreachable``, definite: the client may try another coordinator); a
-  call sent on a stream that then broke may have run (indefinite).
-- Every call queued while the sender task sleeps leaves as one ``CallBatch``: with many
-  calls in flight, one gRPC message carries many of them.
+- Definite vs indefinite stays exact, by one fact: a call still in the outbox certainly
+  never left this client (``CoordinatorUnreachable``, definite: the client may try another
+  coordinator); a call taken from the outbox was handed to a stream and may have run, so
+  anything that then goes wrong with it is indefinite.
+- Only the current stream's sender takes calls from the outbox. A stream is retired when
+  it ends or when its connection is seen gone; a retired stream's calls stay its own: it
+  still delivers their answers, and fails them (indefinitely) when it ends.
+- Every call queued while the sender sleeps leaves as one ``CallBatch``: with many calls
+  in flight, one gRPC message carries many of them.
 - A coordinator that refused the connection is not redialled for a short backoff; calls
   meanwhile fail at once, definitely, so the client moves on to the next coordinator.
 """
@@ -23,7 +26,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from kvstore.errors import CoordinatorUnreachable, KVError, RequestTimeout
+from kvstore.errors import CoordinatorUnreachable, RequestTimeout
 from kvstore.net.status import from_call_error
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
@@ -42,15 +45,19 @@ class SessionLink:
         self._pending: dict[int, asyncio.Future[pb.CallResult]] = {}
         self._outbox: list[pb.Call] = []
         self._wakeup = asyncio.Event()
-        self._runner: asyncio.Task[None] | None = None
-        self._generation = 0
-        self._stream: grpc.aio.StreamStreamCall[pb.CallBatch, pb.ResultBatch] | None = None
+        self._runner: asyncio.Task[None] | None = None  # the current stream's
+        self._runners: set[asyncio.Task[None]] = set()  # retired ones still draining too
+        self._generation = 0  # of the current stream; a retired sender sees it moved
+        self._streaming = False  # the current runner has its stream open
         self._refuse_until = 0.0
+        self._closed = False
         self.batches_sent = 0
         self.calls_sent = 0
 
     async def call(self, call: pb.Call, timeout_s: float) -> pb.CallResult:
         """Send one call (its ``id`` is set here) and wait for its result."""
+        if self._closed:
+            raise CoordinatorUnreachable(f"{self.target}: session closed", definite=True)
         if time.monotonic() < self._refuse_until:
             raise CoordinatorUnreachable(f"{self.target} refused the connection", definite=True)
         self._retire_if_disconnected()
@@ -61,7 +68,7 @@ class SessionLink:
         self._outbox.append(call)
         self._wakeup.set()
         if self._runner is None or self._runner.done():
-            self._runner = asyncio.create_task(self._run(), name=f"session-{self.target}")
+            self._start_runner()
         expiry = loop.call_later(timeout_s, self._expire, call.id)
         try:
             result = await future
@@ -74,6 +81,12 @@ class SessionLink:
         if result.HasField("error"):
             raise from_call_error(result.error, self.target)
         return result
+
+    def _start_runner(self) -> None:
+        runner = asyncio.create_task(self._run(), name=f"session-{self.target}")
+        self._runner = runner
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
 
     def _expire(self, call_id: int) -> None:
         future = self._pending.pop(call_id, None)
@@ -98,19 +111,21 @@ class SessionLink:
         return withdrawn
 
     async def _run(self) -> None:
-        """Open the stream, then pump batches both ways until it breaks."""
+        """Open a stream, then pump batches both ways until it ends."""
         if not await self._ready():
             self._refuse_until = time.monotonic() + REFUSED_BACKOFF_S
-            self._fail_all(f"{self.target} is unreachable", definite_for_sent=True)
+            self._fail_queued(f"{self.target} is unreachable")
             return
         self._generation += 1
         generation = self._generation
-        stream = self._stub.Session(self._batches(generation))
-        self._stream = stream
+        sent: set[int] = set()  # ids this stream took from the outbox, not yet answered
+        stream = self._stub.Session(self._batches(generation, sent))
+        self._streaming = True
         why = f"{self.target}: session ended"
         try:
             async for batch in stream:
                 for result in batch.results:
+                    sent.discard(result.id)
                     future = self._pending.pop(result.id, None)
                     if future is not None and not future.done():
                         future.set_result(result)
@@ -121,29 +136,27 @@ class SessionLink:
             why = f"{self.target}: session closed"
             raise
         finally:
-            # A stream retired by ``_retire_if_disconnected`` already failed its calls;
-            # the calls pending now belong to its successor.
-            if generation == self._generation:
-                self._generation += 1  # retire this stream's batch iterator
-                self._stream = None
-                self._fail_all(why)
+            self._fail_sent(sent, why)
+            if generation == self._generation:  # not retired: nobody else will send these
+                self._generation += 1
+                self._streaming = False
+                self._fail_queued(why)
             self._wakeup.set()
 
     def _retire_if_disconnected(self) -> None:
-        """Retire a stream whose connection is gone before its runner has noticed.
+        """Retire the current stream if its connection is gone (or going: a server
+        shutting down says so) before its runner has noticed.
 
         Otherwise a call made right after a coordinator died would be written into the
-        dead stream and fail indefinitely, instead of definitely (not sent) with the
-        client moving on to the next coordinator.
+        dead stream and fail indefinitely, instead of definitely (never sent) with the
+        client moving on to the next coordinator. The retired stream keeps its calls.
         """
-        if self._stream is None or self._runner is None or self._runner.done():
+        if not self._streaming or self._runner is None or self._runner.done():
             return
         if self._channel.get_state() is grpc.ChannelConnectivity.READY:
             return
-        self._generation += 1
-        self._stream = None
-        self._fail_all(f"{self.target}: connection lost")
-        self._runner.cancel()
+        self._generation += 1  # its sender takes nothing more
+        self._streaming = False
         self._runner = None
 
     async def _ready(self) -> bool:
@@ -161,46 +174,57 @@ class SessionLink:
             state = self._channel.get_state(try_to_connect=True)
         return True
 
-    async def _batches(self, generation: int) -> AsyncIterator[pb.CallBatch]:
-        # The generation keeps a dead stream's iterator from taking its successor's calls.
-        while True:
+    async def _batches(self, generation: int, sent: set[int]) -> AsyncIterator[pb.CallBatch]:
+        # Checked again before every take: a retired stream's sender, woken or resumed by
+        # gRPC at any point, must never take the calls queued for its successor.
+        while generation == self._generation:
             await self._wakeup.wait()
             if generation != self._generation:
                 return
             self._wakeup.clear()
-            await asyncio.sleep(0)  # one more turn: let every task ready now queue its message
-            while self._outbox:
+            await asyncio.sleep(0)  # one more turn: let every task ready now queue its call
+            while self._outbox and generation == self._generation:
                 calls, self._outbox = _cut(self._outbox)
+                sent.update(call.id for call in calls)
                 self.batches_sent += 1
                 self.calls_sent += len(calls)
                 yield pb.CallBatch(calls=calls)
 
-    def _fail_all(self, why: str, *, definite_for_sent: bool = False) -> None:
-        queued = {c.id for c in self._outbox}
-        self._outbox = []
-        pending, self._pending = self._pending, {}
-        for call_id, future in pending.items():
-            if not future.done():
-                definite = definite_for_sent or call_id in queued
-                error: KVError = CoordinatorUnreachable(why, definite=definite)
-                future.set_exception(error)
+    def _fail_queued(self, why: str) -> None:
+        """Fail the calls still in the outbox: they never left (definite)."""
+        queued, self._outbox = self._outbox, []
+        for call in queued:
+            future = self._pending.pop(call.id, None)
+            if future is not None and not future.done():
+                future.set_exception(CoordinatorUnreachable(why, definite=True))
+
+    def _fail_sent(self, ids: set[int], why: str) -> None:
+        """Fail calls a stream took and did not answer: they may have run (indefinite)."""
+        for call_id in ids:
+            future = self._pending.pop(call_id, None)
+            if future is not None and not future.done():
+                future.set_exception(CoordinatorUnreachable(why, definite=False))
+        ids.clear()
 
     async def close(self) -> None:
+        self._closed = True
         self._generation += 1
-        self._stream = None
+        self._streaming = False
         self._wakeup.set()
-        self._fail_all(f"{self.target}: session closed")
-        if self._runner is not None:
-            self._runner.cancel()
+        self._fail_queued(f"{self.target}: session closed")
+        runners = list(self._runners)
+        for runner in runners:
+            runner.cancel()  # each fails the calls its stream had taken
+        for runner in runners:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+                await runner
 
 
 def _cut(calls: list[pb.Call]) -> tuple[list[pb.Call], list[pb.Call]]:
-    """The longest head of ``calls`` whose values fit one message (at least one)."""
+    """The longest head of ``calls`` that fits one message (at least one call)."""
     size = 0
     for i, call in enumerate(calls):
-        size += len(call.put.value) if call.HasField("put") else 0
+        size += call.ByteSize()
         if size > MAX_BATCH_BYTES and i > 0:
             return calls[:i], calls[i:]
     return calls, []

@@ -60,11 +60,12 @@ def plan(
 
 
 def contact_order(targets: list[Replica], local: str, sloppy: bool) -> list[Replica]:
-    """The targets that may count, in the order a targeted read asks them: the
-    coordinator's own replica first (no network), then primaries, then fallbacks, each
-    in preference-list order. Targets that cannot count are left out."""
+    """The targets that may count, in the order a targeted read asks them: primaries
+    before fallbacks (a fallback holds only what it took while the owner was away), the
+    coordinator's own one first within each (no network), else in preference-list order.
+    Targets that cannot count are left out."""
     usable = [t for t in targets if sloppy or t.primary]
-    return sorted(usable, key=lambda t: (t.node != local, not t.primary))
+    return sorted(usable, key=lambda t: (not t.primary, t.node != local))
 
 
 class WriteRound:

@@ -104,10 +104,10 @@ async def serve_session(
 
 
 def _cut(results: list[pb.CallResult]) -> tuple[list[pb.CallResult], list[pb.CallResult]]:
-    """The longest head of ``results`` whose values fit one message (at least one)."""
+    """The longest head of ``results`` that fits one message (at least one)."""
     size = 0
     for i, result in enumerate(results):
-        size += len(result.get.value) if result.HasField("get") else 0
+        size += result.ByteSize()
         if size > MAX_BATCH_BYTES and i > 0:
             return results[:i], results[i:]
     return results[:], []  # a copy: the caller empties the outbox in place

@@ -425,8 +425,8 @@ class Node:
         self, fan: _Fanout[ReadRound], key: bytes, deadline: _Deadline, reason: str, count: int = 0
     ) -> None:
         """Ask ``count`` more of a targeted read's spare replicas (0: all of them)."""
-        if fan.decided.done() or not fan.spare:
-            return
+        if fan.decided.done() or not fan.spare or time.monotonic() >= deadline.end:
+            return  # decided, nothing left, or the call is over (its caller has an answer)
         take = len(fan.spare) if count <= 0 else count
         asked, fan.spare = fan.spare[:take], fan.spare[take:]
         self.counters[reason] += len(asked)

@@ -29,7 +29,8 @@ def test_contact_order_puts_the_local_replica_first_and_skips_what_cannot_count(
     f = Replica("n4", False, "n2")
     assert contact_order([a, b, c], "n2", sloppy=False) == [b, a, c]
     assert contact_order([a, f, c], "n9", sloppy=True) == [a, c, f]
-    assert contact_order([a, f, c], "n4", sloppy=True) == [f, a, c]
+    assert contact_order([a, f, c], "n4", sloppy=True) == [a, c, f]  # primaries first
+    assert contact_order([a, f, c], "n3", sloppy=True) == [c, a, f]
     assert contact_order([a, f, c], "n4", sloppy=False) == [a, c]
 
 
