@@ -27,13 +27,13 @@ from collections.abc import AsyncIterator
 import grpc
 
 from kvstore.errors import CoordinatorUnreachable, RequestTimeout
+from kvstore.net.outbox import BATCH_LIMIT_BYTES, cut
 from kvstore.net.status import from_call_error
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
 CONNECT_TIMEOUT_S = 1.0
 REFUSED_BACKOFF_S = 0.2
-MAX_BATCH_BYTES = 1 << 20
 
 
 class SessionLink:
@@ -184,7 +184,7 @@ class SessionLink:
             self._wakeup.clear()
             await asyncio.sleep(0)  # one more turn: let every task ready now queue its call
             while self._outbox and generation == self._generation:
-                calls, self._outbox = _cut(self._outbox)
+                calls, self._outbox = cut(self._outbox, pb.Call.ByteSize, BATCH_LIMIT_BYTES)
                 sent.update(call.id for call in calls)
                 self.batches_sent += 1
                 self.calls_sent += len(calls)
@@ -218,13 +218,3 @@ class SessionLink:
         for runner in runners:
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
-
-
-def _cut(calls: list[pb.Call]) -> tuple[list[pb.Call], list[pb.Call]]:
-    """The longest head of ``calls`` that fits one message (at least one call)."""
-    size = 0
-    for i, call in enumerate(calls):
-        size += call.ByteSize()
-        if size > MAX_BATCH_BYTES and i > 0:
-            return calls[:i], calls[i:]
-    return calls, []

@@ -27,12 +27,12 @@ import grpc
 from kvstore.net import replica_codec
 from kvstore.net.channel import open_channel
 from kvstore.net.faults import FaultRules
+from kvstore.net.outbox import BATCH_LIMIT_BYTES, cut
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
 CONNECT_TIMEOUT_S = 0.5
 BACKOFF_S = (0.1, 1.0)
-MAX_FRAME_BYTES = 1 << 20
 PEER_METADATA = "kv-peer"  # names the sending node on a replica stream
 
 
@@ -160,7 +160,7 @@ class PeerLink:
             self._wakeup.clear()
             await asyncio.sleep(0)  # one more turn: let every task ready now queue its message
             while self._outbox:
-                batch, rest = _split(self._outbox)
+                batch, rest = cut(self._outbox, replica_codec.message_size, BATCH_LIMIT_BYTES)
                 self._outbox = rest
                 self.frames_sent += 1
                 self.messages_sent += len(batch)
@@ -204,15 +204,3 @@ class PeerLink:
         self._fail_all(f"link to {self.peer_id} closed", sent=True)
         if self._channel is not None:
             await self._channel.close(None)
-
-
-def _split(outbox: list[list[Any]]) -> tuple[list[list[Any]], list[list[Any]]]:
-    """Cut the outbox so one frame stays well under gRPC's message size limit."""
-    size = 0
-    for i, message in enumerate(outbox):
-        for part in message:
-            if isinstance(part, bytes):
-                size += len(part)
-        if size > MAX_FRAME_BYTES and i > 0:
-            return outbox[:i], outbox[i:]
-    return outbox, []

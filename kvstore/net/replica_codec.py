@@ -41,6 +41,18 @@ def unpack(payload: bytes) -> list[list[Any]]:
     return messages
 
 
+def message_size(message: list[Any]) -> int:
+    """Roughly a message's encoded size: its keys and values, nested ones included (a
+    read reply carries its value inside the payload); the rest is small."""
+    size = 16
+    for part in message:
+        if isinstance(part, bytes):
+            size += len(part)
+        elif isinstance(part, list):
+            size += message_size(part)
+    return size
+
+
 def read_args(key: bytes, hint_for: str | None) -> list[Any]:
     return ["r", key, hint_for]
 

@@ -7,8 +7,6 @@ any other exception is a bug and leaves as INTERNAL (indefinite) without killing
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
@@ -18,6 +16,7 @@ from kvstore.errors import InvalidArgument, KVError
 from kvstore.net import replica_codec
 from kvstore.net.convert import ts_to_pb
 from kvstore.net.kv_calls import get_reply, put_reply
+from kvstore.net.outbox import Outbox
 from kvstore.net.peer import PEER_METADATA
 from kvstore.net.session import serve_session
 from kvstore.net.status import to_status
@@ -83,15 +82,10 @@ class ReplicaServicer(pb_grpc.ReplicaServicer):
         request_iterator: AsyncIterator[pb.Frame],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.Frame]:
-        outbox: list[list[Any]] = []
-        ready = asyncio.Event()
+        outbox: Outbox[list[Any]] = Outbox(replica_codec.message_size)
         finished = False
         peer = dict(context.invocation_metadata() or ()).get(PEER_METADATA, "")
         faults = self.node.faults
-
-        def reply(message: list[Any]) -> None:
-            outbox.append(message)
-            ready.set()
 
         async def pump() -> None:
             nonlocal finished
@@ -103,26 +97,13 @@ class ReplicaServicer(pb_grpc.ReplicaServicer):
                         continue  # a peer speaking nonsense gets no reply; its calls time out
                     if faults.active and peer in faults.isolated:
                         continue  # a partition: the frame never arrived
-                    self.node.handle_frame(messages, reply)
+                    self.node.handle_frame(messages, outbox.put)
             finally:
                 finished = True
-                ready.set()
+                outbox.wake()
 
-        pumping = asyncio.ensure_future(pump())
-        try:
-            while True:
-                await ready.wait()
-                ready.clear()
-                await asyncio.sleep(0)  # one more turn: let every task ready now queue its message
-                if outbox:
-                    batch, outbox[:] = list(outbox), []
-                    yield pb.Frame(payload=replica_codec.pack(batch))
-                if finished and not outbox:
-                    break
-        finally:
-            pumping.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pumping
+        async for batch in outbox.stream(pump(), lambda: finished):
+            yield pb.Frame(payload=replica_codec.pack(batch))
 
 
 class AdminServicer(pb_grpc.AdminServicer):

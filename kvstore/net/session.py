@@ -16,19 +16,17 @@ Rules and invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from kvstore.errors import InvalidArgument, KVError
 from kvstore.net.kv_calls import get_reply, put_reply
+from kvstore.net.outbox import Outbox
 from kvstore.net.status import to_call_error
 from kvstore.node.runtime import Node
 from kvstore.pb import kvstore_pb2 as pb
 
 log = logging.getLogger("kvstore.session")
-
-MAX_BATCH_BYTES = 1 << 20
 
 
 async def answer(node: Node, call: pb.Call) -> pb.CallResult:
@@ -59,19 +57,17 @@ async def answer(node: Node, call: pb.Call) -> pb.CallResult:
 async def serve_session(
     node: Node, request_iterator: AsyncIterator[pb.CallBatch]
 ) -> AsyncIterator[pb.ResultBatch]:
-    outbox: list[pb.CallResult] = []
-    ready = asyncio.Event()
+    outbox: Outbox[pb.CallResult] = Outbox(pb.CallResult.ByteSize)
     running: set[asyncio.Task[None]] = set()
     client_done = False
 
     async def run(call: pb.Call) -> None:
-        outbox.append(await answer(node, call))
-        ready.set()
+        outbox.put(await answer(node, call))
 
     def finished(task: asyncio.Task[None]) -> None:
         running.discard(task)
         if not running:
-            ready.set()
+            outbox.wake()
 
     async def pump() -> None:
         nonlocal client_done
@@ -83,31 +79,7 @@ async def serve_session(
                     task.add_done_callback(finished)
         finally:
             client_done = True
-            ready.set()
+            outbox.wake()
 
-    pumping = asyncio.ensure_future(pump())
-    try:
-        while True:
-            await ready.wait()
-            ready.clear()
-            await asyncio.sleep(0)  # one more turn: let every task ready now queue its message
-            while outbox:
-                batch, rest = _cut(outbox)
-                outbox[:] = rest
-                yield pb.ResultBatch(results=batch)
-            if client_done and not running and not outbox:
-                break
-    finally:
-        pumping.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pumping
-
-
-def _cut(results: list[pb.CallResult]) -> tuple[list[pb.CallResult], list[pb.CallResult]]:
-    """The longest head of ``results`` that fits one message (at least one)."""
-    size = 0
-    for i, result in enumerate(results):
-        size += result.ByteSize()
-        if size > MAX_BATCH_BYTES and i > 0:
-            return results[:i], results[i:]
-    return results[:], []  # a copy: the caller empties the outbox in place
+    async for results in outbox.stream(pump(), lambda: client_done and not running):
+        yield pb.ResultBatch(results=results)

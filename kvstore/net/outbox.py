@@ -1,0 +1,68 @@
+"""What one stream's writer sends: items queued by many tasks, sent in batches.
+
+Rules and invariants:
+- Everything queued when the writer wakes leaves together, after one more loop turn, so
+  that every task woken in the same turn joins the batch: per-message gRPC cost is what
+  limits this system, so fewer, fuller messages win.
+- A batch is cut so that its items' sizes stay under ``limit`` bytes (always at least one
+  item), keeping every message under gRPC's size limit.
+- ``stream`` runs the reading side (``pump``) beside the writer, ends once ``done()``
+  holds with nothing queued, and never leaves the pump running behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+BATCH_LIMIT_BYTES = 1 << 20
+
+
+def cut(items: list[T], size: Callable[[T], int], limit: int) -> tuple[list[T], list[T]]:
+    """The longest head of ``items`` within ``limit`` bytes (at least one), and the rest;
+    both are new lists."""
+    total = 0
+    for i, item in enumerate(items):
+        total += size(item)
+        if total > limit and i > 0:
+            return items[:i], items[i:]
+    return items[:], []
+
+
+class Outbox(Generic[T]):
+    def __init__(self, size: Callable[[T], int], limit: int = BATCH_LIMIT_BYTES) -> None:
+        self._items: list[T] = []
+        self._ready = asyncio.Event()
+        self._size = size
+        self._limit = limit
+
+    def put(self, item: T) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    def wake(self) -> None:
+        """Make the writer look at ``done()`` again."""
+        self._ready.set()
+
+    async def stream(
+        self, pump: Coroutine[Any, Any, None], done: Callable[[], bool]
+    ) -> AsyncIterator[list[T]]:
+        pumping = asyncio.ensure_future(pump)
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                await asyncio.sleep(0)  # one more turn: every task ready now joins
+                while self._items:
+                    batch, self._items = cut(self._items, self._size, self._limit)
+                    yield batch
+                if done() and not self._items:
+                    break
+        finally:
+            pumping.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pumping
