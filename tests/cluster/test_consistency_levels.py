@@ -3,28 +3,22 @@ faults injected at the gRPC seam (isolation, clock skew)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 import pytest
 
 from kvstore import Client, KVError, SyncClient, Unavailable
 from kvstore.cluster.local import LocalCluster
-from kvstore.pb import kvstore_pb2 as pb
-from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from tests.cluster.conftest import ClusterFactory
-from tests.cluster.test_handoff import FAST, counters, layout, read_local, seen_by_all, wait_until
-
-
-def set_faults(cluster: LocalCluster, node: str, **faults: Any) -> pb.Faults:
-    with grpc.insecure_channel(cluster.config.node(node).address) as channel:
-        reply: pb.Faults = pb_grpc.AdminStub(channel).SetFaults(pb.Faults(**faults), timeout=2)
-        return reply
-
-
-def only(cluster: LocalCluster, node: str) -> SyncClient:
-    """A client whose only coordinator is ``node``."""
-    return SyncClient([cluster.config.node(node).address], n=cluster.config.n)
+from tests.cluster.helpers import (
+    FAST,
+    counters,
+    layout,
+    only,
+    read_local,
+    seen_by_all,
+    set_faults,
+    wait_until,
+)
 
 
 def make_stale(cluster: LocalCluster, key: str) -> tuple[str, str]:

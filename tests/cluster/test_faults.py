@@ -15,7 +15,7 @@ from kvstore import (
 )
 from kvstore.core.ring import Ring
 from tests.cluster.conftest import ClusterFactory
-from tests.cluster.test_handoff import views, wait_until
+from tests.cluster.helpers import views, wait_until
 
 
 def primaries(cluster_config: object, key: str) -> tuple[str, ...]:

@@ -3,71 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
 
-import grpc
 import pytest
 
 from kvstore import SyncClient, Unavailable
-from kvstore.cluster.local import LocalCluster, pid_alive, status
-from kvstore.core.ring import Ring
-from kvstore.pb import kvstore_pb2 as pb
-from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from tests.cluster.conftest import ClusterFactory
-
-FAST = {"heartbeat_interval_ms": 100, "failure_detection_ms": 600}
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
-        time.sleep(0.05)
-
-
-def views(cluster: LocalCluster, observer: str) -> dict[str, str]:
-    reply = status(cluster.config.node(observer).address)
-    return {p.node: p.state for p in reply.peers}
-
-
-def seen_by_all(cluster: LocalCluster, target: str, state: str) -> bool:
-    """Every other running node sees ``target`` in ``state``."""
-    others = [n for n in cluster.config.node_ids if n != target and pid_alive(cluster.nodes[n].pid)]
-    try:
-        return all(views(cluster, o).get(target) == state for o in others)
-    except grpc.RpcError:
-        return False
-
-
-def hints_pending(cluster: LocalCluster, node: str) -> dict[str, int]:
-    return dict(status(cluster.config.node(node).address).hints_pending)
-
-
-def counters(cluster: LocalCluster, node: str) -> dict[str, int]:
-    return dict(status(cluster.config.node(node).address).counters)
-
-
-def read_local(cluster: LocalCluster, node: str, key: str) -> bytes | None:
-    with grpc.insecure_channel(cluster.config.node(node).address) as channel:
-        reply = pb_grpc.AdminStub(channel).ReadLocal(
-            pb.LocalReadRequest(key=key.encode()), timeout=2
-        )
-    if not reply.version.found or reply.version.tombstone:
-        return None
-    return reply.value
-
-
-def layout(cluster: LocalCluster, key: str, down: set[str]) -> tuple[tuple[str, ...], list[str]]:
-    cfg = cluster.config
-    ring = Ring(cfg.node_ids, cfg.vnodes)
-    primaries = ring.primaries(key.encode(), cfg.n)
-    fallbacks = [r.node for r in ring.preference_list(key.encode(), cfg.n, down) if not r.primary]
-    return primaries, fallbacks
+from tests.cluster.helpers import (
+    FAST,
+    counters,
+    hints_pending,
+    layout,
+    read_local,
+    seen_by_all,
+    wait_until,
+)
 
 
 def test_killed_node_is_marked_down_by_all_then_up_after_restart(

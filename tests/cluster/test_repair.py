@@ -23,8 +23,7 @@ from kvstore.core.ring import Ring
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from tests.cluster.conftest import ClusterFactory
-from tests.cluster.test_consistency_levels import only, set_faults
-from tests.cluster.test_handoff import FAST, seen_by_all, wait_until
+from tests.cluster.helpers import FAST, only, seen_by_all, set_faults, wait_until
 
 # (found, tombstone, (wall, logical, node), value): one replica's version of a key
 Version = tuple[bool, bool, tuple[int, int, str], bytes]

@@ -32,19 +32,7 @@ from kvstore.net.status import from_call_error
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from tests.cluster.conftest import ClusterFactory
-
-
-def keys_led_by(cluster: LocalCluster, node: str, count: int, prefix: str) -> list[str]:
-    """Keys whose first coordinator (for a token-aware client) is ``node``."""
-    ring = Ring(cluster.config.node_ids, cluster.config.vnodes)
-    keys: list[str] = []
-    i = 0
-    while len(keys) < count:
-        key = f"{prefix}-{i}"
-        if ring.walk(key.encode())[0] == node:
-            keys.append(key)
-        i += 1
-    return keys
+from tests.cluster.helpers import keys_led_by
 
 
 @pytest.mark.parametrize("transport", ["session", "unary"])

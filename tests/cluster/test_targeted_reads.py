@@ -12,7 +12,7 @@ from kvstore.cluster.local import LocalCluster, status
 from kvstore.core.coordinator import contact_order
 from kvstore.core.ring import Replica, Ring
 from tests.cluster.conftest import ClusterFactory
-from tests.cluster.test_sessions import keys_led_by
+from tests.cluster.helpers import keys_led_by
 
 
 def counters(cluster: LocalCluster, nodes: list[str] | None = None) -> dict[str, dict[str, int]]:
