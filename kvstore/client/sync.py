@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from kvstore import config as config_mod
-from kvstore.client.aio import Client, GetResult, Level, PutResult
+from kvstore.client.aio import Client, GetResult, Level, PutResult, Transport
 
 T = TypeVar("T")
 
@@ -35,12 +35,16 @@ class SyncClient:
 
     @classmethod
     def from_config(
-        cls, config: str | Path | config_mod.ClusterConfig, *, timeout: float | None = None
+        cls,
+        config: str | Path | config_mod.ClusterConfig,
+        *,
+        timeout: float | None = None,
+        transport: Transport = "session",
     ) -> SyncClient:
         self = cls.__new__(cls)
         self._runner = asyncio.Runner(loop_factory=_loop_factory())
         self._client = self._runner.run(
-            self._make(lambda: Client.from_config(config, timeout=timeout))
+            self._make(lambda: Client.from_config(config, timeout=timeout, transport=transport))
         )
         return self
 

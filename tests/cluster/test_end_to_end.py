@@ -60,8 +60,9 @@ async def test_str_and_bytes_keys_are_the_same_key(shared_cluster: LocalCluster)
         assert await client.get("ключ".encode(), r="one") == "значение".encode()
 
 
-def test_sync_client(shared_cluster: LocalCluster) -> None:
-    with SyncClient.from_config(shared_cluster.config) as client:
+@pytest.mark.parametrize("transport", ["session", "unary"])
+def test_sync_client(shared_cluster: LocalCluster, transport: str) -> None:
+    with SyncClient.from_config(shared_cluster.config, transport=transport) as client:  # type: ignore[arg-type]
         client.put("sync", "yes", w="quorum")
         assert client.get("sync", r="quorum") == b"yes"
         traced = client.get("sync", trace=True)
