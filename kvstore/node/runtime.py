@@ -576,8 +576,8 @@ class Node:
                     else:
                         writes.append((rid, record))
                 elif op == "r":
-                    if len(args) > 1 and args[1] is not None:
-                        self._spawn(self._serve_fallback_read(rid, args[0], args[1], reply))
+                    if len(args) > 1 and args[1] is not None:  # asked as a fallback
+                        self._spawn(self._serve_op(rid, self._fallback_read, args, reply))
                     else:
                         reads.append((rid, args[0]))
                 elif op == "p":
@@ -643,15 +643,9 @@ class Node:
         self.counters["hints.stored"] += 1
         reply([rid, replica_codec.OK, True])
 
-    async def _serve_fallback_read(
-        self, rid: int, key: bytes, owner: str, reply: Callable[[list[Any]], None]
-    ) -> None:
-        try:
-            found = await self._read_local(key, owner)
-        except Exception as exc:
-            reply([rid, replica_codec.ERROR, f"storage failed: {exc}"])
-        else:
-            reply([rid, replica_codec.OK, found])
+    async def _fallback_read(self, args: list[Any]) -> list[Any] | None:
+        key, owner = args[0], args[1]
+        return await self._read_local(key, owner)
 
     async def _read_batch(
         self, reads: list[tuple[int, bytes]], reply: Callable[[list[Any]], None]

@@ -285,10 +285,10 @@ def _count(conn: sqlite3.Connection) -> int:
 
 
 def _hinted(owner: str, key: bytes, conn: sqlite3.Connection) -> Record | None:
-    sql = f"SELECT {_HINT_COLUMNS} FROM hints WHERE owner = ? AND key = ?"
+    sql = "SELECT value, tombstone, wall, logical, node FROM hints WHERE owner = ? AND key = ?"
     best: Record | None = None
-    for _, _, hkey, value, tombstone, wall, logical, node, _ in conn.execute(sql, (owner, key)):
-        best = newer(best, _row_to_record(hkey, None if tombstone else value, wall, logical, node))
+    for value, tombstone, wall, logical, node in conn.execute(sql, (owner, key)):
+        best = newer(best, _row_to_record(key, None if tombstone else value, wall, logical, node))
     return best
 
 
