@@ -38,7 +38,7 @@ class PeerView:
 class PhiDetector:
     """The health of one peer, from the times its heartbeats arrived."""
 
-    __slots__ = ("_intervals", "_last", "interval_s", "threshold")
+    __slots__ = ("_intervals", "_last", "_sum", "interval_s", "threshold")
 
     def __init__(self, interval_s: float, detection_s: float, start_s: float, window: int = 50):
         if not 0 < interval_s < detection_s:
@@ -46,19 +46,28 @@ class PhiDetector:
         self.interval_s = interval_s
         self.threshold = detection_s / interval_s * LOG10_E
         self._intervals: deque[float] = deque(maxlen=window)
+        self._sum = 0.0  # of _intervals, kept as they come and go
         self._last = start_s
 
     def heard(self, now_s: float) -> None:
         if now_s <= self._last:
             return
-        self._intervals.append(now_s - self._last)
+        if len(self._intervals) == self._intervals.maxlen:
+            self._sum -= self._intervals[0]
+        interval = now_s - self._last
+        self._intervals.append(interval)
+        self._sum += interval
         self._last = now_s
 
     def mean_interval(self) -> float:
         if not self._intervals:
             return self.interval_s
-        mean = sum(self._intervals) / len(self._intervals)
+        mean = self._sum / len(self._intervals)
         return min(max(mean, self.interval_s), 2 * self.interval_s)
+
+    def down_at(self) -> float:
+        """When the peer will be down if it stays silent (phi reaches the threshold)."""
+        return self._last + self.threshold * self.mean_interval() / LOG10_E
 
     def phi(self, now_s: float) -> float:
         return max(0.0, now_s - self._last) / self.mean_interval() * LOG10_E
@@ -83,14 +92,30 @@ class Membership:
     ) -> None:
         self.me = me
         self.detectors = {p: PhiDetector(interval_s, detection_s, start_s) for p in peers}
+        # down() is asked on every request: its answer is kept until the next instant a
+        # silent peer crosses its threshold, or until a heartbeat arrives (exact, not
+        # a time-based cache: nothing else changes a peer's state).
+        self._down: frozenset[str] = frozenset()
+        self._down_valid_until = -math.inf
 
     def heard(self, peer: str, now_s: float) -> None:
         detector = self.detectors.get(peer)
         if detector is not None:
             detector.heard(now_s)
+            self._down_valid_until = -math.inf
 
     def down(self, now_s: float) -> frozenset[str]:
-        return frozenset(p for p, d in self.detectors.items() if d.state(now_s) == DOWN)
+        if now_s < self._down_valid_until:
+            return self._down
+        down, next_change = set(), math.inf
+        for peer, detector in self.detectors.items():
+            if detector.state(now_s) == DOWN:
+                down.add(peer)
+            else:
+                next_change = min(next_change, detector.down_at())
+        # a hair early, so that rounding in down_at() can never keep a stale answer
+        self._down, self._down_valid_until = frozenset(down), next_change - 1e-9
+        return self._down
 
     def is_up(self, peer: str, now_s: float) -> bool:
         detector = self.detectors.get(peer)

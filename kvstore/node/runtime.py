@@ -48,7 +48,6 @@ from kvstore.storage.base import Engine
 # (RequestTimeout, which says how many answered, rather than a QuorumFailed).
 REPLICA_GRACE_S = 0.05
 TRACE_GRACE_S = 0.25
-DOWN_VIEW_S = 0.01
 HANDOFF_TICK_S = 0.1
 EXPIRY_EVERY_S = 1.0
 log = logging.getLogger("kvstore.node")
@@ -153,8 +152,6 @@ class Node:
             config.failure_detection_ms / 1000,
             time.monotonic(),
         )
-        self._down: frozenset[str] = frozenset()
-        self._down_at = float("-inf")
         self._background: set[asyncio.Future[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
 
@@ -172,17 +169,8 @@ class Node:
         self._loops += [asyncio.create_task(service()) for service in self.services]
 
     def down(self) -> frozenset[str]:
-        """Peers the failure detector calls down (never contacted on a request).
-
-        Recomputed at most every ``DOWN_VIEW_S``: every request asks, the answer moves on
-        the scale of heartbeats and detection times, and computing it (phi for every
-        peer) showed up at ~4% of a node's CPU under load.
-        """
-        now = time.monotonic()
-        if now - self._down_at >= DOWN_VIEW_S:
-            self._down = self.membership.down(now)
-            self._down_at = now
-        return self._down
+        """Peers the failure detector calls down right now (never contacted on a request)."""
+        return self.membership.down(time.monotonic())
 
     def _heard(self, peer: str) -> None:
         self.membership.heard(peer, time.monotonic())

@@ -51,3 +51,24 @@ def test_membership_reports_down_peers() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         PhiDetector(1.0, 0.5, 0.0)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.floats(0.0, 3.0), st.booleans()),
+        max_size=60,
+    )
+)
+def test_membership_down_always_matches_each_detectors_state(
+    steps: list[tuple[str, float, bool]],
+) -> None:
+    """down() keeps its answer between changes; it must never differ from asking every
+    detector afresh, whatever mix of heartbeats and time passing."""
+    membership = Membership("me", ["a", "b", "c"], 0.1, 0.6, 0.0)
+    now = 0.0
+    for peer, advance, heard in steps:
+        now += advance
+        if heard:
+            membership.heard(peer, now)
+        fresh = {p for p, d in membership.detectors.items() if d.state(now) == "down"}
+        assert membership.down(now) == fresh
