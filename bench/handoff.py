@@ -31,9 +31,8 @@ sys.path.insert(0, str(ROOT))
 from bench._common import drive, machine, write_cluster_config  # noqa: E402
 from kvstore import Client  # noqa: E402
 from kvstore import config as config_mod  # noqa: E402
-from kvstore.cluster.local import LocalCluster, status  # noqa: E402
+from kvstore.cluster.local import LocalCluster  # noqa: E402
 from kvstore.core.ring import Ring  # noqa: E402
-from kvstore.net.channel import open_channel  # noqa: E402
 from kvstore.pb import kvstore_pb2 as pb  # noqa: E402
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -45,14 +44,14 @@ def pending_hints(cluster: LocalCluster) -> int:
     total = 0
     for node in cluster.config.node_ids:
         with contextlib.suppress(grpc.RpcError):
-            total += sum(status(cluster.config.node(node).address).hints_pending.values())
+            total += sum(cluster.status(node).hints_pending.values())
     return total
 
 
 def all_see(cluster: LocalCluster, target: str, state: str) -> bool:
     try:
         return all(
-            {p.node: p.state for p in status(cluster.config.node(n).address).peers}[target] == state
+            {p.node: p.state for p in cluster.status(n).peers}[target] == state
             for n in cluster.config.node_ids
             if n != target
         )
@@ -112,7 +111,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             first_delivery = first_delivery or drained_at
             drained_s = drained_at - restart_at
             owned = [k for k in down_keys if VICTIM in ring.primaries(k, cfg.n)]
-            channel = open_channel(cfg.node(VICTIM).address)
+            channel = cluster.aio_channel(VICTIM)
             stub = pb_grpc.AdminStub(channel)
             missing = 0
 

@@ -53,6 +53,7 @@ from kvstore.node.antientropy import (  # noqa: E402
     Replica,
     decode_full,
     encode_full,
+    permissive_limits,
     wire_size,
 )
 from kvstore.storage import Engine, open_engine_async  # noqa: E402
@@ -147,6 +148,7 @@ async def anti_entropy(ea: Engine, eb: Engine) -> dict[str, Any]:
 async def stream_all(ea: Engine, eb: Engine) -> dict[str, Any]:
     """The naive baseline: B sends every record to A, which applies them (LWW)."""
     began = time.perf_counter()
+    limits = permissive_limits(Ring(["a", "b"], 16))  # validated as repair's records are
     sent = 0
     stored = 0
     batch: list[Record] = []
@@ -158,7 +160,7 @@ async def stream_all(ea: Engine, eb: Engine) -> dict[str, Any]:
         packed = msgpack.packb(message, use_bin_type=True)
         sent += len(packed) + wire_size(0)  # the records, and an ack back
         received = msgpack.unpackb(packed, raw=False)[1]
-        stored += sum(await ea.apply_many([decode_full(r) for r in received]))
+        stored += sum(await ea.apply_many([decode_full(r, limits) for r in received]))
 
     async for record in eb.scan():
         batch.append(record)

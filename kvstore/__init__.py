@@ -9,25 +9,35 @@ async with Client.from_config("cluster.toml") as c:
 from kvstore.client import Client, GetResult, PutResult, ReplicaInfo, SyncClient
 from kvstore.errors import (
     ConfigError,
+    CoordinatorRefused,
     CoordinatorUnreachable,
     InvalidArgument,
     KVError,
+    Overloaded,
+    PermissionDenied,
     QuorumFailed,
     RequestTimeout,
+    Unauthenticated,
     Unavailable,
 )
+from kvstore.security.tls import TLSFiles
 
 __all__ = [
     "Client",
     "ConfigError",
+    "CoordinatorRefused",
     "CoordinatorUnreachable",
     "GetResult",
     "InvalidArgument",
     "KVError",
+    "Overloaded",
+    "PermissionDenied",
     "PutResult",
     "QuorumFailed",
     "ReplicaInfo",
     "RequestTimeout",
     "SyncClient",
+    "TLSFiles",
+    "Unauthenticated",
     "Unavailable",
 ]

@@ -31,8 +31,16 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_tls_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TLS (default: the config's [tls] client certificate)")
+    group.add_argument("--ca", dest="tls_ca", type=Path, help="the cluster's CA certificate")
+    group.add_argument("--cert", dest="tls_cert", type=Path, help="this client's certificate")
+    group.add_argument("--key", dest="tls_key", type=Path, help="this client's private key")
+
+
 def _add_call_options(parser: argparse.ArgumentParser, *, read: bool) -> None:
     _add_config(parser)
+    _add_tls_options(parser)
     parser.add_argument(
         "--node",
         action="append",
@@ -66,9 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--id", required=True, help="this node's id in the config")
     _add_config(node)
     node.add_argument(
-        "--clock-offset-ms", type=int, default=0, help="skew this node's clock (testing)"
+        "--enable-faults",
+        action="store_true",
+        help="allow fault injection (SetFaults, lying disk, clock offsets): tests only",
+    )
+    node.add_argument(
+        "--clock-offset-ms",
+        type=int,
+        default=0,
+        help="skew this node's clock (a fault: needs --enable-faults)",
     )
     node.set_defaults(func=cmd_node)
+
+    from kvstore.security.cli import register as register_certs
+
+    register_certs(sub)
 
     cluster = sub.add_parser("cluster", help="start, inspect or stop a local cluster")
     cluster_sub = cluster.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -148,7 +168,14 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.config)
     cfg.node(args.id)  # a clear error for an unknown id, before anything starts
-    run(cfg, args.id, clock_offset_us=args.clock_offset_ms * 1000)
+    if args.clock_offset_ms and not args.enable_faults:
+        raise InvalidArgument("--clock-offset-ms is a fault: it needs --enable-faults")
+    run(
+        cfg,
+        args.id,
+        clock_offset_us=args.clock_offset_ms * 1000,
+        enable_faults=args.enable_faults,
+    )
     return 0
 
 
@@ -176,12 +203,29 @@ def _client_args(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def tls_files(args: argparse.Namespace, cfg: config_mod.ClusterConfig | None) -> Any:
+    """The client's TLS files: --ca/--cert/--key over the config's; None with TLS off."""
+    from kvstore.security.tls import TLSFiles, client_files
+
+    given = (args.tls_ca, args.tls_cert, args.tls_key)
+    if any(given):
+        if not all(given):
+            raise InvalidArgument("give --ca, --cert and --key together")
+        return TLSFiles(args.tls_ca, args.tls_cert, args.tls_key)
+    if cfg is None:
+        cfg = config_mod.load(args.config)
+    return client_files(cfg)
+
+
 def _client(args: argparse.Namespace) -> Any:
     from kvstore.client import Client
 
     if args.node:
-        return Client(args.node)
-    return Client.from_config(args.config)
+        given = (args.tls_ca, args.tls_cert, args.tls_key)
+        cfg = None if any(given) else config_mod.load(args.config)
+        return Client(args.node, tls=tls_files(args, cfg))
+    cfg = config_mod.load(args.config)
+    return Client.from_config(cfg, tls=tls_files(args, cfg))
 
 
 def _run(coro: Any) -> Any:

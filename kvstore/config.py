@@ -11,6 +11,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,20 @@ from kvstore.core.consistency import READ_REPAIR_MODES, resolve_count
 from kvstore.errors import ConfigError, InvalidArgument
 
 ENGINES = ("sqlite", "memory")
+TLS_MODES = ("on", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """Where a cluster's certificates live (``kvstore.security.certs`` names the files).
+
+    ``enabled`` False is the explicit, loudly logged opt-out (``tls = "off"``): plaintext,
+    no identities, every caller may do everything.
+    """
+
+    enabled: bool
+    certs_dir: Path
+    client: str = "admin"  # the client certificate the CLI and Client.from_config use
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +76,18 @@ class ClusterConfig:
     # anti-entropy and tombstones (run repair within the grace period, or deletes can return)
     anti_entropy_interval_s: float = 0.0  # 0: no scheduled rounds (on demand only)
     tombstone_grace_s: float = 10 * 86400.0
+    # the trust boundary: certificates, clock drift a peer may show, bounds on held work
+    tls: TLSConfig | None = None  # None: on, in <run_dir>/certs (see ``tls_config``)
+    max_clock_drift_ms: int = 12_000
+    max_timeout_ms: int = 60_000
+    max_inflight_calls: int = 4096  # calls one node coordinates at once
+    max_session_calls: int = 1024  # calls in flight on one client session
+    max_peer_pending: int = 8192  # unanswered requests on one peer link
     source: Path | None = field(default=None, compare=False)
+
+    @property
+    def tls_config(self) -> TLSConfig:
+        return self.tls or TLSConfig(True, self.run_dir / "certs")
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -99,7 +125,13 @@ _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "speculative_read_ms": int,
     "anti_entropy_interval_s": (int, float),
     "tombstone_grace_s": (int, float),
+    "max_clock_drift_ms": int,
+    "max_timeout_ms": int,
+    "max_inflight_calls": int,
+    "max_session_calls": int,
+    "max_peer_pending": int,
 }
+_TLS_KEYS: dict[str, type] = {"mode": str, "certs_dir": str, "client": str}
 _NODE_KEYS: dict[str, type] = {"id": str, "address": str, "data_dir": str}
 
 
@@ -126,9 +158,11 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
     def fail(field_name: str, problem: str) -> ConfigError:
         return ConfigError(f"{where}: {field_name}: {problem}")
 
-    unknown_top = set(raw) - {"cluster", "nodes"}
+    unknown_top = set(raw) - {"cluster", "nodes", "tls"}
     if unknown_top:
-        raise fail(sorted(unknown_top)[0], "unknown section (expected [cluster] and [[nodes]])")
+        raise fail(
+            sorted(unknown_top)[0], "unknown section (expected [cluster], [tls] and [[nodes]])"
+        )
     cluster = raw.get("cluster")
     if not isinstance(cluster, dict):
         raise fail("cluster", "missing [cluster] table")
@@ -142,6 +176,11 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
             raise fail(
                 f"cluster.{key}", f"expected {_type_name(expected)}, got {type(value).__name__}"
             )
+        if isinstance(value, float) and not math.isfinite(value):
+            # TOML allows inf and nan; nan slips through every comparison below.
+            raise fail(
+                f"cluster.{key}", f"{value} is not a finite number (inf and nan are refused)"
+            )
 
     name = cluster.get("name", "kvstore")
     if not name or not name.replace("-", "").replace("_", "").isalnum():
@@ -153,6 +192,7 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
     nodes: list[NodeConfig] = []
     seen_ids: set[str] = set()
     seen_addrs: set[str] = set()
+    seen_dirs: list[tuple[str, Path]] = []  # (label, resolved data dir)
     for i, node in enumerate(nodes_raw):
         label = f"nodes[{i}]"
         if not isinstance(node, dict):
@@ -177,7 +217,25 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         seen_addrs.add(f"{host}:{port}")
         if not node["data_dir"]:
             raise fail(f"{label}.data_dir", "must not be empty")
-        nodes.append(NodeConfig(node_id, host, port, _resolve(base, node["data_dir"])))
+        data_dir = _resolve(base, node["data_dir"])
+        # Two nodes in one dir (or one inside the other's) would write one store, or one
+        # node's files into the other's, and lose data: compare real (resolved) paths.
+        real = data_dir.resolve()
+        for other_label, other in seen_dirs:
+            if real == other:
+                raise fail(
+                    f"{label}.data_dir",
+                    f"{real} is also {other_label}.data_dir: every node needs its own data dir",
+                )
+            if real.is_relative_to(other) or other.is_relative_to(real):
+                how = "is inside" if real.is_relative_to(other) else "contains"
+                raise fail(
+                    f"{label}.data_dir",
+                    f"{real} {how} {other_label}.data_dir ({other}): nested data dirs mix "
+                    "two nodes' files; every node needs its own, separate data dir",
+                )
+        seen_dirs.append((label, real))
+        nodes.append(NodeConfig(node_id, host, port, data_dir))
 
     n = cluster.get("n", 3)
     if not 1 <= n <= len(nodes):
@@ -204,10 +262,17 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         "hint_replay_rate": (cluster.get("hint_replay_rate", 2000), 1, 1_000_000),
         "read_repair_wait_ms": (cluster.get("read_repair_wait_ms", 10), 0, 60_000),
         "speculative_read_ms": (cluster.get("speculative_read_ms", 30), 0, 60_000),
+        "max_clock_drift_ms": (cluster.get("max_clock_drift_ms", 12_000), 1, 3_600_000),
+        "max_timeout_ms": (cluster.get("max_timeout_ms", 60_000), 1, 3_600_000),
+        "max_inflight_calls": (cluster.get("max_inflight_calls", 4096), 1, 1_000_000),
+        "max_session_calls": (cluster.get("max_session_calls", 1024), 1, 1_000_000),
+        "max_peer_pending": (cluster.get("max_peer_pending", 8192), 1, 1_000_000),
     }
     for key, (value, low, high) in positive.items():
         if not low <= value <= high:
             raise fail(f"cluster.{key}", f"{value} must be between {low} and {high}")
+    if positive["request_timeout_ms"][0] > positive["max_timeout_ms"][0]:
+        raise fail("cluster.request_timeout_ms", "must not be longer than max_timeout_ms")
     if positive["failure_detection_ms"][0] <= positive["heartbeat_interval_ms"][0]:
         raise fail("cluster.failure_detection_ms", "must be longer than heartbeat_interval_ms")
     hint_window = float(cluster.get("hint_window_s", 3 * 3600.0))
@@ -218,17 +283,46 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         raise fail(
             "cluster.anti_entropy_interval_s", f"{anti_entropy_interval} must be 0 (off) or more"
         )
-    tombstone_grace = float(cluster.get("tombstone_grace_s", 10 * 86400.0))
-    if tombstone_grace <= 0:
-        raise fail("cluster.tombstone_grace_s", f"{tombstone_grace} must be positive")
-    if 0 < tombstone_grace <= anti_entropy_interval:
-        # Cassandra's rule: a replica that missed a delete must be repaired before the
-        # other replicas purge the tombstone, or the deleted value comes back.
+    if "tombstone_grace_s" not in cluster:
+        # Purging is only safe with scheduled repair (below). With anti-entropy off the
+        # default is never to purge: math.inf, a grace period that never ends (``render``
+        # leaves it out, and the node's purge skips it).
+        tombstone_grace = 10 * 86400.0 if anti_entropy_interval > 0 else math.inf
+    else:
+        tombstone_grace = float(cluster["tombstone_grace_s"])
+        if tombstone_grace <= 0:
+            raise fail("cluster.tombstone_grace_s", f"{tombstone_grace} must be positive")
+        if anti_entropy_interval == 0:
+            # Nothing repairs a replica that missed a delete before the others purge the
+            # tombstone: the deleted value comes back with the next (on-demand) repair.
+            raise fail(
+                "cluster.tombstone_grace_s",
+                "tombstone purging needs scheduled anti-entropy: set anti_entropy_interval_s "
+                "> 0 or leave tombstone_grace_s out (anti_entropy_interval_s = 0 means no "
+                "scheduled repair, so purged tombstones let deleted values come back; left "
+                "out, tombstones are never purged)",
+            )
+        if tombstone_grace <= anti_entropy_interval:
+            # Cassandra's rule: a replica that missed a delete must be repaired before the
+            # other replicas purge the tombstone, or the deleted value comes back.
+            raise fail(
+                "cluster.tombstone_grace_s",
+                f"{tombstone_grace} must be longer than anti_entropy_interval_s "
+                f"({anti_entropy_interval}): repair must run within the grace period",
+            )
+    if hint_window >= tombstone_grace:
+        # A hint replayed after the grace period can carry a write older than a tombstone
+        # its target already purged: that write then wins, and the deleted data returns.
         raise fail(
-            "cluster.tombstone_grace_s",
-            f"{tombstone_grace} must be longer than anti_entropy_interval_s "
-            f"({anti_entropy_interval}): repair must run within the grace period",
+            "cluster.hint_window_s"
+            if "hint_window_s" in cluster or "tombstone_grace_s" not in cluster
+            else "cluster.tombstone_grace_s",
+            f"hint_window_s ({hint_window}) must be shorter than tombstone_grace_s "
+            f"({tombstone_grace}): a hint replayed after the grace period could resurrect "
+            "data whose tombstone was already purged",
         )
+    run_dir = _resolve(base, cluster.get("run_dir", "run"))
+    tls = _parse_tls(raw.get("tls"), base, run_dir, fail)
     return ClusterConfig(
         name=name,
         n=n,
@@ -241,7 +335,7 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         max_key_bytes=positive["max_key_bytes"][0],
         max_value_bytes=positive["max_value_bytes"][0],
         engine=engine,
-        run_dir=_resolve(base, cluster.get("run_dir", "run")),
+        run_dir=run_dir,
         nodes=tuple(nodes),
         heartbeat_interval_ms=positive["heartbeat_interval_ms"][0],
         failure_detection_ms=positive["failure_detection_ms"][0],
@@ -251,8 +345,38 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         speculative_read_ms=positive["speculative_read_ms"][0],
         anti_entropy_interval_s=anti_entropy_interval,
         tombstone_grace_s=tombstone_grace,
+        tls=tls,
+        max_clock_drift_ms=positive["max_clock_drift_ms"][0],
+        max_timeout_ms=positive["max_timeout_ms"][0],
+        max_inflight_calls=positive["max_inflight_calls"][0],
+        max_session_calls=positive["max_session_calls"][0],
+        max_peer_pending=positive["max_peer_pending"][0],
         source=source,
     )
+
+
+def _parse_tls(raw: object, base: Path, run_dir: Path, fail: Any) -> TLSConfig:
+    """``[tls]`` (``mode``, ``certs_dir``, ``client``), or ``tls = "on"|"off"`` alone."""
+    if raw is None:
+        raw = {}
+    elif isinstance(raw, str):
+        raw = {"mode": raw}
+    if not isinstance(raw, dict):
+        raise fail("tls", 'expected a [tls] table or tls = "on" | "off"')
+    for key, value in raw.items():
+        expected = _TLS_KEYS.get(key)
+        if expected is None:
+            raise fail(f"tls.{key}", "unknown field")
+        if not isinstance(value, expected):
+            raise fail(f"tls.{key}", f"expected a string, got {type(value).__name__}")
+    mode = raw.get("mode", "on")
+    if mode not in TLS_MODES:
+        raise fail("tls.mode", f"{mode!r} is not one of {TLS_MODES}")
+    client = raw.get("client", "admin")
+    if not client or not client.replace("-", "").replace("_", "").isalnum():
+        raise fail("tls.client", f"{client!r} must be non-empty letters, digits, - or _")
+    certs_dir = _resolve(base, raw["certs_dir"]) if "certs_dir" in raw else run_dir / "certs"
+    return TLSConfig(mode == "on", certs_dir, client)
 
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
@@ -299,7 +423,19 @@ def render(config: ClusterConfig) -> str:
         f"read_repair_wait_ms = {config.read_repair_wait_ms}",
         f"speculative_read_ms = {config.speculative_read_ms}",
         f"anti_entropy_interval_s = {config.anti_entropy_interval_s}",
-        f"tombstone_grace_s = {config.tombstone_grace_s}",
+        f"tombstone_grace_s = {config.tombstone_grace_s}"
+        if math.isfinite(config.tombstone_grace_s)
+        else "# tombstone_grace_s left out: tombstones are never purged",
+        f"max_clock_drift_ms = {config.max_clock_drift_ms}",
+        f"max_timeout_ms = {config.max_timeout_ms}",
+        f"max_inflight_calls = {config.max_inflight_calls}",
+        f"max_session_calls = {config.max_session_calls}",
+        f"max_peer_pending = {config.max_peer_pending}",
+        "",
+        "[tls]",
+        f'mode = "{"on" if config.tls_config.enabled else "off"}"',
+        f'certs_dir = "{config.tls_config.certs_dir.as_posix()}"',
+        f'client = "{config.tls_config.client}"',
     ]
     for node in config.nodes:
         lines += [

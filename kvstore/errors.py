@@ -68,3 +68,32 @@ class CoordinatorUnreachable(KVError):
     """No coordinator could be reached. Definite only if the request never left the client."""
 
     code = "unreachable"
+
+
+class Unauthenticated(KVError):
+    """No valid certificate: the handshake or the identity check refused the caller."""
+
+    definite = True
+    code = "unauthenticated"
+
+
+class PermissionDenied(KVError):
+    """The caller's certificate does not allow this (a role, or a node-only service)."""
+
+    definite = True
+    code = "permission_denied"
+
+
+class Overloaded(KVError):
+    """Refused before any work because a bound was reached (RESOURCE_EXHAUSTED): retry later."""
+
+    definite = True
+    code = "overloaded"
+
+
+class CoordinatorRefused(Unavailable):
+    """This coordinator will not take the call (its clock is off its peers'); nothing
+    happened, and another coordinator may take it (the client tries the next one)."""
+
+    definite = True
+    code = "coordinator_refused"

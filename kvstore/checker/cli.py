@@ -4,6 +4,14 @@ Exit status: 0 linearizable, 1 not linearizable, 2 bad input or usage, 3 unknown
 limit). `--staleness` adds the staleness figures; the exit status still follows the
 linearizability verdict. The top-level CLI calls `register(subparsers)`; `func` on the
 parsed namespace runs the check and returns the exit status.
+
+Bad input is exit 2 with one line on stderr, `kvstore check: FILE:LINE: what is wrong`
+(`FILE: ...` when no line applies), never a traceback and never exit 1: every reader
+raises HistoryFormatError with a line; a file that cannot be read, or holds no event at
+all (empty, blank, only comments), is bad input too. RecursionError, MemoryError,
+ValueError and OverflowError from anywhere in loading or checking are caught as a last
+line of defence, so a case the readers missed still gets a message rather than a trace.
+The message is made printable (control characters escaped): it may quote the file.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from typing import Any
 
 from kvstore.checker.checker import check_history
 from kvstore.checker.formats import FORMATS, load_history
-from kvstore.checker.history import HistoryFormatError
+from kvstore.checker.history import HistoryFormatError, printable
 from kvstore.checker.models import MODELS
 from kvstore.checker.report_html import write_html
 from kvstore.checker.report_text import format_result, format_staleness
@@ -59,37 +67,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run_check)
 
 
+def _one_line(msg: str) -> str:
+    if msg.isprintable():
+        return msg
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)
+
+
 def _err(msg: str) -> int:
-    print(f"kvstore check: error: {msg}", file=sys.stderr)
+    """A usage error (not about a file)."""
+    print(_one_line(f"kvstore check: error: {msg}"), file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _bad(path: str, line: int | None, msg: str) -> int:
+    where = path if line is None else f"{path}:{line}"
+    print(_one_line(f"kvstore check: {where}: {msg}"), file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
 def run_check(args: argparse.Namespace) -> int:
     if args.time_limit is not None and args.time_limit <= 0:
         return _err("--time-limit must be positive")
+    path = str(args.history)
     try:
-        history = load_history(args.history, args.format)
+        history = load_history(path, args.format)
+        if not history.events:
+            raise HistoryFormatError(None, "at least one event", "none")
         result = check_history(
             history,
             args.model,
             time_limit=args.time_limit,
             keep_going_s=None if args.all_partitions else 1.0,
         )
+        staleness = analyse_staleness(history) if args.staleness else None
     except HistoryFormatError as e:
-        return _err(f"{args.history}: {e}")
+        return _bad(path, e.line, e.detail)
     except OSError as e:
-        return _err(f"{args.history}: {e.strerror or e}")
-    staleness = None
-    if args.staleness:
-        try:
-            staleness = analyse_staleness(history)
-        except ValueError as e:
-            return _err(f"{args.history}: {e}")
+        return _bad(path, None, e.strerror or str(e))
+    # The last line of defence: the readers bound depth and sizes, so these mean a case
+    # they missed; it is still the input's doing, so bad input rather than a traceback.
+    except RecursionError:
+        return _bad(path, None, "values nested too deeply to check")
+    except MemoryError:
+        return _bad(path, None, "out of memory reading or checking the history")
+    except (ValueError, OverflowError) as e:
+        detail = str(e)[:200]
+        return _bad(path, None, f"cannot check this history ({type(e).__name__}: {detail})")
     if args.html:
         try:
             write_html(result, args.html)
         except OSError as e:
-            return _err(f"{args.html}: {e.strerror or e}")
+            return _bad(args.html, None, e.strerror or str(e))
+        except UnicodeEncodeError as e:  # a file name with undecodable bytes, in the page
+            return _bad(args.html, None, f"cannot write the report ({e.reason})")
     if args.json:
         out: dict[str, Any] = result.to_json()
         if staleness is not None:
@@ -100,5 +130,5 @@ def run_check(args: argparse.Namespace) -> int:
         if staleness is not None:
             print(format_staleness(staleness))
         if args.html:
-            print(f"report: {args.html}")
+            print(f"report: {printable(args.html)}")
     return _EXIT.get(result.verdict, EXIT_UNKNOWN)

@@ -14,8 +14,13 @@ Rules and invariants:
   time after its invocation, or never. Nemesis events are ignored.
 - `fail` means the operation did not happen, except when `History.fail_cas_is_false` is set
   (the Jepsen etcd logs): there a failed `cas` happened and returned false.
-- Values are normalised to hashable form (lists become tuples, dicts become sorted tuples
-  of pairs) so models can keep them in memoised states.
+- Values are normalised to hashable form (lists become tuples, dicts become `FrozenMap`s,
+  sorted pairs that never equal a plain tuple) so models can keep them in memoised states.
+- Hostile input is bad input, never a crash: values nest at most MAX_DEPTH containers deep
+  (checked while reading, so nothing later recurses deeper), `process` is an integer or a
+  string, `time` and `index` are integers from 0 to 2**63-1 (time may be a float), and
+  every problem is a HistoryFormatError naming the line. Its message is one short line:
+  `found` and `expected` are clipped, so a huge value cannot make a huge message.
 """
 
 from __future__ import annotations
@@ -29,6 +34,15 @@ Status = Literal["ok", "fail", "info"]
 
 EVENT_TYPES: frozenset[str] = frozenset({"invoke", "ok", "fail", "info"})
 NEMESIS = "nemesis"
+# Real histories nest a few levels (a cas pair, a list of appends); 64 leaves ample room
+# while keeping every recursive walk (freeze, repr, the writers) far from Python's limit.
+MAX_DEPTH = 64
+_INT64 = 1 << 63
+_CLIP = 120
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _CLIP else text[: _CLIP - 24] + " ... " + text[-19:]
 
 
 class HistoryFormatError(ValueError):
@@ -36,11 +50,59 @@ class HistoryFormatError(ValueError):
 
     def __init__(self, line: int | None, expected: str, found: str = "") -> None:
         self.line = line
-        self.expected = expected
-        self.found = found
+        self.expected = _clip(expected)
+        self.found = _clip(found)
         where = f"line {line}: " if line is not None else ""
-        tail = f", found {found}" if found else ""
-        super().__init__(f"{where}expected {expected}{tail}")
+        super().__init__(f"{where}{self.detail}")
+
+    @property
+    def detail(self) -> str:
+        """The message without its line: what was expected, and what was found."""
+        tail = f", found {self.found}" if self.found else ""
+        return f"expected {self.expected}{tail}"
+
+
+def too_deep(line: int | None) -> HistoryFormatError:
+    return HistoryFormatError(line, f"values nested at most {MAX_DEPTH} deep", "deeper nesting")
+
+
+def check_process(process: Any, line: int | None, name: str = "process") -> Hashable:
+    """`process` if it is an integer or a string (the forms Jepsen and we write)."""
+    if isinstance(process, str) or (isinstance(process, int) and not isinstance(process, bool)):
+        return process
+    raise HistoryFormatError(line, f"{name} as an integer or a string", repr(process))
+
+
+def check_time(t: Any, line: int | None, name: str = "time") -> int | None:
+    """`t` as whole nanoseconds; None stays None. Bounded so float() and sorting are safe."""
+    if t is None:
+        return None
+    # `not 0 <= t < _INT64` is also true for NaN.
+    if isinstance(t, bool) or not isinstance(t, int | float) or not 0 <= t < _INT64:
+        raise HistoryFormatError(
+            line, f"{name} as a number of nanoseconds from 0 to 2**63-1", repr(t)
+        )
+    return int(t)
+
+
+def check_index(idx: Any, line: int | None, name: str = "index") -> int | None:
+    if idx is None:
+        return None
+    if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < _INT64:
+        raise HistoryFormatError(line, f"{name} as an integer from 0 to 2**63-1", repr(idx))
+    return idx
+
+
+def check_depth(value: Any, line: int | None, depth: int = 0) -> None:
+    """Raise HistoryFormatError if the JSON-like `value` (lists, dicts) nests too deep.
+
+    For fields kept as decoded rather than frozen (`error`, extra fields).
+    """
+    if depth >= MAX_DEPTH:
+        raise too_deep(line)
+    for v in value.values() if isinstance(value, dict) else value:
+        if isinstance(v, list | dict):
+            check_depth(v, line, depth + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +158,16 @@ class Operation:
             res = f"ok {self.output!r}"
         elif self.ret is None:
             res = "info (no completion)"
-        return f"p{self.process} {self.f}({inner}) -> {res}"
+        # Everything else is a repr; a process or f string is printed raw, so escape one
+        # with control characters or lone surrogates (a terminal escape sequence in a
+        # hostile history, or text that stdout cannot encode).
+        return f"p{printable(self.process)} {printable(self.f)}({inner}) -> {res}"
+
+
+def printable(v: Any) -> str:
+    """`str(v)`, or its repr if that has characters a terminal should not see raw."""
+    s = str(v)
+    return s if s.isprintable() else repr(s)
 
 
 @dataclass(slots=True)
@@ -116,14 +187,56 @@ class History:
         return all(e.time is not None for e in self.events if not e.is_nemesis)
 
 
-def freeze(value: Any) -> Any:
-    """Hashable form of a decoded value (lists -> tuples, dicts -> sorted pairs)."""
+class FrozenMap(tuple[tuple[Any, Any], ...]):
+    """A decoded map, frozen: its (key, value) pairs sorted by repr.
+
+    Equal only to another FrozenMap: a plain tuple of pairs is a list in the history, and
+    a read of `[["a", 1]]` must not match a write of `{"a": 1}`.
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FrozenMap) and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return tuple.__hash__(self)
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k!r}: {v!r}" for k, v in self) + "}"
+
+
+_NESTED = (list, tuple, dict, set, frozenset)
+
+
+def freeze(value: Any, line: int | None = None) -> Any:
+    """Hashable form of a decoded value (lists -> tuples, dicts -> FrozenMap, sets ->
+    frozensets). Raises HistoryFormatError at `line` past MAX_DEPTH levels of nesting."""
+    if isinstance(value, _NESTED):
+        return _freeze(value, 0, line)
+    return value  # the common case: a scalar, no walk at all
+
+
+def _freeze(value: Any, depth: int, line: int | None) -> Any:
     if isinstance(value, list | tuple):
-        return tuple(freeze(v) for v in value)
+        if type(value) is FrozenMap:
+            return value  # frozen already (an EDN map key), so its depth was checked
+        if depth >= MAX_DEPTH:
+            raise too_deep(line)
+        return tuple([_freeze(v, depth + 1, line) for v in value])
     if isinstance(value, dict):
-        return tuple(sorted(((freeze(k), freeze(v)) for k, v in value.items()), key=repr))
+        if depth >= MAX_DEPTH:
+            raise too_deep(line)
+        d = depth + 1
+        pairs = [(_freeze(k, d, line), _freeze(v, d, line)) for k, v in value.items()]
+        return FrozenMap(sorted(pairs, key=repr))
     if isinstance(value, set | frozenset):
-        return frozenset(freeze(v) for v in value)
+        if depth >= MAX_DEPTH:
+            raise too_deep(line)
+        return frozenset([_freeze(v, depth + 1, line) for v in value])
     return value
 
 

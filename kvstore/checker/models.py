@@ -89,7 +89,8 @@ def _register_encode(allow_cas: bool) -> Callable[[Operation], Encoded | None]:
         if f == "cas":
             if not allow_cas:
                 raise HistoryFormatError(op.line, "read or write ops (use --model cas-register)")
-            if not (isinstance(arg, tuple) and len(arg) == 2):
+            # A map of two entries is a FrozenMap, a tuple too, but not a [from to] pair.
+            if not (type(arg) is tuple and len(arg) == 2):
                 raise HistoryFormatError(op.line, "a cas value [from to]", repr(arg))
             out = (op.output is not False) if known else UNKNOWN
             return ("cas", arg), out

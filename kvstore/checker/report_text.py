@@ -1,13 +1,16 @@
 """Human-readable summaries of check and staleness results (plain text, no colour codes).
 
 Rules: failing partitions first, then a one-line count of the rest; at most `limit` ops
-of any list are printed so a huge history still gives a short summary.
+of any list are printed so a huge history still gives a short summary. Text taken from
+the history is shown as a repr or through `printable`, so a hostile history cannot put
+terminal escape sequences (or text stdout cannot encode) on the screen.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kvstore.checker.history import printable
 from kvstore.checker.result import CheckResult, PartitionResult
 from kvstore.checker.staleness import StalenessReport
 
@@ -23,7 +26,7 @@ def _state(v: Any) -> str:
 
 def format_result(res: CheckResult, limit: int = 12) -> str:
     lines: list[str] = []
-    src = res.source or "<history>"
+    src = printable(res.source or "<history>")
     lines.append(
         f"{src}: {res.ops} ops, format {res.format}, model {res.model}, "
         f"{len(res.partitions)} partition(s)"
@@ -89,11 +92,11 @@ def format_staleness(rep: StalenessReport, limit: int = 5) -> str:
     ryw = rep.per_process(rep.read_your_writes_violations)
     lines.append(
         "  monotonic-read violations: "
-        + (", ".join(f"p{p}: {n}" for p, n in mr.items()) if mr else "none")
+        + (", ".join(f"p{printable(p)}: {n}" for p, n in mr.items()) if mr else "none")
     )
     lines.append(
         "  read-your-writes violations: "
-        + (", ".join(f"p{p}: {n}" for p, n in ryw.items()) if ryw else "none")
+        + (", ".join(f"p{printable(p)}: {n}" for p, n in ryw.items()) if ryw else "none")
     )
     if rep.unexplained_reads:
         lines.append(f"  unexplained reads (value never written): {len(rep.unexplained_reads)}")

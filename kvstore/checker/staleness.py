@@ -33,7 +33,7 @@ from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvstore.checker.history import History, Operation
+from kvstore.checker.history import History, HistoryFormatError, Operation
 from kvstore.checker.result import op_json
 
 _NEG = -math.inf
@@ -155,14 +155,17 @@ def _t(v: int | None, default: float) -> float:
 
 
 def analyse_staleness(history: History | Sequence[Operation]) -> StalenessReport:
-    """All staleness figures for a history; raises ValueError if it lacks times."""
+    """All staleness figures for a history.
+
+    Raises HistoryFormatError (a ValueError) at the first op that lacks a time.
+    """
     ops = history.operations() if isinstance(history, History) else list(history)
     report = StalenessReport()
     by_key: dict[Hashable, list[Operation]] = {}
     for op in ops:
         if op.f in _READ_FS or op.f in _WRITE_FS or op.f == "cas":
             if op.call_time is None or (op.ret is not None and op.ret_time is None):
-                raise ValueError(f"staleness needs time fields (op on line {op.line} has none)")
+                raise HistoryFormatError(op.line, "time fields for the staleness analyses")
             by_key.setdefault(op.key, []).append(op)
     for key_ops in by_key.values():
         _analyse_key(key_ops, report)
@@ -186,7 +189,7 @@ def _analyse_key(ops: list[Operation], rep: StalenessReport) -> None:
         if op.f == "cas":
             if op.status == "ok" and op.output is False:
                 continue
-            if not (isinstance(op.input, tuple) and len(op.input) == 2):
+            if not (type(op.input) is tuple and len(op.input) == 2):  # not a FrozenMap
                 continue
             value = op.input[1]
         else:

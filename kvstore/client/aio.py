@@ -13,13 +13,22 @@ Rules:
 - Coordinator choice is token-aware when the client knows the ring (from a config): a
   key's primaries first, so the coordinator usually is a replica and saves a hop. A
   coordinator that cannot be connected to is skipped for a moment and the next one is
-  tried; that is safe because the request never left. Any other failure is raised as
-  it is (a timeout is indefinite: retrying could apply a write twice out of order).
+  tried; that is safe because the request never left. So is a coordinator that refused
+  the call before doing anything (``CoordinatorRefused``: its clock is off). Any other
+  failure is raised as it is (a timeout is indefinite: retrying could apply a write
+  twice out of order).
+- ``Overloaded`` is definite (the coordinator did nothing), so the client backs off
+  (jittered, doubling) and tries again until its deadline, then raises it.
+- ``tls`` is the client's identity (a CA, a certificate and its key): mutual TLS, and a
+  coordinator known by id must present that node's certificate. ``None`` is plaintext,
+  for a cluster that opted out; ``from_config`` takes the config's client certificate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,17 +44,26 @@ from kvstore.core import consistency
 from kvstore.core.keys import as_key, as_value
 from kvstore.core.ring import Ring
 from kvstore.core.version import Timestamp
-from kvstore.errors import CoordinatorUnreachable, InvalidArgument, KVError
-from kvstore.net.channel import open_channel
+from kvstore.errors import (
+    CoordinatorRefused,
+    CoordinatorUnreachable,
+    InvalidArgument,
+    KVError,
+    Overloaded,
+)
+from kvstore.net.channel import Dialer, message_limit
 from kvstore.net.convert import options_to_pb, ts_from_pb
 from kvstore.net.status import from_rpc_error
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.security.tls import TLSFiles, client_files
 
 Level = int | str
 Transport = Literal["session", "unary"]
 SKIP_UNREACHABLE_S = 1.0
 DEADLINE_MARGIN_S = 0.5
+OVERLOAD_BACKOFF_S = (0.005, 0.2)
+_FROM_CONFIG: TLSFiles = TLSFiles(Path(), Path(), Path())  # "the config's", a sentinel
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +112,7 @@ class Client:
         max_value_bytes: int = 3 << 20,
         timeout: float = 5.0,
         transport: Transport = "session",
+        tls: TLSFiles | None = None,
     ) -> None:
         if not addresses:
             raise InvalidArgument("a client needs at least one node address")
@@ -115,6 +134,8 @@ class Client:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._skip_until: dict[str, float] = {}
         self._rotation = itertools.cycle(range(len(self.addresses)))
+        self._known_ids = node_ids is not None
+        self._dialer = Dialer(tls, message_limit(max_key_bytes, max_value_bytes))
 
     @classmethod
     def from_config(
@@ -123,7 +144,10 @@ class Client:
         *,
         timeout: float | None = None,
         transport: Transport = "session",
+        tls: TLSFiles | None = _FROM_CONFIG,
     ) -> Client:
+        """A client for the config's cluster, with its ``[tls] client`` certificate unless
+        ``tls`` gives other files."""
         cfg = config if isinstance(config, config_mod.ClusterConfig) else config_mod.load(config)
         return cls(
             [node.address for node in cfg.nodes],
@@ -134,6 +158,7 @@ class Client:
             max_value_bytes=cfg.max_value_bytes,
             timeout=timeout if timeout is not None else cfg.request_timeout_ms / 1000 + 1.0,
             transport=transport,
+            tls=client_files(cfg) if tls is _FROM_CONFIG else tls,
         )
 
     async def __aenter__(self) -> Client:
@@ -286,7 +311,7 @@ class Client:
             # Validate now, against the same rules the coordinator applies.
             consistency.resolve(
                 consistency.CallOptions(r, w, preset, sloppy, read_repair, timeout_ms),
-                consistency.Defaults(self.n, 1, 1, True, "off", 1),
+                consistency.Defaults(self.n, 1, 1, True, "off", 1, max_timeout_ms=1 << 31),
             )
         else:
             for name, level in (("r", r), ("w", w)):
@@ -315,7 +340,8 @@ class Client:
     def _channel(self, node: str) -> grpc.aio.Channel:
         channel = self._channels.get(node)
         if channel is None:
-            channel = self._channels[node] = open_channel(self._address_of[node])
+            node_id = node if self._known_ids else None
+            channel = self._channels[node] = self._dialer.aio(self._address_of[node], node_id)
         return channel
 
     def _stub(self, node: str) -> pb_grpc.KVStub:
@@ -357,17 +383,40 @@ class Client:
         request: pb.PutRequest | pb.GetRequest | pb.DeleteRequest,
         timeout: float | None,
     ) -> pb.PutReply | pb.GetReply:
-        deadline = (timeout if timeout is not None else self.timeout) + DEADLINE_MARGIN_S
+        budget = (timeout if timeout is not None else self.timeout) + DEADLINE_MARGIN_S
+        end = time.monotonic() + budget
+        backoff = OVERLOAD_BACKOFF_S[0]
+        while True:
+            try:
+                return await self._attempt(key, method, request, end - time.monotonic())
+            except Overloaded:
+                pause = backoff * (0.5 + random.random())
+                if time.monotonic() + pause >= end:
+                    raise
+                await asyncio.sleep(pause)
+                backoff = min(backoff * 2, OVERLOAD_BACKOFF_S[1])
+
+    async def _attempt(
+        self,
+        key: bytes,
+        method: Literal["Put", "Get", "Delete"],
+        request: pb.PutRequest | pb.GetRequest | pb.DeleteRequest,
+        deadline: float,
+    ) -> pb.PutReply | pb.GetReply:
         last: KVError | None = None
         for node in self._coordinators(key):
             try:
                 return await self._send(node, method, request, deadline)
-            except CoordinatorUnreachable as error:
+            except (CoordinatorUnreachable, CoordinatorRefused) as error:
                 if not error.definite:
                     raise
                 self._skip_until[node] = time.monotonic() + SKIP_UNREACHABLE_S
                 last = error
         assert last is not None
+        if isinstance(last, CoordinatorRefused):
+            raise CoordinatorRefused(
+                f"no coordinator took the call (tried {len(self.addresses)}): {last.message}"
+            )
         raise CoordinatorUnreachable(
             f"no coordinator reachable (tried {len(self.addresses)}): {last.message}",
             definite=True,

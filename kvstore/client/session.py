@@ -28,7 +28,7 @@ import grpc
 
 from kvstore.errors import CoordinatorUnreachable, RequestTimeout
 from kvstore.net.outbox import BATCH_LIMIT_BYTES, cut
-from kvstore.net.status import from_call_error
+from kvstore.net.status import from_call_error, from_rpc_error
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
@@ -114,7 +114,7 @@ class SessionLink:
         """Open a stream, then pump batches both ways until it ends."""
         if not await self._ready():
             self._refuse_until = time.monotonic() + REFUSED_BACKOFF_S
-            self._fail_queued(f"{self.target} is unreachable")
+            self._fail_queued(await self._why_unreachable())
             return
         self._generation += 1
         generation = self._generation
@@ -158,6 +158,15 @@ class SessionLink:
         self._generation += 1  # its sender takes nothing more
         self._streaming = False
         self._runner = None
+
+    async def _why_unreachable(self) -> str:
+        """What gRPC says of the failed connection (refused, or a TLS handshake), which
+        the channel's state does not tell: one cheap RPC that fails at once asks it."""
+        try:
+            await pb_grpc.AdminStub(self._channel).Echo(pb.EchoMessage(), timeout=0.5)
+        except grpc.aio.AioRpcError as exc:
+            return from_rpc_error(exc, self.target).message
+        return f"{self.target} is unreachable"
 
     async def _ready(self) -> bool:
         """Wait until the channel is READY; False as soon as connecting failed."""

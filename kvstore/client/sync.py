@@ -14,7 +14,8 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 from kvstore import config as config_mod
-from kvstore.client.aio import Client, GetResult, Level, PutResult, Transport
+from kvstore.client.aio import _FROM_CONFIG, Client, GetResult, Level, PutResult, Transport
+from kvstore.security.tls import TLSFiles
 
 T = TypeVar("T")
 
@@ -40,11 +41,14 @@ class SyncClient:
         *,
         timeout: float | None = None,
         transport: Transport = "session",
+        tls: TLSFiles | None = _FROM_CONFIG,
     ) -> SyncClient:
         self = cls.__new__(cls)
         self._runner = asyncio.Runner(loop_factory=_loop_factory())
         self._client = self._runner.run(
-            self._make(lambda: Client.from_config(config, timeout=timeout, transport=transport))
+            self._make(
+                lambda: Client.from_config(config, timeout=timeout, transport=transport, tls=tls)
+            )
         )
         return self
 

@@ -14,7 +14,7 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
-from kvstore.cluster.local import ClusterError, LocalCluster, is_our_node, status
+from kvstore.cluster.local import ClusterError, LocalCluster, is_our_node
 from kvstore.config import ClusterConfig
 
 console = Console()
@@ -57,7 +57,7 @@ def collect(config: ClusterConfig, config_path: Path) -> list[dict[str, Any]]:
             "pid": proc.pid if proc and is_our_node(proc.pid, node.id) else None,
         }
         try:
-            reply = status(node.address, timeout=1.0)
+            reply = cluster.status(node.id, timeout=1.0)
         except grpc.RpcError as exc:
             row["health"] = "down" if row["pid"] is None else "unresponsive"
             row["error"] = exc.code().name if isinstance(exc, grpc.Call) else str(exc)
@@ -70,6 +70,8 @@ def collect(config: ClusterConfig, config_path: Path) -> list[dict[str, Any]]:
                 counters=dict(reply.counters),
                 hints_pending=dict(reply.hints_pending),
                 peers={p.node: p.state for p in reply.peers},
+                tls=reply.tls,
+                faults_enabled=reply.faults_enabled,
             )
         rows.append(row)
     return rows
@@ -81,7 +83,16 @@ def show_status(config: ClusterConfig, config_path: Path, *, as_json: bool = Fal
         print(json.dumps({"cluster": config.name, "nodes": rows}, indent=2))
         return 0 if all(r["health"] == "up" for r in rows) else 1
     table = Table(title=f"cluster {config.name} (N={config.n}, R={config.r}, W={config.w})")
-    columns = ("node", "address", "pid", "health", "keys", "uptime", "its view of peers")
+    columns = (
+        "node",
+        "address",
+        "pid",
+        "health",
+        "keys",
+        "uptime",
+        "tls/faults",
+        "its view of peers",
+    )
     for column in (
         *columns,
         "hints pending",
@@ -109,6 +120,12 @@ def show_status(config: ClusterConfig, config_path: Path, *, as_json: bool = Fal
             f"[{colour}]{r['health']}[/{colour}]",
             str(r.get("keys", "-")),
             f"{r['uptime_s']}s" if "uptime_s" in r else "-",
+            (
+                ("mTLS" if r["tls"] else "[red]OFF[/red]")
+                + ("/[yellow]ENABLED[/yellow]" if r["faults_enabled"] else "/off")
+            )
+            if up
+            else "-",
             view,
             str(sum(r.get("hints_pending", {}).values())) if up else "-",
             f"{c.get('hints.stored', 0)}/{c.get('hints.delivered', 0)}/{c.get('hints.dropped', 0)}"

@@ -9,6 +9,10 @@ Rules and invariants:
 - ``stop`` always ends with no node process left: SIGTERM, a grace period, then SIGKILL
   (and SIGCONT first, since a paused process cannot handle SIGTERM).
 - Readiness is a successful Admin.Status call, polled with a deadline, never a sleep.
+- Secure by default: before the first node starts, whatever certificates the config's
+  ``[tls]`` folder lacks are made (a CA, one per node, the admin client's), and every
+  call this module makes dials as that admin client. Nodes get ``--enable-faults`` only
+  when the cluster is made with ``enable_faults`` (tests and the harness).
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ from types import TracebackType
 import grpc
 
 from kvstore.config import ClusterConfig
+from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.security import certs
 
 STATE_FILE = "cluster.json"
 
@@ -91,9 +97,20 @@ def write_local_config(
     return path
 
 
-def status(address: str, timeout: float = 1.0) -> pb.StatusReply:
+def ensure_certs(config: ClusterConfig) -> list[Path]:
+    """Make what a local cluster's ``[tls]`` folder lacks (nothing with TLS off)."""
+    tls = config.tls_config
+    if not tls.enabled:
+        return []
+    nodes = [(node.id, node.host) for node in config.nodes]
+    return certs.ensure_local(tls.certs_dir, config.name, nodes, tls.client)
+
+
+def status(
+    address: str, timeout: float = 1.0, *, dialer: Dialer = PLAINTEXT, node_id: str | None = None
+) -> pb.StatusReply:
     """One Admin.Status call (blocking); raises grpc.RpcError when the node is not up."""
-    with grpc.insecure_channel(address) as channel:
+    with dialer.sync(address, node_id) as channel:
         reply: pb.StatusReply = pb_grpc.AdminStub(channel).Status(pb.Empty(), timeout=timeout)
         return reply
 
@@ -129,7 +146,10 @@ class LocalCluster:
         run_dir: Path | None = None,
         python: str = sys.executable,
         command_prefix: Callable[[str], list[str]] | None = None,
+        enable_faults: bool = False,
     ) -> None:
+        self.enable_faults = enable_faults
+        self._dialer: Dialer | None = None
         self.config = config
         self.config_path = Path(config_path).resolve()
         self.run_dir = Path(run_dir or config.run_dir)
@@ -137,6 +157,28 @@ class LocalCluster:
         self.command_prefix = command_prefix  # e.g. run each node in its own namespace
         self.nodes: dict[str, NodeProcess] = {}
         self.clock_offsets_ms: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ dialling
+
+    @property
+    def dialer(self) -> Dialer:
+        """Dials as the config's client (admin), making missing certificates first."""
+        if self._dialer is None:
+            ensure_certs(self.config)
+            self._dialer = Dialer.for_client(self.config)
+        return self._dialer
+
+    def channel(self, node_id: str) -> grpc.Channel:
+        """A blocking channel to one node, as the admin client."""
+        return self.dialer.sync(self.config.node(node_id).address, node_id)
+
+    def aio_channel(self, node_id: str) -> grpc.aio.Channel:
+        return self.dialer.aio(self.config.node(node_id).address, node_id)
+
+    def status(self, node_id: str, timeout: float = 1.0) -> pb.StatusReply:
+        return status(
+            self.config.node(node_id).address, timeout, dialer=self.dialer, node_id=node_id
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,6 +203,7 @@ class LocalCluster:
                 f"cluster {self.config.name!r} is already running: {names}; "
                 f"stop it with `kvstore cluster down` first"
             )
+        _ = self.dialer  # certificates first: the nodes need theirs to start
         try:
             for node in self.config.nodes:
                 self.start_node(node.id, wait=False)
@@ -189,6 +232,8 @@ class LocalCluster:
         ]
         if self.command_prefix is not None:
             args = self.command_prefix(node_id) + args
+        if self.enable_faults:
+            args.append("--enable-faults")
         offset = self.clock_offsets_ms.get(node_id)
         if offset:
             args += ["--clock-offset-ms", str(offset)]
@@ -216,7 +261,7 @@ class LocalCluster:
                     f"node {node_id} exited while starting; its log says:\n{self.tail(node_id)}"
                 )
             try:
-                status(proc.address, timeout=0.5)
+                self.status(node_id, timeout=0.5)
                 waiting.pop(0)
                 continue
             except grpc.RpcError:

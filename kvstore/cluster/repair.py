@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kvstore.config import ClusterConfig
+from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
@@ -36,9 +37,12 @@ class NodeRepair:
     peers: list[dict[str, Any]] = field(default_factory=list)
 
 
-def repair_node(address: str, peers: list[str] | None = None) -> pb.RepairReply:
+def repair_node(
+    address: str, peers: list[str] | None = None, *, dialer: Dialer = PLAINTEXT,
+    node_id: str | None = None,
+) -> pb.RepairReply:  # fmt: skip
     """One blocking Admin.Repair call."""
-    with grpc.insecure_channel(address) as channel:
+    with dialer.sync(address, node_id) as channel:
         reply: pb.RepairReply = pb_grpc.AdminStub(channel).Repair(
             pb.RepairRequest(peers=peers or []), timeout=REPAIR_TIMEOUT_S
         )
@@ -48,10 +52,11 @@ def repair_node(address: str, peers: list[str] | None = None) -> pb.RepairReply:
 def run(config: ClusterConfig, node_id: str | None = None) -> list[NodeRepair]:
     targets = [config.node(node_id)] if node_id is not None else list(config.nodes)
     results: list[NodeRepair] = []
+    dialer = Dialer.for_client(config)
     for node in targets:
         result = NodeRepair(node.id)
         try:
-            reply = repair_node(node.address)
+            reply = repair_node(node.address, dialer=dialer, node_id=node.id)
         except grpc.RpcError as exc:
             code = exc.code().name if isinstance(exc, grpc.Call) else "ERROR"
             details = exc.details() if isinstance(exc, grpc.Call) else str(exc)

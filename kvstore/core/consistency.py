@@ -68,6 +68,7 @@ class Defaults:
     sloppy: bool
     read_repair: str
     timeout_ms: int
+    max_timeout_ms: int = 60_000  # a call may not ask for longer (bounds held resources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,4 +128,9 @@ def resolve(call: CallOptions, defaults: Defaults) -> Resolved:
     timeout_ms = defaults.timeout_ms if call.timeout_ms is None else call.timeout_ms
     if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms <= 0:
         raise InvalidArgument(f"timeout must be a positive number of ms, got {timeout_ms!r}")
+    if timeout_ms > defaults.max_timeout_ms:
+        raise InvalidArgument(
+            f"timeout of {timeout_ms} ms is longer than the cluster's maximum "
+            f"({defaults.max_timeout_ms} ms, max_timeout_ms)"
+        )
     return Resolved(r, w, sloppy, read_repair, timeout_ms, linearizable)

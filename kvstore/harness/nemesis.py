@@ -28,7 +28,6 @@ import grpc
 
 from kvstore.cluster.local import LocalCluster
 from kvstore.cluster.netns import NetnsNetwork
-from kvstore.net.channel import open_channel
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
@@ -62,7 +61,7 @@ class FaultState:
             drop=state.drop,
             lying_disk=state.lying_disk,
         )
-        channel = open_channel(self.cluster.config.node(node).address)
+        channel = self.cluster.aio_channel(node)
         try:
             await pb_grpc.AdminStub(channel).SetFaults(request, timeout=2, wait_for_ready=True)
         except grpc.aio.AioRpcError:

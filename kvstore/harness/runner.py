@@ -28,7 +28,7 @@ import grpc
 
 from kvstore import config as config_mod
 from kvstore.client import Client
-from kvstore.cluster.local import LocalCluster, status, write_local_config
+from kvstore.cluster.local import LocalCluster, write_local_config
 from kvstore.cluster.netns import NetnsNetwork, unavailable_reason
 from kvstore.core.ring import Ring
 from kvstore.harness import nemesis as nemesis_mod
@@ -36,9 +36,9 @@ from kvstore.harness.guarantees import Setting, promised
 from kvstore.harness.recorder import Recorder
 from kvstore.harness.workers import FINAL_PROCESS, Options, Tally, run_op, run_workers
 from kvstore.harness.workload import Op, make_workload
-from kvstore.net.channel import open_channel
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.security.tls import client_files
 
 
 @dataclass(slots=True)
@@ -164,7 +164,7 @@ async def _settle(cluster: LocalCluster, timeout: float = 20.0) -> dict[str, Any
         problems = []
         for node in cluster.config.node_ids:
             try:
-                reply = await asyncio.to_thread(status, cluster.config.node(node).address)
+                reply = await asyncio.to_thread(cluster.status, node)
             except grpc.RpcError:
                 problems.append(f"{node} not answering")
                 continue
@@ -181,7 +181,7 @@ async def _repair_round(cluster: LocalCluster) -> dict[str, Any]:
     """One anti-entropy round from every node, as an operator would run after faults."""
     repaired, errors = 0, []
     for node in cluster.config.node_ids:
-        channel = open_channel(cluster.config.node(node).address)
+        channel = cluster.aio_channel(node)
         try:
             reply = await pb_grpc.AdminStub(channel).Repair(
                 pb.RepairRequest(), timeout=60, wait_for_ready=True
@@ -199,7 +199,7 @@ async def _convergence(cluster: LocalCluster, keys: list[str]) -> dict[str, Any]
     """Every primary of every key holds the same version (the newest, after repair)."""
     cfg = cluster.config
     ring = Ring(cfg.node_ids, cfg.vnodes)
-    channels = {n: open_channel(cfg.node(n).address) for n in cfg.node_ids}
+    channels = {n: cluster.aio_channel(n) for n in cfg.node_ids}
     diverged: dict[str, dict[str, str]] = {}
     try:
         for key in keys:
@@ -241,7 +241,11 @@ async def run_test(
     workload = make_workload(options.workload, options.keys, options.seed)
     state = RunState()
     cluster = LocalCluster(
-        cfg, cfg_path, run_dir=folder, command_prefix=network.command if network else None
+        cfg,
+        cfg_path,
+        run_dir=folder,
+        command_prefix=network.command if network else None,
+        enable_faults=True,
     )
     recorder = Recorder(
         folder / "history.jsonl",
@@ -267,7 +271,12 @@ async def run_test(
             (
                 node.id,
                 await clients.enter_async_context(
-                    Client([node.address], n=cfg.n, timeout=options.op_timeout)
+                    Client(
+                        [node.address],
+                        n=cfg.n,
+                        timeout=options.op_timeout,
+                        tls=client_files(cfg),
+                    )
                 ),
             )
             for node in cfg.nodes

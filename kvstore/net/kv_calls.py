@@ -2,14 +2,18 @@
 
 Rules: the unary KV methods and session streams both go through these two functions,
 so a call means the same on either path. They raise ``KVError``; each path puts it on
-the wire its own way (a status code, or a ``CallError`` in the session's reply).
+the wire its own way (a status code, or a ``CallError`` in the session's reply). Both
+check the caller's role here, in one place, and hold one of the node's in-flight slots
+(``Overloaded`` when none is free: refused before any work).
 """
 
 from __future__ import annotations
 
+from kvstore.errors import PermissionDenied
 from kvstore.net.convert import options_from_pb, ts_to_pb
 from kvstore.node.runtime import Node, ReplicaReport
 from kvstore.pb import kvstore_pb2 as pb
+from kvstore.security.identity import READ, WRITE, Identity
 
 
 def _acks(reports: list[ReplicaReport]) -> list[pb.ReplicaAck]:
@@ -30,21 +34,31 @@ def _versions(reports: list[ReplicaReport]) -> list[pb.ReplicaVersion]:
     return out
 
 
+def authorize(caller: Identity, need: str, op: str) -> None:
+    if not caller.may(need):
+        raise PermissionDenied(f"{caller} may not {op} (needs the {need!r} role or above)")
+
+
 async def put_reply(
-    node: Node, key: bytes, value: bytes | None, options: pb.Options
+    node: Node, caller: Identity, key: bytes, value: bytes | None, options: pb.Options
 ) -> pb.PutReply:
     """Coordinate one put (``value`` None: a delete); raises ``KVError``."""
-    result = await node.put(key, value, options_from_pb(options), trace=options.trace)
+    op = "put" if value is not None else "delete"
+    authorize(caller, WRITE, op)
+    with node.admitted(op):
+        result = await node.put(key, value, options_from_pb(options), trace=options.trace)
     reply = pb.PutReply(ts=ts_to_pb(result.ts), coordinator=node.id)
     if options.trace:
         reply.acks.extend(_acks(result.replicas))
     return reply
 
 
-async def get_reply(node: Node, request: pb.GetRequest) -> pb.GetReply:
+async def get_reply(node: Node, caller: Identity, request: pb.GetRequest) -> pb.GetReply:
     """Coordinate one get; raises ``KVError``."""
+    authorize(caller, READ, "get")
     options = request.options
-    result = await node.get(request.key, options_from_pb(options), trace=options.trace)
+    with node.admitted("get"):
+        result = await node.get(request.key, options_from_pb(options), trace=options.trace)
     reply = pb.GetReply(coordinator=node.id)
     record = result.record
     if record is not None:

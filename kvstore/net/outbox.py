@@ -8,6 +8,8 @@ Rules and invariants:
   item), keeping every message under gRPC's size limit.
 - ``stream`` runs the reading side (``pump``) beside the writer, ends once ``done()``
   holds with nothing queued, and never leaves the pump running behind it.
+- ``room`` lets a pump wait while the writer is behind (the other end stopped reading),
+  so a reader that never reads cannot make the outbox grow without bound.
 """
 
 from __future__ import annotations
@@ -37,12 +39,23 @@ class Outbox(Generic[T]):
     def __init__(self, size: Callable[[T], int], limit: int = BATCH_LIMIT_BYTES) -> None:
         self._items: list[T] = []
         self._ready = asyncio.Event()
+        self._taken = asyncio.Event()  # the writer took a batch
         self._size = size
         self._limit = limit
 
     def put(self, item: T) -> None:
         self._items.append(item)
         self._ready.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._items)
+
+    async def room(self, max_items: int) -> None:
+        """Wait until at most ``max_items`` are queued (a rare path: the peer is slow)."""
+        while len(self._items) > max_items:
+            self._taken.clear()
+            await self._taken.wait()
 
     def wake(self) -> None:
         """Make the writer look at ``done()`` again."""
@@ -59,6 +72,7 @@ class Outbox(Generic[T]):
                 await asyncio.sleep(0)  # one more turn: every task ready now joins
                 while self._items:
                     batch, self._items = cut(self._items, self._size, self._limit)
+                    self._taken.set()
                     yield batch
                 if done() and not self._items:
                     break

@@ -11,6 +11,11 @@ Rules and invariants:
   per-message gRPC cost is shared by many messages.
 - After a failed connect the link refuses requests (as not sent) for a short backoff, so
   a dead peer costs callers nothing but a dictionary lookup.
+- At most ``max_pending`` requests wait for an answer; more are refused at once as not
+  sent, so a paused peer makes calls fail fast instead of growing this node's memory.
+- The link dials as this node (its certificate, through ``Dialer``) and checks that the
+  other end's certificate names the peer it meant to reach. The ``kv-peer`` header only
+  names the sender for a plaintext cluster; with TLS the certificate is what counts.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 import grpc
 
 from kvstore.net import replica_codec
-from kvstore.net.channel import open_channel
+from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.net.faults import FaultRules
 from kvstore.net.outbox import BATCH_LIMIT_BYTES, cut
 from kvstore.pb import kvstore_pb2 as pb
@@ -51,7 +56,11 @@ class PeerLink:
         *,
         local_id: str = "",
         faults: FaultRules | None = None,
+        dialer: Dialer = PLAINTEXT,
+        max_pending: int = 8192,
     ) -> None:
+        self.dialer = dialer
+        self.max_pending = max_pending
         self.peer_id = peer_id
         self.local_id = local_id
         self.faults = faults or FaultRules()
@@ -84,6 +93,15 @@ class PeerLink:
         if time.monotonic() < self._refuse_until:
             future.set_exception(
                 PeerError(f"{self.peer_id} at {self.address} is unreachable", sent=False)
+            )
+            return future
+        if len(self._pending) >= self.max_pending:
+            future.set_exception(
+                PeerError(
+                    f"{self.peer_id} has {len(self._pending)} requests unanswered "
+                    f"(max_peer_pending); not sent",
+                    sent=False,
+                )
             )
             return future
         rid = next(self._ids)
@@ -122,7 +140,7 @@ class PeerLink:
     async def _run(self) -> None:
         """Connect, then pump frames both ways until the stream breaks."""
         if self._channel is None:
-            self._channel = open_channel(self.address)
+            self._channel = self.dialer.aio(self.address, self.peer_id)
         try:
             await asyncio.wait_for(self._channel.channel_ready(), CONNECT_TIMEOUT_S)
         except (TimeoutError, grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
@@ -171,7 +189,16 @@ class PeerLink:
             return  # replies from across a partition are lost too
         if self._on_heard is not None:
             self._on_heard(self.peer_id)
-        for rid, status, result in replica_codec.unpack(payload):
+        try:
+            replies = replica_codec.unpack(payload)
+        except ValueError:
+            return  # nonsense from a peer: the requests it answered will expire
+        for reply in replies:
+            if not isinstance(reply, list) or len(reply) != 3:
+                continue
+            rid, status, result = reply
+            if type(rid) is not int:
+                continue
             entry = self._pending.pop(rid, None)
             if entry is None:
                 continue  # expired already

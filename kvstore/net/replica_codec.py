@@ -9,10 +9,15 @@ A frame holds a list of messages; batching many messages into one frame is the p
                  that owner, so hints held for it answer too; may be left out)
     "p"  ping:   [rid, "p", sender_id]
   response  [rid, status, payload]   status 0 = ok, 1 = error (payload: message)
-    write -> applied (bool); read -> None | [value|None, wall, logical, node]; ping -> id
+    write -> applied (bool); read -> None | [value|None, wall, logical, node];
+    ping -> [id, physical clock in us] (peers estimate their clock offsets from it)
 
 Invariants: encode/decode round-trip every message exactly; keys and values stay
 bytes (``use_bin_type``), strings stay str; a malformed message raises ``ValueError``.
+Decoding what a peer sent validates every field (``kvstore.core.peer_input``): types,
+key and value limits, node ids and timestamp ranges. Frames are bounded before they
+are decoded (``max_bin_len`` and friends), so msgpack never allocates more than the
+frame's own size allows.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from typing import Any
 
 import msgpack
 
-from kvstore.core.version import Record, Timestamp
+from kvstore.core.peer_input import PeerLimits, fields
+from kvstore.core.version import Record
 
 OK = 0
 ERROR = 1
@@ -32,8 +38,19 @@ def pack(messages: list[list[Any]]) -> bytes:
 
 
 def unpack(payload: bytes) -> list[list[Any]]:
+    size = len(payload)
     try:
-        messages = msgpack.unpackb(payload, raw=False, use_list=True)
+        messages = msgpack.unpackb(
+            payload,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_bin_len=size,
+            max_str_len=size,
+            max_array_len=size,
+            max_map_len=size // 2,
+            max_ext_len=0,
+        )
     except Exception as exc:  # msgpack raises several unrelated types
         raise ValueError(f"malformed replica frame: {exc}") from None
     if not isinstance(messages, list):
@@ -62,9 +79,18 @@ def write_args(record: Record, hint_for: str | None) -> list[Any]:
     return ["w", record.key, record.value, ts.wall, ts.logical, ts.node, hint_for]
 
 
-def record_from_write(args: list[Any]) -> tuple[Record, str | None]:
-    key, value, wall, logical, node, hint_for = args
-    return Record(key, value, Timestamp(wall, logical, node)), hint_for
+def record_from_write(args: list[Any], limits: PeerLimits) -> tuple[Record, str | None]:
+    key, value, wall, logical, node, hint_for = fields(args, 6, "a write")
+    record = limits.record(key, value, wall, logical, node)
+    return record, limits.optional_node(hint_for, "hint_for")
+
+
+def read_request(args: list[Any], limits: PeerLimits) -> tuple[bytes, str | None]:
+    """(key, hint_for) of a read request; ``hint_for`` may be left out."""
+    if not isinstance(args, list) or not 1 <= len(args) <= 2:
+        raise ValueError("a read must be a list of 1 or 2 fields")
+    hint_for = limits.optional_node(args[1], "hint_for") if len(args) > 1 else None
+    return limits.key(args[0]), hint_for
 
 
 def encode_record(record: Record | None) -> list[Any] | None:
@@ -74,8 +100,8 @@ def encode_record(record: Record | None) -> list[Any] | None:
     return [record.value, ts.wall, ts.logical, ts.node]
 
 
-def decode_record(key: bytes, raw: list[Any] | None) -> Record | None:
+def decode_record(key: bytes, raw: list[Any] | None, limits: PeerLimits) -> Record | None:
     if raw is None:
         return None
-    value, wall, logical, node = raw
-    return Record(key, value, Timestamp(wall, logical, node))
+    value, wall, logical, node = fields(raw, 4, "a read reply")
+    return limits.record(key, value, wall, logical, node)

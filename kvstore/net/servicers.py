@@ -3,6 +3,13 @@
 Rules: servicers translate and delegate; all decisions live in the node runtime and the
 core. A ``KVError`` leaves as its status code with ``kv-definite`` trailing metadata;
 any other exception is a bug and leaves as INTERNAL (indefinite) without killing the node.
+
+Who may do what is decided here, from the certificate the handshake verified
+(``kvstore.security.identity``), before anything else runs: KV calls by role (read,
+write), Admin by the admin role, the Replica stream only by a node of this cluster,
+whose frames then speak for that node alone (a ``kv-peer`` header naming another node
+is refused). SetFaults exists only on a node started with faults enabled. With TLS off
+(the explicit opt-out) every caller is allowed everything.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from kvstore.errors import InvalidArgument, KVError
+from kvstore.core.keys import as_key
+from kvstore.errors import InvalidArgument, KVError, PermissionDenied, Unauthenticated
 from kvstore.net import replica_codec
 from kvstore.net.convert import ts_to_pb
 from kvstore.net.kv_calls import get_reply, put_reply
@@ -24,6 +32,7 @@ from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.runtime import Node
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.security.identity import ADMIN, INSECURE, PEER, Identity, from_auth_context
 
 T = TypeVar("T")
 
@@ -42,26 +51,60 @@ async def _raise(error: KVError) -> None:
     raise error
 
 
+async def _refuse(context: grpc.aio.ServicerContext[Any, Any], error: KVError) -> None:
+    await _guard(context, _raise(error))
+
+
+class Gate:
+    """The node's door: whom a call comes from, and whether they may make it."""
+
+    def __init__(self, secure: bool) -> None:
+        self.secure = secure
+
+    async def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Identity:
+        if not self.secure:
+            return INSECURE
+        identity = from_auth_context(context.auth_context())
+        if identity is None:
+            await _refuse(context, Unauthenticated("no kvstore certificate identifies the caller"))
+            raise AssertionError("unreachable")
+        return identity
+
+    async def require(self, context: grpc.aio.ServicerContext[Any, Any], need: str,
+                      what: str) -> Identity:  # fmt: skip
+        identity = await self.caller(context)
+        if not identity.may(need):
+            role = "a node certificate" if need == PEER else f"the {need!r} role"
+            await _refuse(context, PermissionDenied(f"{identity} may not {what} (needs {role})"))
+        return identity
+
+
 class KVServicer(pb_grpc.KVServicer):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, gate: Gate) -> None:
         self.node = node
+        self.gate = gate
 
     async def Put(
         self, request: pb.PutRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PutReply:
+        caller = await self.gate.caller(context)
         return await _guard(
-            context, put_reply(self.node, request.key, request.value, request.options)
+            context, put_reply(self.node, caller, request.key, request.value, request.options)
         )
 
     async def Delete(
         self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PutReply:
-        return await _guard(context, put_reply(self.node, request.key, None, request.options))
+        caller = await self.gate.caller(context)
+        return await _guard(
+            context, put_reply(self.node, caller, request.key, None, request.options)
+        )
 
     async def Get(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetReply:
-        return await _guard(context, get_reply(self.node, request))
+        caller = await self.gate.caller(context)
+        return await _guard(context, get_reply(self.node, caller, request))
 
     async def Session(
         self,
@@ -69,32 +112,58 @@ class KVServicer(pb_grpc.KVServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.ResultBatch]:
         # grpc.aio recognises a streaming handler by its being an async generator.
-        async for batch in serve_session(self.node, request_iterator):
+        caller = await self.gate.caller(context)
+        async for batch in serve_session(self.node, caller, request_iterator):
             yield batch
 
 
 class ReplicaServicer(pb_grpc.ReplicaServicer):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, gate: Gate) -> None:
         self.node = node
+        self.gate = gate
+
+    async def _peer(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+        """The node this stream speaks for: its certificate's (the header's, TLS off)."""
+        claimed = dict(context.invocation_metadata() or ()).get(PEER_METADATA, "")
+        if not self.gate.secure:
+            return str(claimed)
+        identity = await self.gate.require(context, PEER, "open the replica stream")
+        if identity.name not in self.node.links:
+            await _refuse(
+                context,
+                PermissionDenied(f"{identity} is not a peer of {self.node.id} in this cluster"),
+            )
+        if claimed and claimed != identity.name:
+            self.node.counters["replica.impersonation"] += 1
+            await _refuse(
+                context,
+                PermissionDenied(f"{identity}'s certificate cannot speak for {claimed!r}"),
+            )
+        return identity.name
 
     async def Stream(
         self,
         request_iterator: AsyncIterator[pb.Frame],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.Frame]:
+        peer = await self._peer(context)
         outbox: Outbox[list[Any]] = Outbox(replica_codec.message_size)
         finished = False
-        peer = dict(context.invocation_metadata() or ()).get(PEER_METADATA, "")
         faults = self.node.faults
+        backlog = self.node.config.max_peer_pending
 
         async def pump() -> None:
             nonlocal finished
             try:
                 async for frame in request_iterator:
+                    await outbox.room(backlog)  # the peer is not reading its replies
                     try:
                         messages = replica_codec.unpack(frame.payload)
-                    except ValueError:
-                        continue  # a peer speaking nonsense gets no reply; its calls time out
+                    except ValueError as exc:
+                        # nonsense gets one error reply (request id 0) and the stream lives
+                        self.node.counters["replica.malformed"] += 1
+                        outbox.put([0, replica_codec.ERROR, str(exc)])
+                        continue
                     if faults.active and peer in faults.isolated:
                         continue  # a partition: the frame never arrived
                     self.node.handle_frame(messages, outbox.put)
@@ -107,13 +176,15 @@ class ReplicaServicer(pb_grpc.ReplicaServicer):
 
 
 class AdminServicer(pb_grpc.AdminServicer):
-    def __init__(self, node: Node, anti_entropy: AntiEntropy | None = None) -> None:
+    def __init__(self, node: Node, gate: Gate, anti_entropy: AntiEntropy | None = None) -> None:
         self.node = node
+        self.gate = gate
         self.anti_entropy = anti_entropy
 
     async def Status(
         self, request: pb.Empty, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.StatusReply:
+        await self.gate.require(context, ADMIN, "read the node's status")
         status = await self.node.status()
         reply = pb.StatusReply(
             node=status["node"],
@@ -122,7 +193,11 @@ class AdminServicer(pb_grpc.AdminServicer):
             pid=status["pid"],
             uptime_s=status["uptime_s"],
             keys=status["keys"],
+            faults_enabled=status["faults_enabled"],
+            tls=self.gate.secure,
         )
+        if status["clock_offset_us"] is not None:
+            reply.clock_offset_ms = status["clock_offset_us"] // 1000
         for name, value in status["counters"].items():
             reply.counters[name] = value
         for peer in status.get("peers", []):
@@ -134,11 +209,21 @@ class AdminServicer(pb_grpc.AdminServicer):
     async def Echo(
         self, request: pb.EchoMessage, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.EchoMessage:
+        await self.gate.caller(context)
         return request
 
     async def SetFaults(
         self, request: pb.Faults, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Faults:
+        await self.gate.require(context, ADMIN, "inject faults")
+        if not self.node.faults_enabled:
+            await _refuse(
+                context,
+                PermissionDenied(
+                    f"fault injection is disabled on {self.node.id}: it exists only in a node "
+                    f"started with --enable-faults (tests and the harness)"
+                ),
+            )
         faults = self.node.faults
         unknown = set(request.isolate_from) - set(self.node.links)
         if unknown or not 0.0 <= request.drop <= 1.0:
@@ -147,7 +232,7 @@ class AdminServicer(pb_grpc.AdminServicer):
                 if unknown
                 else f"drop={request.drop} not in 0..1"
             )
-            await _guard(context, _raise(InvalidArgument(problem)))
+            await _refuse(context, InvalidArgument(problem))
         faults.isolated = frozenset(request.isolate_from)
         faults.drop = request.drop
         faults.delay_s = request.delay_ms / 1000
@@ -167,12 +252,13 @@ class AdminServicer(pb_grpc.AdminServicer):
     async def Repair(
         self, request: pb.RepairRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RepairReply:
+        await self.gate.require(context, ADMIN, "run a repair")
         if self.anti_entropy is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "anti-entropy is not running")
             raise AssertionError("unreachable")
         unknown = set(request.peers) - set(self.node.links)
         if unknown:
-            await _guard(context, _raise(InvalidArgument(f"unknown peers {sorted(unknown)}")))
+            await _refuse(context, InvalidArgument(f"unknown peers {sorted(unknown)}"))
         report = await self.anti_entropy.repair(list(request.peers) or None)
         reply = pb.RepairReply(
             node=report.node,
@@ -199,7 +285,13 @@ class AdminServicer(pb_grpc.AdminServicer):
     async def ReadLocal(
         self, request: pb.LocalReadRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.LocalReadReply:
-        record = await self.node.local_version(request.key)
+        await self.gate.require(context, ADMIN, "read a replica's local copy")
+        try:
+            key = as_key(request.key, self.node.config.max_key_bytes)
+        except KVError as exc:
+            await _refuse(context, exc)
+            raise AssertionError("unreachable") from None
+        record = await self.node.local_version(key)
         reply = pb.LocalReadReply()
         reply.version.node = self.node.id
         if record is not None:

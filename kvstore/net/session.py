@@ -11,6 +11,10 @@ Rules and invariants:
 - The stream ends after the client closed its side and every call it sent was answered.
 - An exception other than ``KVError`` is a bug: that call alone gets an indefinite
   ``internal`` error, and the session and the node carry on.
+- At most ``max_session_calls`` calls run at once on one session; a call beyond that is
+  answered at once with ``Overloaded`` (definite: it never ran), so one client cannot
+  make a node hold unbounded work. The caller's identity is the stream's, checked per
+  call against what the call does.
 """
 
 from __future__ import annotations
@@ -19,32 +23,33 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from kvstore.errors import InvalidArgument, KVError
+from kvstore.errors import InvalidArgument, KVError, Overloaded
 from kvstore.net.kv_calls import get_reply, put_reply
 from kvstore.net.outbox import Outbox
 from kvstore.net.status import to_call_error
 from kvstore.node.runtime import Node
 from kvstore.pb import kvstore_pb2 as pb
+from kvstore.security.identity import Identity
 
 log = logging.getLogger("kvstore.session")
 
 
-async def answer(node: Node, call: pb.Call) -> pb.CallResult:
+async def answer(node: Node, caller: Identity, call: pb.Call) -> pb.CallResult:
     """Run one call; every outcome, failures included, becomes its ``CallResult``."""
     try:
         op = call.WhichOneof("op")
         if op == "put":
             put = call.put
             return pb.CallResult(
-                id=call.id, put=await put_reply(node, put.key, put.value, put.options)
+                id=call.id, put=await put_reply(node, caller, put.key, put.value, put.options)
             )
         if op == "delete":
             delete = call.delete
             return pb.CallResult(
-                id=call.id, put=await put_reply(node, delete.key, None, delete.options)
+                id=call.id, put=await put_reply(node, caller, delete.key, None, delete.options)
             )
         if op == "get":
-            return pb.CallResult(id=call.id, get=await get_reply(node, call.get))
+            return pb.CallResult(id=call.id, get=await get_reply(node, caller, call.get))
         raise InvalidArgument(f"call {call.id} names no operation (put, get or delete)")
     except KVError as exc:
         return pb.CallResult(id=call.id, error=to_call_error(exc))
@@ -55,14 +60,15 @@ async def answer(node: Node, call: pb.Call) -> pb.CallResult:
 
 
 async def serve_session(
-    node: Node, request_iterator: AsyncIterator[pb.CallBatch]
+    node: Node, caller: Identity, request_iterator: AsyncIterator[pb.CallBatch]
 ) -> AsyncIterator[pb.ResultBatch]:
+    limit = node.config.max_session_calls
     outbox: Outbox[pb.CallResult] = Outbox(pb.CallResult.ByteSize)
     running: set[asyncio.Task[None]] = set()
     client_done = False
 
     async def run(call: pb.Call) -> None:
-        outbox.put(await answer(node, call))
+        outbox.put(await answer(node, caller, call))
 
     def finished(task: asyncio.Task[None]) -> None:
         running.discard(task)
@@ -73,7 +79,16 @@ async def serve_session(
         nonlocal client_done
         try:
             async for batch in request_iterator:
+                await outbox.room(limit)  # the client is not reading: stop reading it
                 for call in batch.calls:
+                    if len(running) >= limit:
+                        node.counters["session.overloaded"] += 1
+                        refused = Overloaded(
+                            f"{len(running)} calls already in flight on this session "
+                            f"(max_session_calls={limit}); not run, retry later"
+                        )
+                        outbox.put(pb.CallResult(id=call.id, error=to_call_error(refused)))
+                        continue
                     task = asyncio.ensure_future(run(call))
                     running.add(task)
                     task.add_done_callback(finished)

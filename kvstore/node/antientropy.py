@@ -27,6 +27,10 @@ Rules and invariants:
   initiator cannot make it hoard memory.
 - Messages stay under ``CHUNK_BYTES`` (records) or ``CHUNK_ITEMS`` (hashes, leaves) so
   one exchange never sends a frame near gRPC's message limit.
+- Everything a peer sends is validated (``kvstore.core.peer_input``): session ids,
+  levels and indexes as bounded integers, keys, records and entries field by field,
+  and the records it makes this replica store also for clock drift. A bad message
+  fails that exchange alone.
 - Counters (in ``Node.counters``): ``ae.exchanges`` (rounds this node initiated),
   ``ae.keys_repaired`` (records this node stored because of repair), ``ae.bytes_sent``
   (msgpack bytes of anti-entropy messages this node sent, requests and replies),
@@ -49,6 +53,7 @@ import msgpack
 
 from kvstore.core import merkle
 from kvstore.core.merkle import Entry, MerkleTree, TopDown
+from kvstore.core.peer_input import PeerInputError, PeerLimits, fields, integer
 from kvstore.core.ring import Ring
 from kvstore.core.version import Record, Timestamp
 from kvstore.storage.base import Engine
@@ -80,11 +85,9 @@ def encode_full(record: Record) -> list[Any]:
     return [record.key, record.value, ts.wall, ts.logical, ts.node]
 
 
-def decode_full(raw: Sequence[Any]) -> Record:
-    key, value, wall, logical, node = raw
-    if not isinstance(key, bytes) or not (value is None or isinstance(value, bytes)):
-        raise ValueError("malformed record")
-    return Record(key, value, Timestamp.decode([wall, logical, node]))
+def decode_full(raw: object, limits: PeerLimits) -> Record:
+    key, value, wall, logical, node = fields(raw, 5, "a record")
+    return limits.record(key, value, wall, logical, node)
 
 
 def encode_entry(entry: Entry) -> list[Any]:
@@ -92,9 +95,16 @@ def encode_entry(entry: Entry) -> list[Any]:
     return [entry.key, ts.wall, ts.logical, ts.node, entry.tombstone]
 
 
-def decode_entry(raw: Sequence[Any]) -> Entry:
-    key, wall, logical, node, tombstone = raw
-    return Entry(key, Timestamp.decode([wall, logical, node]), bool(tombstone))
+def decode_entry(raw: object, limits: PeerLimits) -> Entry:
+    key, wall, logical, node, tombstone = fields(raw, 5, "an entry")
+    if type(tombstone) is not bool:
+        raise PeerInputError("an entry's tombstone flag must be a boolean")
+    return Entry(limits.key(key), limits.timestamp(wall, logical, node), tombstone)
+
+
+def permissive_limits(ring: Ring) -> PeerLimits:
+    """Limits for replicas wired together in one process (tests, benchmarks)."""
+    return PeerLimits(64 * 1024, 3 << 20, frozenset(ring.nodes), 1 << 62)
 
 
 def entry_of(record: Record) -> Entry:
@@ -189,8 +199,10 @@ class Replica:
         n: int,
         counters: collections.Counter[str] | None = None,
         observe: Callable[[Timestamp], None] | None = None,
+        limits: PeerLimits | None = None,
     ) -> None:
         self.id = node_id
+        self.limits = limits or permissive_limits(ring)
         self.engine = engine
         self.ring = ring
         self.n = n
@@ -239,7 +251,7 @@ class Replica:
             return 0
         if self._observe is not None:
             for record in records:
-                self._observe(record.ts)
+                self._observe(record.ts)  # refuses (raises) a timestamp far ahead
         stored = sum(await self.engine.apply_many(records))
         self.counters["ae.keys_repaired"] += stored
         return stored
@@ -247,12 +259,15 @@ class Replica:
     # ---------------------------------------------------------------- responder ops
 
     async def op_open(self, args: list[Any]) -> list[Any]:
-        session, initiator, depth, cutoff_us = args
-        if not isinstance(session, str) or not isinstance(initiator, str):
-            raise ValueError("malformed ae.open")
-        entries = (await self.shared_entries([initiator], int(cutoff_us)))[initiator]
+        session, initiator, depth, cutoff_us = fields(args, 4, "ae.open")
+        if not isinstance(session, str) or len(session) > 128:
+            raise PeerInputError("ae.open: the session id must be a short string")
+        initiator = self.limits.node(initiator, "ae.open initiator")
+        depth = integer(depth, "ae.open depth", 0, merkle.MAX_DEPTH)
+        cutoff_us = integer(cutoff_us, "ae.open cutoff", -(1 << 63), (1 << 63) - 1)
+        entries = (await self.shared_entries([initiator], cutoff_us))[initiator]
         # Hashing 100k entries takes a while: off the loop, so heartbeats keep flowing.
-        tree = await asyncio.to_thread(MerkleTree, int(depth), entries)
+        tree = await asyncio.to_thread(MerkleTree, depth, entries)
         self._sessions[session] = tree
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
@@ -264,27 +279,39 @@ class Replica:
             raise LookupError(f"no anti-entropy session {session!r} (expired?)")
         return tree
 
+    def _indexes(self, tree: MerkleTree, level: int, raw: object) -> list[int]:
+        if not isinstance(raw, list) or len(raw) > CHUNK_ITEMS:
+            raise PeerInputError(f"indexes must be a list of at most {CHUNK_ITEMS}")
+        top = (1 << level) - 1
+        return [integer(i, "index", 0, top) for i in raw]
+
     async def op_hashes(self, args: list[Any]) -> list[bytes]:
-        session, level, indexes = args
-        return self._tree(session).hashes(int(level), [int(i) for i in indexes])
+        session, level, indexes = fields(args, 3, "ae.hashes")
+        tree = self._tree(session)
+        level = integer(level, "ae.hashes level", 0, tree.depth)
+        return tree.hashes(level, self._indexes(tree, level, indexes))
 
     async def op_leaves(self, args: list[Any]) -> list[list[Any]]:
-        session, indexes = args
+        session, indexes = fields(args, 2, "ae.leaves")
         tree = self._tree(session)
-        return [encode_entry(e) for i in indexes for e in tree.leaf(int(i))]
+        return [encode_entry(e) for i in self._indexes(tree, tree.depth, indexes)
+                for e in tree.leaf(i)]  # fmt: skip
 
     async def op_get(self, args: list[Any]) -> list[list[Any]]:
-        (keys,) = args
-        records = await self.engine.get_many([bytes(k) for k in keys])
+        (keys,) = fields(args, 1, "ae.get")
+        records = await self.engine.get_many(self.limits.keys(keys, CHUNK_ITEMS))
         return [encode_full(r) for r in records if r is not None]
 
     async def op_put(self, args: list[Any]) -> int:
-        (raw,) = args
-        return await self._store([decode_full(r) for r in raw])
+        (raw,) = fields(args, 1, "ae.put")
+        if not isinstance(raw, list) or len(raw) > CHUNK_ITEMS:
+            raise PeerInputError(f"ae.put takes a list of at most {CHUNK_ITEMS} records")
+        return await self._store([decode_full(r, self.limits) for r in raw])
 
     async def op_close(self, args: list[Any]) -> None:
-        (session,) = args
-        self._sessions.pop(str(session), None)
+        (session,) = fields(args, 1, "ae.close")
+        if isinstance(session, str):
+            self._sessions.pop(session, None)
 
     # ------------------------------------------------------------------- initiator
 
@@ -356,7 +383,7 @@ class Replica:
             ],
             PARALLEL,
         )
-        theirs = [decode_entry(raw) for part in parts for raw in part]
+        theirs = [decode_entry(raw, self.limits) for part in parts for raw in part]
         mine = [e for leaf in leaves for e in tree.leaf(leaf)]
         pull, push = merkle.reconcile(mine, theirs)
         if pull:
@@ -364,7 +391,7 @@ class Replica:
                 [partial(counted, "ae.get", [list(part)]) for part in chunks_by_count(pull, 1024)],
                 PARALLEL,
             )
-            records = [decode_full(raw) for part in fetched for raw in part]
+            records = [decode_full(raw, self.limits) for part in fetched for raw in part]
             result.keys_pulled = await self._store(records)
         if push:
             mine_now = [r for r in await self.engine.get_many(push) if r is not None]
@@ -389,7 +416,8 @@ class AntiEntropy:
             node.ring,
             node.config.n,
             node.counters,
-            observe=lambda ts: node.clock.observe(ts, node.physical_us()),
+            observe=node.observe_peer_ts,
+            limits=node.limits,
         )
         self._lock = asyncio.Lock()
         node.replica_ops.update(self.replica.ops())
@@ -411,7 +439,9 @@ class AntiEntropy:
             targets = [p for p in self.peers() if peers is None or p in peers]
             if not targets:
                 return report
-            cutoff = self.node.physical_us() - self.grace_us
+            # tombstone_grace_s = inf (left out, anti-entropy off): no tombstone is ever due
+            never = self.node.config.tombstone_grace_s == float("inf")
+            cutoff = 0 if never else self.node.physical_us() - self.grace_us
             entries = await self.replica.shared_entries(targets, cutoff)
             for peer in targets:
                 link = self.node.links[peer]
@@ -430,6 +460,8 @@ class AntiEntropy:
             return report
 
     async def purge(self) -> int:
+        if self.node.config.tombstone_grace_s == float("inf"):
+            return 0  # left out with anti-entropy off: tombstones are never purged
         purged = await self.node.engine.purge_tombstones(self.node.physical_us() - self.grace_us)
         self.node.counters["tombstones.purged"] += purged
         return purged

@@ -8,7 +8,18 @@ Rules:
 - Replica work still in flight when a round is decided carries on in the background
   (a write keeps spreading to the remaining replicas, as Dynamo's does).
 - Timestamps come from this node's hybrid logical clock; ``clock_offset_us`` lets the
-  harness skew it to expose last-writer-wins under clock skew.
+  harness skew it to expose last-writer-wins under clock skew, and exists only in a
+  node started with faults enabled (as does every other fault).
+- Everything a peer sends is validated before use (``kvstore.core.peer_input``); a
+  timestamp further ahead than ``max_clock_drift_ms`` is refused and counted
+  (``replica.refused_clock``), so no peer can push this node's clock ahead. A bad
+  message gets an error reply; the stream and the node carry on.
+- A node whose clock is further than ``max_clock_drift_ms`` from its peers' (estimated
+  from heartbeats, ``kvstore.core.clock_guard``) refuses to coordinate writes
+  (``Unavailable``, definite) until it is back within the bound; reads still work.
+- Work is bounded: at most ``max_inflight_calls`` client calls are coordinated at
+  once (more are refused with ``Overloaded`` before any work), and each peer link holds
+  at most ``max_peer_pending`` unanswered requests (more fail at once, not sent).
 - Peers the failure detector calls down are never asked; their writes go to fallbacks as
   durable hints, replayed (throttled, oldest first, original timestamps kept) once the
   owner is seen up, and deleted only after the owner acknowledged them. Hints older
@@ -24,21 +35,24 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from kvstore.config import ClusterConfig
 from kvstore.core import consistency
+from kvstore.core.clock_guard import ClockGuard
 from kvstore.core.coordinator import ReadRound, Reply, WriteRound, contact_order, plan
 from kvstore.core.failure import Membership
 from kvstore.core.hlc import HybridClock
 from kvstore.core.keys import as_key, as_value
+from kvstore.core.peer_input import ClockDriftError, PeerInputError, PeerLimits
 from kvstore.core.quorum import Outcome
 from kvstore.core.ring import Replica, Ring
 from kvstore.core.version import Record, Timestamp, newer
-from kvstore.errors import KVError
+from kvstore.errors import CoordinatorRefused, KVError, Overloaded
 from kvstore.net import replica_codec
+from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.net.faults import FaultRules
 from kvstore.net.peer import PeerError, PeerLink
 from kvstore.storage.base import Engine
@@ -114,8 +128,13 @@ class Node:
         engine: Engine,
         *,
         clock_offset_us: int = 0,
+        enable_faults: bool = False,
+        dialer: Dialer = PLAINTEXT,
     ) -> None:
+        if clock_offset_us and not enable_faults:
+            raise ValueError("a clock offset is a fault: it needs enable_faults")
         self.config = config
+        self.faults_enabled = enable_faults
         self.id = node_id
         self.me = config.node(node_id)
         self.engine = engine
@@ -127,6 +146,19 @@ class Node:
             sloppy=config.sloppy,
             read_repair=config.read_repair,
             timeout_ms=config.request_timeout_ms,
+            max_timeout_ms=config.max_timeout_ms,
+        )
+        self.limits = PeerLimits(
+            config.max_key_bytes,
+            config.max_value_bytes,
+            frozenset(config.node_ids),
+            config.max_clock_drift_ms * 1000,
+        )
+        self.inflight = 0
+        self.clock_guard = ClockGuard(
+            len(config.nodes) - 1,
+            config.max_clock_drift_ms * 1000,
+            fresh_s=max(2.0, 2 * config.failure_detection_ms / 1000),
         )
         self.clock = HybridClock(node_id)
         self.clock_offset_us = clock_offset_us
@@ -135,7 +167,13 @@ class Node:
         self.faults = FaultRules()
         self.links = {
             peer.id: PeerLink(
-                peer.id, peer.address, on_heard=self._heard, local_id=node_id, faults=self.faults
+                peer.id,
+                peer.address,
+                on_heard=self._heard,
+                local_id=node_id,
+                faults=self.faults,
+                dialer=dialer,
+                max_pending=config.max_peer_pending,
             )
             for peer in config.nodes
             if peer.id != node_id
@@ -178,9 +216,35 @@ class Node:
     async def _heartbeats(self) -> None:
         interval = self.config.heartbeat_interval_ms / 1000
         while True:
-            for link in self.links.values():
-                link.request(["p", self.id], interval * 4).add_done_callback(_consume)
+            for peer, link in self.links.items():
+                ping = link.request(["p", self.id], interval * 4)
+                ping.add_done_callback(functools.partial(self._pong, peer, self.physical_us()))
             await asyncio.sleep(interval)
+
+    def clock_problem(self) -> str | None:
+        """Why this node must not make timestamps now, or None: its physical clock is
+        too far from its peers', or its hybrid clock ran ahead of real time (say, while
+        its clock was wrong) by more than peers accept."""
+        problem = self.clock_guard.problem(time.monotonic())
+        if problem is not None:
+            return problem
+        ahead = self.clock.wall - self.physical_us()
+        if ahead > self.limits.max_drift_us:
+            return (
+                f"this node's hybrid clock is {ahead / 1000:.0f} ms ahead of its physical "
+                f"clock (max_clock_drift_ms={self.limits.max_drift_us // 1000}): it "
+                f"coordinates writes again once real time catches up"
+            )
+        return None
+
+    def _pong(self, peer: str, sent_us: int, future: asyncio.Future[Any]) -> None:
+        """A heartbeat's answer: the peer's clock, for this node's offset estimate."""
+        if future.cancelled() or future.exception() is not None:
+            return
+        answer = future.result()
+        if isinstance(answer, list) and len(answer) == 2 and type(answer[1]) is int:
+            now = time.monotonic()
+            self.clock_guard.sample(peer, sent_us, self.physical_us(), answer[1], now)
 
     # ------------------------------------------------------------- hinted handoff
 
@@ -241,6 +305,21 @@ class Node:
 
     # ------------------------------------------------------------------ coordinator
 
+    @contextlib.contextmanager
+    def admitted(self, op: str) -> Iterator[None]:
+        """Hold one of the node's ``max_inflight_calls`` slots for a client call."""
+        if self.inflight >= self.config.max_inflight_calls:
+            self.counters[f"{op}.overloaded"] += 1
+            raise Overloaded(
+                f"{self.id} is coordinating {self.inflight} calls (max_inflight_calls="
+                f"{self.config.max_inflight_calls}); nothing was done, retry later"
+            )
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+
     def _prepare(
         self, op: str, key: object, call: consistency.CallOptions, read: bool
     ) -> tuple[consistency.Resolved, bytes, list[Replica]]:
@@ -269,6 +348,9 @@ class Node:
         op = "put" if value is not None else "delete"
         try:
             value_bytes = None if value is None else as_value(value, self.config.max_value_bytes)
+            problem = self.clock_problem()
+            if problem is not None:
+                raise CoordinatorRefused(problem)
         except KVError as exc:
             self.counters[f"{op}.{exc.code}"] += 1
             raise
@@ -493,7 +575,11 @@ class Node:
     ) -> None:
         error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
         if error is None:
-            record = replica_codec.decode_record(key, future.result())
+            try:
+                record = self._peer_record(key, future.result(), target.node)
+            except PeerInputError as exc:
+                error = PeerError(f"{target.node} answered a bad version: {exc}", sent=True)
+        if error is None:
             outcome = fan.round.reply(target, record)
             fan.reports.append(ReplicaReport(target.node, True, not target.primary, record))
         else:
@@ -508,6 +594,28 @@ class Node:
             fan.decided.set_result(None)
 
     # --------------------------------------------------------------------- replica
+
+    def _peer_record(self, key: bytes, raw: Any, node: str) -> Record | None:
+        """A version a replica answered, validated (its own answer is trusted)."""
+        if node == self.id:
+            return replica_codec.decode_record(key, raw, self.limits)
+        record = replica_codec.decode_record(key, raw, self.limits)
+        if record is not None:
+            self.check_drift(record.ts)
+        return record
+
+    def observe_peer_ts(self, ts: Timestamp) -> None:
+        """Merge a peer's timestamp into the clock, unless it is too far ahead."""
+        self.check_drift(ts)
+        self.clock.observe(ts, self.physical_us())
+
+    def check_drift(self, ts: Timestamp) -> None:
+        """Refuse (and count) a timestamp too far ahead of this node's clock."""
+        try:
+            self.limits.check_drift(ts, self.physical_us())
+        except ClockDriftError:
+            self.counters["replica.refused_clock"] += 1
+            raise
 
     async def apply_local(self, record: Record, hint_for: str | None) -> bool:
         self.clock.observe(record.ts, self.physical_us())
@@ -556,27 +664,37 @@ class Node:
         reads: list[tuple[int, bytes]] = []
         for message in messages:
             try:
+                if not isinstance(message, list) or len(message) < 2:
+                    raise PeerInputError("a message must be a list [rid, op, *args]")
                 rid, op, *args = message
+                if type(rid) is not int or not 0 <= rid < 1 << 63:
+                    raise PeerInputError(f"request id {rid!r} is not a non-negative integer")
                 if op == "w":
-                    record, hint_for = replica_codec.record_from_write(args)
+                    record, hint_for = replica_codec.record_from_write(args, self.limits)
+                    self.check_drift(record.ts)
                     if hint_for is not None and hint_for != self.id:
                         self._spawn(self._hint(rid, record, hint_for, reply))
                     else:
                         writes.append((rid, record))
                 elif op == "r":
-                    if len(args) > 1 and args[1] is not None:  # asked as a fallback
+                    key, hint_for = replica_codec.read_request(args, self.limits)
+                    if hint_for is not None:  # asked as a fallback
                         self._spawn(self._serve_op(rid, self._fallback_read, args, reply))
                     else:
-                        reads.append((rid, args[0]))
+                        reads.append((rid, key))
                 elif op == "p":
-                    reply([rid, replica_codec.OK, self.id])
+                    reply([rid, replica_codec.OK, [self.id, self.physical_us()]])
                 elif op in self.replica_ops:
                     self._spawn(self._serve_op(rid, self.replica_ops[op], args, reply))
                 else:
                     reply([rid, replica_codec.ERROR, f"unknown op {op!r}"])
             except (ValueError, TypeError) as exc:
-                rid = message[0] if message else 0
-                reply([rid, replica_codec.ERROR, f"malformed message: {exc}"])
+                self.counters["replica.malformed"] += 1
+                rid = message[0] if isinstance(message, list) and message else 0
+                if type(rid) is not int:
+                    rid = 0
+                why = "refused" if isinstance(exc, ClockDriftError) else "malformed message"
+                reply([rid, replica_codec.ERROR, f"{why}: {exc}"])
         if writes:
             self._spawn(self._apply_batch(writes, reply))
         if reads:
@@ -662,6 +780,8 @@ class Node:
             "cluster": self.config.name,
             "address": self.me.address,
             "pid": os.getpid(),
+            "faults_enabled": self.faults_enabled,
+            "clock_offset_us": self.clock_guard.offset_us(time.monotonic()),
             "uptime_s": time.monotonic() - self.started,
             "keys": await self.engine.count(),
             "counters": {
@@ -688,9 +808,3 @@ class Node:
         for task in list(self._background):
             task.cancel()
         await self.engine.close()
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Mark a fire-and-forget future's exception as seen (a heartbeat to a dead peer)."""
-    if not future.cancelled():
-        future.exception()

@@ -94,7 +94,7 @@ def test_malformed_and_missing_input_exit_2(
 ) -> None:
     bad = LIN + '{"process":1,"type":"ok"\n'
     assert main(["check", _write(tmp_path, "bad.jsonl", bad)]) == 2
-    assert "line 5" in capsys.readouterr().err
+    assert "bad.jsonl:5: expected a JSON object" in capsys.readouterr().err
     assert main(["check", str(tmp_path / "missing.jsonl")]) == 2
     assert main(["check", _write(tmp_path, "h.jsonl", LIN), "--time-limit", "0"]) == 2
 

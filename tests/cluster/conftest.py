@@ -36,7 +36,7 @@ def start_cluster(tmp_path: Path) -> Iterator[ClusterFactory]:
         folder = tmp_path / f"c{len(started)}"
         folder.mkdir()
         path = make_config(folder, **options)  # type: ignore[arg-type]
-        cluster = LocalCluster(config_mod.load(path), path)
+        cluster = LocalCluster(config_mod.load(path), path, enable_faults=True)
         started.append(cluster)
         cluster.start()
         return cluster
@@ -53,7 +53,7 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
     """One healthy cluster for tests that do not kill or pause anything."""
     folder = tmp_path_factory.mktemp("shared")
     path = make_config(folder)
-    cluster = LocalCluster(config_mod.load(path), path)
+    cluster = LocalCluster(config_mod.load(path), path, enable_faults=True)
     try:
         cluster.start()
         yield cluster

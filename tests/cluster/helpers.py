@@ -10,10 +10,11 @@ from typing import Any
 import grpc
 
 from kvstore import SyncClient
-from kvstore.cluster.local import LocalCluster, pid_alive, status
+from kvstore.cluster.local import LocalCluster, pid_alive
 from kvstore.core.ring import Ring
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.security.tls import client_files
 
 FAST = {"heartbeat_interval_ms": 100, "failure_detection_ms": 600}
 
@@ -30,7 +31,7 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = 10.0) -> An
 
 
 def views(cluster: LocalCluster, observer: str) -> dict[str, str]:
-    reply = status(cluster.config.node(observer).address)
+    reply = cluster.status(observer)
     return {p.node: p.state for p in reply.peers}
 
 
@@ -44,15 +45,15 @@ def seen_by_all(cluster: LocalCluster, target: str, state: str) -> bool:
 
 
 def hints_pending(cluster: LocalCluster, node: str) -> dict[str, int]:
-    return dict(status(cluster.config.node(node).address).hints_pending)
+    return dict(cluster.status(node).hints_pending)
 
 
 def counters(cluster: LocalCluster, node: str) -> dict[str, int]:
-    return dict(status(cluster.config.node(node).address).counters)
+    return dict(cluster.status(node).counters)
 
 
 def read_local(cluster: LocalCluster, node: str, key: str) -> bytes | None:
-    with grpc.insecure_channel(cluster.config.node(node).address) as channel:
+    with cluster.channel(node) as channel:
         reply = pb_grpc.AdminStub(channel).ReadLocal(
             pb.LocalReadRequest(key=key.encode()), timeout=2
         )
@@ -70,14 +71,16 @@ def layout(cluster: LocalCluster, key: str, down: set[str]) -> tuple[tuple[str, 
 
 
 def set_faults(cluster: LocalCluster, node: str, **faults: Any) -> pb.Faults:
-    with grpc.insecure_channel(cluster.config.node(node).address) as channel:
+    with cluster.channel(node) as channel:
         reply: pb.Faults = pb_grpc.AdminStub(channel).SetFaults(pb.Faults(**faults), timeout=2)
         return reply
 
 
 def only(cluster: LocalCluster, node: str) -> SyncClient:
     """A client whose only coordinator is ``node``."""
-    return SyncClient([cluster.config.node(node).address], n=cluster.config.n)
+    return SyncClient(
+        [cluster.config.node(node).address], n=cluster.config.n, tls=client_files(cluster.config)
+    )
 
 
 def keys_led_by(cluster: LocalCluster, node: str, count: int, prefix: str) -> list[str]:

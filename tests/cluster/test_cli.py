@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kvstore.cluster.local import LocalCluster, pid_alive
+from kvstore import config as config_mod
+from kvstore.cluster.local import LocalCluster, ensure_certs, pid_alive
 from tests.cluster.conftest import ClusterFactory, make_config
 
 
@@ -30,8 +31,16 @@ def test_put_get_delete(start_cluster: ClusterFactory) -> None:
     got = kv("get", "cli-key", "--config", cfg, "--consistency", "quorum", "--trace")
     assert got.returncode == 0 and got.stdout == "hello world\n"
     assert got.stderr.count("primary") == 3
-    one_node = kv("get", "cli-key", "--node", cluster.config.nodes[0].address, "--r", "1")
+    one_node = kv(
+        "get", "cli-key", "--node", cluster.config.nodes[0].address, "--r", "1", "--config", cfg
+    )
     assert one_node.returncode == 0 and one_node.stdout == "hello world\n"
+    # explicit files instead of the config's: the same admin client, named by hand
+    folder = cluster.config.tls_config.certs_dir
+    by_hand = ["--ca", f"{folder}/ca.crt", "--cert", f"{folder}/client.admin.crt"]
+    by_hand += ["--key", f"{folder}/client.admin.key"]
+    explicit = kv("get", "cli-key", "--node", cluster.config.nodes[1].address, *by_hand)
+    assert explicit.returncode == 0 and explicit.stdout == "hello world\n", explicit.stderr
     assert kv("delete", "cli-key", "--config", cfg).returncode == 0
     gone = kv("get", "cli-key", "--config", cfg, "--r", "all")
     assert gone.returncode == 0 and gone.stdout == "" and "not found" in gone.stderr
@@ -53,8 +62,17 @@ def test_bad_input_exits_2_with_a_reason(start_cluster: ClusterFactory) -> None:
     assert usage.returncode == 2
 
 
+def test_missing_certificates_exit_2_naming_the_file(tmp_path: Path) -> None:
+    cfg = make_config(tmp_path)  # never started: no certificates were made
+    result = kv("get", "k", "--config", str(cfg))
+    assert result.returncode == 2
+    assert "ca.crt: no such CA certificate file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_unreachable_exits_1(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)  # nothing started on these ports
+    ensure_certs(config_mod.load(cfg))
     result = kv("get", "k", "--config", str(cfg))
     assert result.returncode == 1
     assert "CoordinatorUnreachable (definite)" in result.stderr

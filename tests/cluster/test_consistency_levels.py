@@ -8,6 +8,7 @@ import pytest
 
 from kvstore import Client, KVError, SyncClient, Unavailable
 from kvstore.cluster.local import LocalCluster
+from kvstore.security.tls import client_files
 from tests.cluster.conftest import ClusterFactory
 from tests.cluster.helpers import (
     FAST,
@@ -86,7 +87,8 @@ def test_linearizable_write_beats_a_skewed_clock(start_cluster: ClusterFactory) 
     # A coordinator that holds no replica of the key, so its hybrid clock never saw the
     # skewed timestamp (a replica would have, and the HLC would hide the skew).
     slow = next(n for n in cluster.config.node_ids if n not in primaries)
-    set_faults(cluster, fast, clock_offset_ms=60_000)  # a minute ahead
+    # seconds ahead: inside max_clock_drift_ms, so peers accept its timestamps
+    set_faults(cluster, fast, clock_offset_ms=5_000)
     with only(cluster, fast) as client:
         client.put(key, "from-the-future", w="all")
     with only(cluster, slow) as client:
@@ -116,8 +118,9 @@ async def test_linearizable_with_one_replica_killed_or_partitioned(
         # partition the first primary away from everyone (both directions)
         others = [n for n in cluster.config.node_ids if n != primaries[0]]
         set_faults(cluster, primaries[0], isolate_from=others)
-        majority = Client([cluster.config.node(primaries[1]).address], n=3)
-        minority = Client([cluster.config.node(primaries[0]).address], n=3)
+        tls = client_files(cluster.config)
+        majority = Client([cluster.config.node(primaries[1]).address], n=3, tls=tls)
+        minority = Client([cluster.config.node(primaries[0]).address], n=3, tls=tls)
         try:
             await majority.put(key, "c", consistency="linearizable", timeout=5)
             assert await majority.get(key, consistency="linearizable", timeout=5) == b"c"

@@ -11,6 +11,7 @@ import pytest
 from kvstore import Client, InvalidArgument, SyncClient
 from kvstore.cluster.local import LocalCluster
 from kvstore.core.ring import Ring
+from kvstore.net.channel import Dialer
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
@@ -112,8 +113,7 @@ async def test_client_rejects_bad_input_before_sending(
 async def test_wire_rejects_bad_input_with_invalid_argument(
     shared_cluster: LocalCluster, request_: pb.PutRequest, fragment: str
 ) -> None:
-    address = shared_cluster.config.nodes[0].address
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with shared_cluster.aio_channel(shared_cluster.config.nodes[0].id) as channel:
         stub = pb_grpc.KVStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Put(request_, timeout=5)
@@ -128,8 +128,10 @@ async def test_wire_rejects_bad_input_with_invalid_argument(
 async def test_unknown_replica_ops_do_not_crash_the_node(shared_cluster: LocalCluster) -> None:
     from kvstore.net import replica_codec
 
-    address = shared_cluster.config.nodes[1].address
-    async with grpc.aio.insecure_channel(address) as channel:
+    node = shared_cluster.config.nodes[1]
+    # the replica stream admits only nodes of the cluster: dial as n1
+    dialer = Dialer.for_node(shared_cluster.config, shared_cluster.config.nodes[0].id)
+    async with dialer.aio(node.address, node.id) as channel:
         stub = pb_grpc.ReplicaStub(channel)
 
         async def frames() -> AsyncIterator[pb.Frame]:
@@ -137,12 +139,14 @@ async def test_unknown_replica_ops_do_not_crash_the_node(shared_cluster: LocalCl
             yield pb.Frame(payload=replica_codec.pack([[1, "zap"], [2, "p", "test"]]))
 
         call = stub.Stream(frames())
-        replies = []
+        by_id: dict[int, list[Any]] = {}
         async for frame in call:
-            replies += replica_codec.unpack(frame.payload)
-            if len(replies) >= 2:
+            by_id.update((r[0], r) for r in replica_codec.unpack(frame.payload))
+            if {0, 1, 2} <= set(by_id):
                 break
         call.cancel()
-    by_id = {r[0]: r for r in replies}
+    # the frame that was not msgpack got an error reply (request id 0): the stream lived on
+    assert by_id[0][1] == replica_codec.ERROR and "malformed" in by_id[0][2]
     assert by_id[1][1] == replica_codec.ERROR and "unknown op" in by_id[1][2]
-    assert by_id[2] == [2, replica_codec.OK, "n2"]
+    status, (name, clock_us) = by_id[2][1:]
+    assert (status, name) == (replica_codec.OK, "n2") and clock_us > 0

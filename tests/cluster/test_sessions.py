@@ -13,7 +13,6 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 
 from kvstore import (
@@ -27,10 +26,10 @@ from kvstore import (
 from kvstore.client.session import SessionLink
 from kvstore.cluster.local import LocalCluster
 from kvstore.core.ring import Ring
-from kvstore.net.channel import open_channel
 from kvstore.net.status import from_call_error
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.security.tls import client_files
 from tests.cluster.conftest import ClusterFactory
 from tests.cluster.helpers import keys_led_by
 
@@ -61,7 +60,7 @@ async def test_server_side_validation_comes_back_as_the_same_class(
 ) -> None:
     """A client that does not know N sends R=4; the coordinator refuses it, definitely."""
     addresses = [node.address for node in shared_cluster.config.nodes]
-    async with Client(addresses) as client:
+    async with Client(addresses, tls=client_files(shared_cluster.config)) as client:
         with pytest.raises(InvalidArgument, match="N=3") as info:
             await client.get("k", r=4)
         assert info.value.definite
@@ -80,7 +79,6 @@ async def test_concurrent_calls_share_messages(shared_cluster: LocalCluster) -> 
 
 
 async def test_raw_session_answers_each_call_by_id(shared_cluster: LocalCluster) -> None:
-    address = shared_cluster.config.nodes[0].address
     calls = [
         pb.Call(id=7, put=pb.PutRequest(key=b"raw", value=b"v", options=pb.Options(w=3))),
         pb.Call(id=8, put=pb.PutRequest(key=b"", value=b"v")),
@@ -92,7 +90,7 @@ async def test_raw_session_answers_each_call_by_id(shared_cluster: LocalCluster)
         yield pb.CallBatch(calls=calls[:1])
         yield pb.CallBatch(calls=calls[1:])
 
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with shared_cluster.aio_channel(shared_cluster.config.nodes[0].id) as channel:
         results: dict[int, pb.CallResult] = {}
         async for batch in pb_grpc.KVStub(channel).Session(batches(), timeout=10):
             results.update((r.id, r) for r in batch.results)
@@ -192,7 +190,7 @@ async def test_session_link_marks_exactly_the_sent_calls_indefinite(
     (key,) = keys_led_by(cluster, victim, 1, "stuck")
     ring = Ring(cluster.config.node_ids, cluster.config.vnodes)
     slow = ring.primaries(key.encode(), cluster.config.n)[1]
-    channel = open_channel(cluster.config.node(victim).address)
+    channel = cluster.aio_channel(victim)
     link = SessionLink(victim, channel)
     options = pb.Options(w=3, sloppy=False, timeout_ms=5000)
     warm = pb.Call(put=pb.PutRequest(key=key.encode(), value=b"w", options=options))

@@ -8,7 +8,7 @@ the next at once; reads that need every answer (tracing, read repair) still ask 
 from __future__ import annotations
 
 from kvstore import Client
-from kvstore.cluster.local import LocalCluster, status
+from kvstore.cluster.local import LocalCluster
 from kvstore.core.coordinator import contact_order
 from kvstore.core.ring import Replica, Ring
 from tests.cluster.conftest import ClusterFactory
@@ -17,7 +17,7 @@ from tests.cluster.helpers import keys_led_by
 
 def counters(cluster: LocalCluster, nodes: list[str] | None = None) -> dict[str, dict[str, int]]:
     ids = cluster.config.node_ids if nodes is None else nodes
-    return {n: dict(status(cluster.config.node(n).address).counters) for n in ids}
+    return {n: dict(cluster.status(n).counters) for n in ids}
 
 
 def total(snapshot: dict[str, dict[str, int]], name: str) -> int:

@@ -5,7 +5,9 @@ Rules and invariants:
   line), `porcupine-kv` (one EDN map per line; read by the EDN reader), `jepsen-log`
   (Jepsen log lines). `auto` sniffs the first non-blank line.
 - Every reader either returns a History or raises HistoryFormatError naming the line and
-  what was expected; nothing half-parsed escapes.
+  what was expected; nothing half-parsed escapes. That holds for hostile input too (deep
+  nesting, huge numbers, invalid UTF-8, NUL bytes, wrong field types): see the limits in
+  history.py. Invalid UTF-8 is reported at the line of the first undecodable byte.
 - When every event has an `index` and the file is out of order, events are put in index
   order (stable), because the order of events is what real-time precedence is read from.
 """
@@ -81,10 +83,15 @@ def parse_history(text: str, fmt: str = "auto", *, source: str | None = None) ->
 def load_history(path: str | Path, fmt: str = "auto") -> History:
     """Read a history file. Raises HistoryFormatError (with a line) or OSError."""
     p = Path(path)
+    data = p.read_bytes()
     try:
-        text = p.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise HistoryFormatError(None, "UTF-8 text", f"undecodable bytes ({e.reason})") from None
+        raise HistoryFormatError(
+            data.count(b"\n", 0, e.start) + 1,
+            "UTF-8 text",
+            f"undecodable byte {data[e.start : e.start + 1]!r} ({e.reason})",
+        ) from None
     return parse_history(text, fmt, source=str(p))
 
 

@@ -11,6 +11,11 @@ Rules and invariants:
 - Vectors and lists read as tuples (hashable); maps as dicts; sets as frozensets.
 - A history file is either one vector/list of op maps or a sequence of top-level op maps
   (one per line in practice). Each op map keeps the line it started on.
+- Hostile input is a HistoryFormatError with a line, never a crash: collections nest at
+  most MAX_DEPTH + 1 deep (an op map plus a value of MAX_DEPTH), `#_` and tags are read
+  with an explicit stack rather than recursion, a tag or `#_` must be followed by a form,
+  integers have at most _MAX_INT_DIGITS digits, strings must be closed and `\\u` escapes
+  must have four hex digits.
 """
 
 from __future__ import annotations
@@ -20,7 +25,18 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from kvstore.checker.history import EVENT_TYPES, NEMESIS, Event, HistoryFormatError, freeze
+from kvstore.checker.history import (
+    EVENT_TYPES,
+    MAX_DEPTH,
+    NEMESIS,
+    Event,
+    HistoryFormatError,
+    check_index,
+    check_process,
+    check_time,
+    freeze,
+    too_deep,
+)
 
 
 class Keyword(str):
@@ -52,9 +68,32 @@ _TOKEN = re.compile(
 _INT = re.compile(r"[+-]?\d+N?")
 _FLOAT = re.compile(r"[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?M?")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "b": "\b", "f": "\f"}
-_CHARS = {"newline": "\n", "space": " ", "tab": "\t", "return": "\r", "formfeed": "\f"}
+_CHARS = {
+    "newline": "\n",
+    "space": " ",
+    "tab": "\t",
+    "return": "\r",
+    "formfeed": "\f",
+    "backspace": "\b",
+}
 _CLOSERS = {"[": "]", "(": ")", "{": "}", "#{": "}"}
 _END = object()
+_HEX4 = re.compile(r"[0-9a-fA-F]{4}")
+_NEWLINE = re.compile("\n")
+# Python's own default limit: int() of a longer digit string is slow (quadratic), and
+# the interpreter may have been told to allow any length.
+_MAX_INT_DIGITS = 4300
+# Collections inside an op map: the map itself is one level.
+_MAX_NESTING = MAX_DEPTH + 1
+
+
+class _Malformed(Exception):
+    """A bad token; the reader adds the line."""
+
+    def __init__(self, expected: str, found: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+        self.found = found
 
 
 def _unescape(body: str) -> str:
@@ -67,7 +106,10 @@ def _unescape(body: str) -> str:
         if c == "\\" and i + 1 < len(body):
             n = body[i + 1]
             if n == "u":
-                out.append(chr(int(body[i + 2 : i + 6], 16)))
+                hex4 = body[i + 2 : i + 6]
+                if not _HEX4.fullmatch(hex4):
+                    raise _Malformed("four hex digits after \\u", repr(body[i : i + 6]))
+                out.append(chr(int(hex4, 16)))
                 i += 6
                 continue
             out.append(_ESCAPES.get(n, n))
@@ -88,7 +130,13 @@ def _atom(text: str) -> Any:
     if text[0] == ":":
         return Keyword(text[1:])
     if _INT.fullmatch(text):
-        return int(text.rstrip("N"))
+        digits = text.rstrip("N")
+        if len(digits) > _MAX_INT_DIGITS:
+            raise _Malformed(f"integers of at most {_MAX_INT_DIGITS} digits", "a longer one")
+        try:
+            return int(digits)
+        except ValueError:  # the interpreter's own limit may be lower
+            raise _Malformed("a shorter integer", f"{len(digits)} digits") from None
     if _FLOAT.fullmatch(text):
         return float(text.rstrip("M"))
     return Symbol(text)
@@ -103,7 +151,8 @@ class _Reader:
             if m.lastgroup != "ws"
         ]
         self.pos = 0
-        self._newlines = [i for i, c in enumerate(text) if c == "\n"]
+        self.depth = 0  # collections open around the current token
+        self._newlines = [m.start() for m in _NEWLINE.finditer(text)]  # C speed, not per char
 
     def line_at(self, offset: int) -> int:
         return bisect.bisect_right(self._newlines, offset - 1) + 1
@@ -121,42 +170,62 @@ class _Reader:
 
     def form(self) -> Any:
         """Read one form; returns _END at a closing bracket (consumed by the caller)."""
+        # Pending `#_` and tag prefixes, innermost last: a chain of them needs no recursion.
+        prefixes: list[str] = []
         while True:
             if self.pos >= len(self.tokens):
+                if prefixes:
+                    last = self.tokens[self.pos - 1]  # the file's last token, on its line
+                    raise HistoryFormatError(
+                        self.line_at(last[2]), f"a form after {prefixes[-1]}", "end of file"
+                    )
                 raise HistoryFormatError(self.line(), "an EDN value", "end of file")
-            kind, tok, _ = self.tokens[self.pos]
+            kind, tok, off = self.tokens[self.pos]
             self.pos += 1
-            if kind == "atom":
-                return _atom(tok)
-            if kind == "str":
-                return _unescape(tok[1:-1])
-            if kind == "open":
-                return self._collection(tok)
-            if kind == "close":
-                self.pos -= 1
-                return _END
-            if kind == "disc":
-                self.form()
-                continue
-            if kind == "tag":
-                return self.form()
-            if kind == "char":
-                body = tok[1:]
-                if body in _CHARS:
-                    return _CHARS[body]
-                if len(body) == 5 and body[0] == "u":
-                    return chr(int(body[1:], 16))
-                return body
-            raise HistoryFormatError(self.line_at(self.tokens[self.pos - 1][2]), "EDN", repr(tok))
+            try:
+                if kind == "atom":
+                    v = _atom(tok)
+                elif kind == "str":
+                    v = _unescape(tok[1:-1])
+                elif kind == "open":
+                    v = self._collection(tok)
+                elif kind == "close":
+                    if prefixes:
+                        raise _Malformed(f"a form after {prefixes[-1]}", repr(tok))
+                    self.pos -= 1
+                    return _END
+                elif kind == "disc" or kind == "tag":
+                    prefixes.append(tok)
+                    continue
+                elif kind == "char":
+                    v = _char(tok[1:])
+                elif tok == '"':
+                    raise _Malformed(
+                        "a closing '\"' for this string", repr(self.text[off : off + 40])
+                    )
+                else:
+                    raise _Malformed("EDN", repr(tok))
+            except _Malformed as e:
+                raise HistoryFormatError(self.line_at(off), e.expected, e.found) from None
+            # A tag wraps v and is dropped; a `#_` drops v, and what is left wants a form.
+            while prefixes and prefixes[-1] != "#_":
+                prefixes.pop()
+            if not prefixes:
+                return v
+            prefixes.pop()
 
     def _collection(self, opener: str) -> Any:
-        start_line = self.line_at(self.tokens[self.pos - 1][2])
+        start = self.tokens[self.pos - 1][2]
+        self.depth += 1
+        if self.depth > _MAX_NESTING:
+            raise too_deep(self.line_at(start))
         items: list[Any] = []
         closer = _CLOSERS[opener]
         while True:
             if self.at_end():
                 raise HistoryFormatError(
-                    self.line(), f"{closer!r} to close {opener!r} opened on line {start_line}"
+                    self.line(),
+                    f"{closer!r} to close {opener!r} opened on line {self.line_at(start)}",
                 )
             item = self.form()
             if item is _END:
@@ -166,17 +235,27 @@ class _Reader:
                 self.pos += 1
                 break
             items.append(item)
+        self.depth -= 1
         if opener == "{":
             if len(items) % 2:
-                raise HistoryFormatError(start_line, "a map with an even number of forms")
+                raise HistoryFormatError(self.line_at(start), "a map with an even number of forms")
             return {_hashable(items[i]): items[i + 1] for i in range(0, len(items), 2)}
         if opener == "#{":
             return frozenset(_hashable(i) for i in items)
         return tuple(items)
 
 
+def _char(body: str) -> str:
+    if body in _CHARS:
+        return _CHARS[body]
+    if len(body) == 5 and body[0] == "u":
+        return chr(int(body[1:], 16))  # the token pattern allows only four hex digits
+    return body
+
+
 def _hashable(v: Any) -> Any:
-    return freeze(v) if isinstance(v, dict | list) else v
+    # Map keys and set members: a vector may hold a map, so tuples are frozen too.
+    return freeze(v) if isinstance(v, dict | tuple) else v
 
 
 def read_forms(text: str) -> list[tuple[int, Any]]:
@@ -215,6 +294,9 @@ def _op_maps(text: str) -> Iterator[tuple[int, Any]]:
             if r.at_end():
                 raise HistoryFormatError(r.line(), f"a closing bracket for {first_tok!r}")
             if r.peek_close():
+                tok = r.tokens[r.pos][1]
+                if tok != _CLOSERS[first_tok]:
+                    raise HistoryFormatError(r.line(), repr(_CLOSERS[first_tok]), repr(tok))
                 r.pos += 1
                 break
             line = r.line()
@@ -245,24 +327,25 @@ def event_from_map(m: Any, line: int) -> Event:
     f = _field(m, "f")
     if process is None:
         raise HistoryFormatError(line, "a :process")
+    process = check_process(process, line, ":process")
     if isinstance(process, str) and process == NEMESIS:
         process = NEMESIS
     if not isinstance(typ, str) or str(typ) not in EVENT_TYPES:
         raise HistoryFormatError(line, ":type :invoke, :ok, :fail or :info", repr(typ))
-    if process != NEMESIS and f is None:
-        raise HistoryFormatError(line, "an :f")
+    if process != NEMESIS and not isinstance(f, str):
+        if f is None:
+            raise HistoryFormatError(line, "an :f")
+        raise HistoryFormatError(line, ":f as a keyword such as :read", repr(f))
     known = {"process", "type", "f", "value", "key", "time", "index", "error"}
     extra = {str(k): v for k, v in m.items() if str(k) not in known}
-    t = _field(m, "time")
-    idx = _field(m, "index")
     return Event(
         process=process,
         type=str(typ),
         f=str(f) if f is not None else "",
-        value=freeze(_field(m, "value")),
-        key=freeze(_field(m, "key")),
-        time=int(t) if isinstance(t, int | float) else None,
-        index=int(idx) if isinstance(idx, int) else None,
+        value=freeze(_field(m, "value"), line),
+        key=freeze(_field(m, "key"), line),
+        time=check_time(_field(m, "time"), line, ":time"),
+        index=check_index(_field(m, "index"), line, ":index"),
         error=_field(m, "error"),
         extra=extra,
         line=line,

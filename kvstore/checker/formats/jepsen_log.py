@@ -9,6 +9,9 @@ Rules and invariants:
   returned false. The loader marks the History (`fail_cas_is_false`) rather than
   rewriting events, so the events stay as recorded.
 - There are no timestamps: the line order is the real-time order.
+- Values are read by the EDN reader (so its depth and integer limits apply) and frozen;
+  a process or value number longer than _MAX_DIGITS digits is bad input, as is any line
+  that does not match.
 """
 
 from __future__ import annotations
@@ -16,21 +19,31 @@ from __future__ import annotations
 import re
 
 from kvstore.checker.formats.edn import read_value
-from kvstore.checker.history import Event, HistoryFormatError
+from kvstore.checker.history import Event, HistoryFormatError, freeze
 
 LINE = re.compile(r"^\s*INFO\s+jepsen\.util\s+-\s+(\S+)\s+:(\w+)\s+:(\S+)(?:\s+(.*?))?\s*$")
 _SIMPLE_INT = re.compile(r"-?\d+")
+_MAX_DIGITS = 4300  # as the EDN reader: int() of longer strings is slow
 
 
-def _process(tok: str) -> int | str:
+def _int(tok: str, line: int, what: str) -> int:
+    if len(tok) > _MAX_DIGITS:
+        raise HistoryFormatError(line, f"{what} of at most {_MAX_DIGITS} digits", "a longer one")
+    try:
+        return int(tok)
+    except ValueError:  # the interpreter's own limit may be lower
+        raise HistoryFormatError(line, f"a shorter {what}", f"{len(tok)} digits") from None
+
+
+def _process(tok: str, line: int) -> int | str:
     if tok.startswith(":"):
         return tok[1:]
-    return int(tok) if _SIMPLE_INT.fullmatch(tok) else tok
+    return _int(tok, line, "a process number") if _SIMPLE_INT.fullmatch(tok) else tok
 
 
 def parse_jepsen_log(text: str) -> list[Event]:
     events: list[Event] = []
-    for n, raw in enumerate(text.splitlines(), start=1):
+    for n, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         m = LINE.match(raw)
@@ -45,13 +58,13 @@ def parse_jepsen_log(text: str) -> list[Event]:
         if val_text == "nil":
             value = None
         elif _SIMPLE_INT.fullmatch(val_text):
-            value = int(val_text)
+            value = _int(val_text, n, "an integer value")
         else:
-            value = read_value(val_text, n)
+            value = freeze(read_value(val_text, n), n)
         error = None
         if typ in ("info", "fail") and isinstance(value, str) and val_text.startswith(":"):
             error, value = str(value), None
         events.append(
-            Event(process=_process(proc), type=typ, f=f, value=value, error=error, line=n)
+            Event(process=_process(proc, n), type=typ, f=f, value=value, error=error, line=n)
         )
     return events

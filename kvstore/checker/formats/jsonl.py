@@ -7,19 +7,48 @@ Rules and invariants:
 - Nemesis lines have process "nemesis"; they are read (and written) but never checked.
 - Writing emits fields in a fixed order so that files diff cleanly; JSON has no tuples, so
   tuples are written as arrays and read back as tuples by `freeze`.
+- Lines are split on "\n" only (a JSON string may hold U+2028 or U+0085 raw, and line
+  numbers must match an editor's). NaN and Infinity are not JSON and are refused, as are
+  integers longer than Python converts and values nested deeper than MAX_DEPTH: each is
+  a HistoryFormatError naming the line, like any other malformed line.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from dataclasses import replace
 from types import TracebackType
 from typing import IO, Any
 
-from kvstore.checker.history import EVENT_TYPES, NEMESIS, Event, HistoryFormatError, freeze
+from kvstore.checker.history import (
+    EVENT_TYPES,
+    NEMESIS,
+    Event,
+    HistoryFormatError,
+    check_depth,
+    check_index,
+    check_process,
+    check_time,
+    freeze,
+    too_deep,
+)
 
 _KNOWN = ("index", "time", "process", "type", "f", "key", "value", "error")
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotFinite(name)
+
+
+# One decoder for every line: json.loads with keyword arguments would build a new one per
+# call. parse_constant only runs for NaN/Infinity/-Infinity, so it costs nothing otherwise.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 def event_from_json(obj: Any, line: int) -> Event:
@@ -30,26 +59,28 @@ def event_from_json(obj: Any, line: int) -> Event:
     f = obj.get("f")
     if process is None:
         raise HistoryFormatError(line, 'a "process" field')
-    if typ not in EVENT_TYPES:
+    process = check_process(process, line, '"process"')
+    # `in` a frozenset hashes its operand: check the type first, a list is unhashable.
+    if not isinstance(typ, str) or typ not in EVENT_TYPES:
         raise HistoryFormatError(line, '"type" one of invoke, ok, fail, info', repr(typ))
     if process != NEMESIS and not isinstance(f, str):
         raise HistoryFormatError(line, 'an "f" string such as "read"', repr(f))
-    t = obj.get("time")
-    if t is not None and not isinstance(t, int | float):
-        raise HistoryFormatError(line, '"time" as a number of nanoseconds', repr(t))
-    idx = obj.get("index")
-    if idx is not None and not isinstance(idx, int):
-        raise HistoryFormatError(line, '"index" as an integer', repr(idx))
+    error = obj.get("error")
+    if isinstance(error, list | dict):
+        check_depth(error, line)
     extra = {k: v for k, v in obj.items() if k not in _KNOWN}
+    for v in extra.values():
+        if isinstance(v, list | dict):
+            check_depth(v, line)
     return Event(
-        process=freeze(process),
+        process=process,
         type=typ,
         f=f if isinstance(f, str) else "",
-        value=freeze(obj.get("value")),
-        key=freeze(obj.get("key")),
-        time=int(t) if t is not None else None,
-        index=idx,
-        error=obj.get("error"),
+        value=freeze(obj.get("value"), line),
+        key=freeze(obj.get("key"), line),
+        time=check_time(obj.get("time"), line, '"time"'),
+        index=check_index(obj.get("index"), line, '"index"'),
+        error=error,
         extra=extra,
         line=line,
     )
@@ -57,13 +88,27 @@ def event_from_json(obj: Any, line: int) -> Event:
 
 def parse_jsonl_history(text: str) -> list[Event]:
     events: list[Event] = []
-    for n, raw in enumerate(text.splitlines(), start=1):
+    for n, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            obj = _DECODER.decode(raw)
         except json.JSONDecodeError as e:
-            raise HistoryFormatError(n, "a JSON object", f"invalid JSON ({e.msg})") from None
+            raise HistoryFormatError(
+                n, "a JSON object", f"invalid JSON ({e.msg} at column {e.colno})"
+            ) from None
+        except _NotFinite as e:
+            raise HistoryFormatError(n, "finite JSON numbers", str(e)) from None
+        except ValueError as e:
+            if "digits" not in str(e):
+                raise HistoryFormatError(n, "a JSON object", f"invalid JSON ({e})") from None
+            # An integer past sys.get_int_max_str_digits(), which bounds int() time.
+            raise HistoryFormatError(
+                n, f"integers of at most {sys.get_int_max_str_digits()} digits", "a longer one"
+            ) from None
+        except RecursionError:
+            # The C decoder recurses per bracket: far past MAX_DEPTH, so say that.
+            raise too_deep(n) from None
         events.append(event_from_json(obj, n))
     return events
 
