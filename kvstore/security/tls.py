@@ -1,9 +1,10 @@
 """gRPC credentials from certificate files, checked before use with a one-line reason.
 
 Rules and invariants:
-- ``TLSFiles`` is a CA, a certificate and its key. ``check`` reads and verifies them
-  before any connection is tried (present, readable, PEM, not expired, issued by that
-  CA, key matching the certificate), so an operator's mistake surfaces as one
+- ``TLSFiles`` is a CA (or a bundle of CAs, while one is rotated out), a certificate and
+  its key. ``check`` reads and verifies them before any connection is tried (present,
+  readable, PEM, not expired, issued by a CA of the bundle that is itself still valid,
+  key matching the certificate), so an operator's mistake surfaces as one
   ``ConfigError`` line naming the file, not as a handshake failure on every call.
 - Servers require a client certificate issued by the CA (mutual TLS); channels verify
   the server against the CA and, when dialling a known node, that its certificate names
@@ -35,6 +36,10 @@ class TLSFiles:
     cert: Path
     key: Path
 
+    def __post_init__(self) -> None:
+        for name in ("ca", "cert", "key"):  # str paths are welcome too
+            object.__setattr__(self, name, Path(getattr(self, name)))
+
     def read(self) -> tuple[bytes, bytes, bytes]:
         """(ca, cert, key) bytes; raises ConfigError naming the file that is wrong."""
         out = []
@@ -51,20 +56,20 @@ class TLSFiles:
     def check(self) -> Identity:
         """Verify the files belong together and are valid now; returns whom they name."""
         ca_pem, cert_pem, key_pem = self.read()
-        ca = _load_cert(ca_pem, self.ca)
+        try:  # a bundle of several CAs while one is rotated out (README, "Rotation")
+            cas = x509.load_pem_x509_certificates(ca_pem)
+        except ValueError:
+            raise ConfigError(f"{self.ca}: not a PEM certificate") from None
         cert = _load_cert(cert_pem, self.cert)
         now = datetime.datetime.now(datetime.UTC)
-        for path, c in ((self.ca, ca), (self.cert, cert)):
-            if now < c.not_valid_before_utc:
-                raise ConfigError(
-                    f"{path}: not valid before {c.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
-                )
-            if now > c.not_valid_after_utc:
-                raise ConfigError(f"{path}: expired on {c.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
-        try:
-            cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
-            raise ConfigError(f"{self.cert}: not issued by the CA in {self.ca}") from None
+        if now < cert.not_valid_before_utc:
+            begins = cert.not_valid_before_utc
+            raise ConfigError(f"{self.cert}: not valid before {begins:%Y-%m-%d %H:%M} UTC")
+        if now > cert.not_valid_after_utc:
+            ended = cert.not_valid_after_utc
+            raise ConfigError(f"{self.cert}: expired on {ended:%Y-%m-%d %H:%M} UTC")
+        if not any(_issued_by(cert, ca) for ca in cas if ca.not_valid_after_utc >= now):
+            raise ConfigError(f"{self.cert}: not issued by a valid CA in {self.ca}")
         try:
             key = serialization.load_pem_private_key(key_pem, password=None)
         except (ValueError, TypeError):
@@ -75,6 +80,14 @@ class TLSFiles:
         if identity is None:
             raise ConfigError(f"{self.cert}: its subject names no kvstore node or client")
         return identity
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _load_cert(pem: bytes, path: Path) -> x509.Certificate:

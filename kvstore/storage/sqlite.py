@@ -27,6 +27,9 @@ Rules and invariants:
 - ``scan`` pages through key order (``key > last ORDER BY key LIMIT n``): memory stays
   bounded and no read transaction is held between pages. It is not a snapshot: a key
   written during the scan may or may not be seen, but every record yielded was stored.
+- The queues are bounded: at most ``max_queued`` calls wait or run at once; one more is
+  refused at once with ``Overloaded`` (nothing queued, nothing written), so a flood of
+  work cannot grow memory without limit while the disk is slow.
 - ``close`` refuses new calls (``EngineClosed``), lets both threads finish every job
   queued before it, closes the connections and joins the threads; it is idempotent.
 - Constructing an engine opens files and may fsync; inside a running event loop use
@@ -48,6 +51,7 @@ from queue import Empty, SimpleQueue
 from typing import Any, cast
 
 from kvstore.core.version import Record, Timestamp, newer
+from kvstore.errors import Overloaded
 from kvstore.storage.base import Engine, EngineClosed, Hint
 from kvstore.storage.memory import check_int64, check_key, check_limit, check_record, check_text
 
@@ -341,10 +345,13 @@ class SqliteEngine(Engine):
         max_batch: int = 1024,
         scan_chunk: int = 512,
         busy_timeout_s: float = 10.0,
+        max_queued: int = 65_536,
     ) -> None:
-        if max_batch < 1 or scan_chunk < 1:
-            raise ValueError("max_batch and scan_chunk must be >= 1")
+        if max_batch < 1 or scan_chunk < 1 or max_queued < 1:
+            raise ValueError("max_batch, scan_chunk and max_queued must be >= 1")
         self.path = Path(path)
+        self._max_queued = max_queued
+        self._queued = 0
         self._max_batch = max_batch
         self._scan_chunk = scan_chunk
         self._closed = False
@@ -393,10 +400,18 @@ class SqliteEngine(Engine):
         max_batch: int = 1024,
         scan_chunk: int = 512,
         busy_timeout_s: float = 10.0,
+        max_queued: int = 65_536,
     ) -> SqliteEngine:
         """Open (creating if needed) on a worker thread, so the event loop keeps running."""
         return await asyncio.to_thread(
-            cls, path, max_batch=max_batch, scan_chunk=scan_chunk, busy_timeout_s=busy_timeout_s
+            partial(
+                cls,
+                path,
+                max_batch=max_batch,
+                scan_chunk=scan_chunk,
+                busy_timeout_s=busy_timeout_s,
+                max_queued=max_queued,
+            )
         )
 
     def _connect(self, busy_timeout_s: float) -> sqlite3.Connection:
@@ -451,10 +466,20 @@ class SqliteEngine(Engine):
     ) -> asyncio.Future[Any]:
         if self._closed:
             raise EngineClosed(f"engine for {self.path} is closed")
+        if self._queued >= self._max_queued:
+            raise Overloaded(
+                f"engine for {self.path} has {self._queued} calls queued (the most it holds); "
+                f"nothing was done"
+            )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        self._queued += 1
+        future.add_done_callback(self._dequeued)
         queue.put(_Job(fn, keys, check, loop, future))
         return future
+
+    def _dequeued(self, _: asyncio.Future[Any]) -> None:
+        self._queued -= 1
 
     async def apply(self, record: Record) -> bool:
         check_record(record)

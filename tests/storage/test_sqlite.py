@@ -373,3 +373,21 @@ async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
             assert h.record.value == (None if i % 3 else b"h")
     finally:
         await engine.close()
+
+
+async def test_a_full_queue_refuses_at_once_and_nothing_is_half_done(tmp_path: Path) -> None:
+    from kvstore.errors import Overloaded
+
+    engine = await SqliteEngine.open(tmp_path / "kv.sqlite3", max_queued=3)
+    try:
+        records = [Record(f"q{i}".encode(), b"v", Timestamp(1, 0, "n1")) for i in range(10)]
+        # ten calls start in one turn of the loop; none can finish before the loop runs on
+        results = await asyncio.gather(*(engine.apply(r) for r in records), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, Overloaded)]
+        assert len(refused) == 7 and all(r.definite for r in refused)
+        assert results[:3] == [True, True, True]
+        stored = await engine.get_many([r.key for r in records])
+        assert [s is not None for s in stored] == [True] * 3 + [False] * 7
+        assert await engine.apply(records[5])  # room again once the queue drained
+    finally:
+        await engine.close()

@@ -64,7 +64,7 @@ def test_bad_files_fail_with_one_line_naming_the_file(tmp_path: Path) -> None:
     certs.issue_client(ours, "old", "admin", days=1, not_before=past)
     cases = {
         "no such certificate": TLSFiles(certs.ca_paths(ours).cert, ours / "nope.crt", ours / "x"),
-        "not issued by the CA": TLSFiles(
+        "not issued by a valid CA": TLSFiles(
             certs.ca_paths(ours).cert,
             certs.client_paths(theirs, "stranger").cert,
             certs.client_paths(theirs, "stranger").key,
@@ -116,3 +116,21 @@ def test_the_role_ladder() -> None:
     assert [writer.may(n) for n in (READ, WRITE, ADMIN, PEER)] == [True, True, False, False]
     assert [admin.may(n) for n in (READ, WRITE, ADMIN, PEER)] == [True, True, True, False]
     assert [node.may(n) for n in (READ, WRITE, ADMIN, PEER)] == [False, False, False, True]
+
+
+def test_a_ca_bundle_accepts_certificates_of_either_ca_while_one_rotates(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    certs.init_ca(old)
+    certs.init_ca(new)
+    certs.issue_client(old, "app", "write")
+    certs.issue_client(new, "app", "write")
+    bundle = tmp_path / "bundle.crt"
+    bundle.write_bytes(
+        certs.ca_paths(old).cert.read_bytes() + certs.ca_paths(new).cert.read_bytes()
+    )
+    for folder in (old, new):
+        paths = certs.client_paths(folder, "app")
+        assert TLSFiles(bundle, paths.cert, paths.key).check() == Identity("app", "write")
+    paths = certs.client_paths(old, "app")
+    with pytest.raises(ConfigError, match="not issued by a valid CA"):
+        TLSFiles(certs.ca_paths(new).cert, paths.cert, paths.key).check()
