@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config(p)
         if action == "status":
             p.add_argument("--json", action="store_true", help="print JSON")
+            _add_tls_options(p)
         p.set_defaults(func=cmd_cluster)
 
     put = sub.add_parser("put", help="write a value")
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--node", metavar="ID", help="repair only from this node (with its peers)")
     _add_config(repair)
     repair.add_argument("--json", action="store_true", help="print JSON")
+    _add_tls_options(repair)
     repair.set_defaults(func=cmd_repair)
 
     demo = sub.add_parser("demo", help="a guided tour: a 5-node cluster and per-call consistency")
@@ -187,7 +189,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         return commands.up(cfg, Path(args.config))
     if args.action == "down":
         return commands.down(cfg, Path(args.config))
-    return commands.show_status(cfg, Path(args.config), as_json=args.json)
+    return commands.show_status(cfg, Path(args.config), as_json=args.json, tls=tls_files(args, cfg))
 
 
 def _client_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -315,7 +317,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config)
     if args.node is not None:
         cfg.node(args.node)  # a clear error for an unknown id
-    return repair.show(cfg, args.node, as_json=args.json)
+    return repair.show(cfg, args.node, as_json=args.json, tls=tls_files(args, cfg))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

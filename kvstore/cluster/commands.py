@@ -16,6 +16,7 @@ from rich.table import Table
 
 from kvstore.cluster.local import ClusterError, LocalCluster, is_our_node
 from kvstore.config import ClusterConfig
+from kvstore.security.tls import TLSFiles
 
 console = Console()
 
@@ -45,8 +46,12 @@ def down(config: ClusterConfig, config_path: Path) -> int:
     return 0
 
 
-def collect(config: ClusterConfig, config_path: Path) -> list[dict[str, Any]]:
+def collect(
+    config: ClusterConfig, config_path: Path, tls: TLSFiles | None = None
+) -> list[dict[str, Any]]:
     cluster = LocalCluster(config, config_path)
+    if tls is not None:
+        cluster.dial_as(tls)
     cluster.load_state()
     rows: list[dict[str, Any]] = []
     for node in config.nodes:
@@ -77,8 +82,10 @@ def collect(config: ClusterConfig, config_path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def show_status(config: ClusterConfig, config_path: Path, *, as_json: bool = False) -> int:
-    rows = collect(config, config_path)
+def show_status(
+    config: ClusterConfig, config_path: Path, *, as_json: bool = False, tls: TLSFiles | None = None
+) -> int:
+    rows = collect(config, config_path, tls)
     if as_json:
         print(json.dumps({"cluster": config.name, "nodes": rows}, indent=2))
         return 0 if all(r["health"] == "up" for r in rows) else 1

@@ -37,6 +37,7 @@ from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.security import certs
+from kvstore.security.tls import TLSFiles
 
 STATE_FILE = "cluster.json"
 
@@ -167,6 +168,10 @@ class LocalCluster:
             ensure_certs(self.config)
             self._dialer = Dialer.for_client(self.config)
         return self._dialer
+
+    def dial_as(self, files: TLSFiles) -> None:
+        """Dial as these files' holder instead of the config's client."""
+        self._dialer = Dialer(files)
 
     def channel(self, node_id: str) -> grpc.Channel:
         """A blocking channel to one node, as the admin client."""

@@ -21,6 +21,7 @@ from kvstore.config import ClusterConfig
 from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.security.tls import TLSFiles
 
 console = Console()
 REPAIR_TIMEOUT_S = 600.0
@@ -49,10 +50,12 @@ def repair_node(
         return reply
 
 
-def run(config: ClusterConfig, node_id: str | None = None) -> list[NodeRepair]:
+def run(
+    config: ClusterConfig, node_id: str | None = None, tls: TLSFiles | None = None
+) -> list[NodeRepair]:
     targets = [config.node(node_id)] if node_id is not None else list(config.nodes)
     results: list[NodeRepair] = []
-    dialer = Dialer.for_client(config)
+    dialer = Dialer(tls) if tls is not None else Dialer.for_client(config)
     for node in targets:
         result = NodeRepair(node.id)
         try:
@@ -86,8 +89,14 @@ def run(config: ClusterConfig, node_id: str | None = None) -> list[NodeRepair]:
     return results
 
 
-def show(config: ClusterConfig, node_id: str | None = None, *, as_json: bool = False) -> int:
-    results = run(config, node_id)
+def show(
+    config: ClusterConfig,
+    node_id: str | None = None,
+    *,
+    as_json: bool = False,
+    tls: TLSFiles | None = None,
+) -> int:
+    results = run(config, node_id, tls)
     ok = all(not r.errors for r in results)
     if as_json:
         rows = [

@@ -78,6 +78,7 @@ class PeerLink:
         self._closed = False
         self.frames_sent = 0
         self.messages_sent = 0
+        self.refused_full = 0  # requests refused because max_pending were unanswered
 
     @property
     def connected(self) -> bool:
@@ -96,6 +97,7 @@ class PeerLink:
             )
             return future
         if len(self._pending) >= self.max_pending:
+            self.refused_full += 1
             future.set_exception(
                 PeerError(
                     f"{self.peer_id} has {len(self._pending)} requests unanswered "

@@ -789,6 +789,7 @@ class Node:
                 # batching on the replica streams: messages per frame is what pays
                 "replica.frames_out": sum(link.frames_sent for link in self.links.values()),
                 "replica.messages_out": sum(link.messages_sent for link in self.links.values()),
+                "replica.refused_full": sum(link.refused_full for link in self.links.values()),
             },
             "peers": [
                 {"node": v.node, "state": v.state, "phi": v.phi, "last_heard_s": v.last_heard_s}
