@@ -117,3 +117,25 @@ async def test_a_node_certificate_cannot_speak_for_another_node(secure: Secure) 
     assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "cannot speak for 'n3'" in (refused.details() or "")
     assert secure.cluster.status("n2").counters["replica.impersonation"] >= 1
+
+
+def test_a_ca_signed_certificate_that_names_no_role_is_unauthenticated(secure: Secure) -> None:
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from kvstore.security import certs
+
+    paths = certs.client_paths(secure.folder, "odd")
+    subject = certs._subject("odd", "root")  # signed by our CA, but no kvstore kind
+    certs._issue(secure.folder, paths, subject, [ExtendedKeyUsageOID.CLIENT_AUTH], None,
+                 days=1, not_before=None, overwrite=True)  # fmt: skip
+    ca = certs.ca_paths(secure.folder).cert.read_bytes()
+    credentials = grpc.ssl_channel_credentials(ca, paths.key.read_bytes(), paths.cert.read_bytes())
+    node = secure.config.nodes[0]
+    options = [("grpc.ssl_target_name_override", node.id)]
+    channel = grpc.secure_channel(node.address, credentials, options=options)
+    with channel, pytest.raises(grpc.RpcError) as info:
+        pb_grpc.KVStub(channel).Get(pb.GetRequest(key=b"k"), timeout=5)
+    error = info.value
+    assert isinstance(error, grpc.Call) and error.code() is grpc.StatusCode.UNAUTHENTICATED
+    metadata = dict(error.trailing_metadata() or ())  # type: ignore[arg-type]
+    assert metadata.get("kv-definite") == "1"
