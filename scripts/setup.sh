@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Sets everything up from a fresh clone: a virtual environment in .venv, the package and
-# its dev tools installed into it, and the gRPC code generated from proto/. Idempotent.
+# Sets everything up from a fresh clone: a virtual environment in .venv, and the package
+# (editable) with its dev tools installed into it. Idempotent. The gRPC code generated from
+# proto/ is committed (kvstore/pb/); scripts/gen_proto.sh regenerates it after a change, and
+# setup does not, so that tests/packaging/test_generated.py sees what git holds.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -14,7 +16,6 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e '.[dev]'
   touch "$stamp"
 fi
-bash scripts/gen_proto.sh
 # Real network partitions (kvstore.cluster.netns) need iptables; as root with apt-get we
 # install it, elsewhere the harness uses the gRPC-seam faults and those tests skip.
 if [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null && command -v apt-get >/dev/null; then
