@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--nemesis",
         default="none",
-        help="comma list: none,kill,pause,partition,clock,delay,drop,lying-disk",
+        help="comma list: none,kill,pause,partition,clock,delay,drop,lying-disk,hint-loss",
     )
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds of load")
     p.add_argument("--rate", type=float, default=200.0, help="ops/s over all clients")
@@ -136,6 +136,16 @@ def summary(results: dict[str, Any]) -> Table:
     table.add_row("k-staleness", str(stale["k_staleness"]))
     table.add_row("t-visibility (ms)", str(stale["t_visibility_ms"]))
     table.add_row("lost writes", str(stale["lost_writes"]))
+    repair = results.get("settle", {}).get("anti_entropy", {})
+    if repair.get("skipped"):
+        table.add_row("anti-entropy round", "skipped")
+    else:
+        errors = repair.get("errors") or []
+        table.add_row(
+            "anti-entropy round",
+            f"{repair.get('keys_repaired', 0)} keys repaired"
+            + (f", {len(errors)} errors" if errors else ""),
+        )
     if results.get("durability"):
         d = results["durability"]
         table.add_row(

@@ -6,11 +6,20 @@ The promises are DESIGN.md's table:
   than a write that completed before the read began. A stale read whose missed write
   is itself a *lost write* (it lost last-writer-wins to an older write with a higher
   timestamp, e.g. under clock skew) is reported as a lost write, as the table says,
-  and does not count against this promise.
+  and does not count as a stale read.
 - ``eventual``: anything weaker (R + W <= N, or sloppy); staleness is measured, not a
   failure. What must hold: after healing and a final read of every key at ``all`` with
   blocking read repair, every replica of every key holds the same version.
-Every setting also gets the convergence check, and lost writes are always reported.
+Every promise, eventual included, also requires:
+- convergence (above), and, for the ``set`` workload, every acknowledged write in the
+  final state;
+- no unexpected values: every read returns nil or a value some write could have
+  produced (acknowledged or of unknown outcome, invoked before the read ended), never
+  the value of a write that definitely failed or that nobody wrote.
+Lost writes are always reported. The strict promises (``linearizable`` and
+``no-stale-reads``) allow them only in a run with the ``clock`` nemesis: with hybrid
+logical clocks and one true clock, last-writer-wins must not lose an acknowledged write
+to an earlier one (``checks._lost_writes`` says why that excludes no legitimate case).
 """
 
 from __future__ import annotations

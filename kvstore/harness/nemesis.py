@@ -31,7 +31,17 @@ from kvstore.cluster.netns import NetnsNetwork
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
-NEMESES = ("none", "kill", "pause", "partition", "clock", "delay", "drop", "lying-disk")
+NEMESES = (
+    "none",
+    "kill",
+    "pause",
+    "partition",
+    "clock",
+    "delay",
+    "drop",
+    "lying-disk",
+    "hint-loss",
+)
 PARTITION_KINDS = ("halves", "one", "majorities-ring", "bridge")
 
 
@@ -42,6 +52,7 @@ class NodeFaults:
     delay_ms: int = 0  # outgoing replica messages wait this long
     drop: float = 0.0  # this fraction of outgoing replica messages is lost
     lying_disk: bool = False
+    lose_hints: bool = False
 
 
 class FaultState:
@@ -60,6 +71,7 @@ class FaultState:
             delay_ms=state.delay_ms,
             drop=state.drop,
             lying_disk=state.lying_disk,
+            lose_hints=state.lose_hints,
         )
         channel = self.cluster.aio_channel(node)
         try:
@@ -303,7 +315,38 @@ class LyingDiskNemesis(Nemesis):
         return {"crashed_and_restarted": liar}
 
 
+class HintLossNemesis(Nemesis):
+    """SIGKILL one node while every other node loses the hints it takes for it (a hint
+    store that fails); heal restarts it. Writes it missed reach it only through
+    anti-entropy: the run's repair round must do real work, and convergence shows
+    whether it did."""
+
+    name = "hint-loss"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.killed: str | None = None
+
+    async def start(self) -> dict[str, Any]:
+        self.killed = self.rng.choice(self.nodes)
+        for node, state in self.faults.nodes.items():
+            state.lose_hints = node != self.killed
+        await asyncio.gather(*(self.faults.push(n) for n in self.nodes if n != self.killed))
+        await asyncio.to_thread(self.cluster.kill, self.killed)
+        return {"killed": self.killed, "hints_lost_by": "every other node"}
+
+    async def heal(self) -> dict[str, Any]:
+        restarted, self.killed = self.killed, None
+        for state in self.faults.nodes.values():
+            state.lose_hints = False
+        if restarted is not None:
+            await asyncio.to_thread(self.cluster.start_node, restarted)
+        await self.faults.push_all()
+        return {"restarted": restarted}
+
+
 _KINDS: dict[str, Callable[..., Nemesis]] = {
+    "hint-loss": HintLossNemesis,
     "lying-disk": LyingDiskNemesis,
     "kill": KillNemesis,
     "pause": PauseNemesis,

@@ -58,6 +58,9 @@ class RunOptions:
     check_time_limit: float = 30.0
     name: str | None = None
     partitions: str = "auto"  # "netns" (root: iptables), "seam" (gRPC faults) or "auto"
+    # False skips the anti-entropy round before the replicas are compared: a planted bug
+    # ("repair does nothing") that the convergence check must catch
+    repair: bool = True
 
 
 @dataclass(slots=True)
@@ -331,7 +334,13 @@ async def run_test(
         state.nemesis = "healed"
         state.phase = "settling"
         settle = await _settle(cluster)
-        settle["anti_entropy"] = await _repair_round(cluster)
+        settle["anti_entropy"] = (
+            await _repair_round(cluster) if options.repair else {"skipped": True}
+        )
+        # Replicas are compared before anything repairs on the read path: the final reads
+        # (at all, with blocking read repair) would otherwise cover up what anti-entropy
+        # did or failed to do.
+        convergence = await _convergence(cluster, workload.final_keys())
         for i, key in enumerate(workload.final_keys()):
             await run_op(
                 client,
@@ -341,7 +350,8 @@ async def run_test(
                 Options({"r": "all", "read_repair": "blocking", "sloppy": False}, {}),
                 5.0,
             )
-        convergence = await _convergence(cluster, workload.final_keys())
+        after_reads = await _convergence(cluster, workload.final_keys())
+        convergence["after_final_reads"] = after_reads["converged"]
         if on_progress is not None:
             on_progress(state)
     finally:
@@ -368,6 +378,7 @@ async def run_test(
         convergence=convergence,
         promise=options.expect or promised(options.setting, cfg.n),
         write_once=options.workload == "set",
+        nemesis_intervals=intervals,
     )
     results.update(
         check_seconds=round(time.monotonic() - check_started, 3),

@@ -7,7 +7,8 @@ enough to cut the pair. A dropped request is never answered and so ends in its
 deadline, exactly as over a real partition: the caller cannot tell it was not sent.
 Randomness here is the runtime's, never the core's. ``lying_disk`` is a storage fault
 kept here because it is switched the same way (Admin.SetFaults): the node acknowledges
-writes it holds only in memory, so a crash loses them.
+writes it holds only in memory, so a crash loses them; ``lose_hints`` likewise: the node
+acknowledges hints it then drops, so their owners miss those writes until repair.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class FaultRules:
     drop: float = 0.0
     delay_s: float = 0.0
     lying_disk: bool = False  # the node's own writes: acked, held in memory only
+    lose_hints: bool = False  # hints for others: acked, then dropped (never replayed)
     rng: random.Random = field(default_factory=random.Random)
 
     def blocks(self, peer: str) -> bool:

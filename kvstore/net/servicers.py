@@ -239,6 +239,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         if request.HasField("clock_offset_ms"):
             self.node.clock_offset_us = request.clock_offset_ms * 1000
         faults.lying_disk = request.lying_disk
+        faults.lose_hints = request.lose_hints
         if not request.lying_disk:
             await self.node.stop_lying()
         return pb.Faults(
@@ -247,6 +248,7 @@ class AdminServicer(pb_grpc.AdminServicer):
             delay_ms=round(faults.delay_s * 1000),
             clock_offset_ms=self.node.clock_offset_us // 1000,
             lying_disk=faults.lying_disk,
+            lose_hints=faults.lose_hints,
         )
 
     async def Repair(

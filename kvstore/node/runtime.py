@@ -620,6 +620,9 @@ class Node:
     async def apply_local(self, record: Record, hint_for: str | None) -> bool:
         self.clock.observe(record.ts, self.physical_us())
         if hint_for is not None and hint_for != self.id:
+            if self.faults.lose_hints:
+                self.counters["hints.lost"] += 1
+                return True
             await self.engine.add_hint(hint_for, record, self.physical_us())
             self.counters["hints.stored"] += 1
             return True
@@ -742,6 +745,10 @@ class Node:
         self, rid: int, record: Record, owner: str, reply: Callable[[list[Any]], None]
     ) -> None:
         try:
+            if self.faults.lose_hints:
+                self.counters["hints.lost"] += 1
+                reply([rid, replica_codec.OK, True])
+                return
             await self.engine.add_hint(owner, record, self.physical_us())
         except Exception as exc:
             reply([rid, replica_codec.ERROR, f"storage failed: {exc}"])

@@ -571,6 +571,7 @@ class Faults(_message.Message):
     DELAY_MS_FIELD_NUMBER: _builtins.int
     CLOCK_OFFSET_MS_FIELD_NUMBER: _builtins.int
     LYING_DISK_FIELD_NUMBER: _builtins.int
+    LOSE_HINTS_FIELD_NUMBER: _builtins.int
     drop: _builtins.float
     """drop this fraction of outgoing replica messages"""
     delay_ms: _builtins.int
@@ -580,6 +581,10 @@ class Faults(_message.Message):
     lying_disk: _builtins.bool
     """A disk that lies about fsync (as Jepsen's lazyfs): writes are acknowledged but kept
     only in memory until the lie stops (then written) or the process dies (then lost).
+    """
+    lose_hints: _builtins.bool
+    """A hint store that loses what it is given (as a fallback whose hints file is lost):
+    hinted writes are acknowledged and dropped, so only anti-entropy can repair them.
     """
     @_builtins.property
     def isolate_from(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -593,10 +598,11 @@ class Faults(_message.Message):
         delay_ms: _builtins.int = ...,
         clock_offset_ms: _builtins.int | None = ...,
         lying_disk: _builtins.bool = ...,
+        lose_hints: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "clock_offset_ms", b"clock_offset_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "clock_offset_ms", b"clock_offset_ms", "delay_ms", b"delay_ms", "drop", b"drop", "isolate_from", b"isolate_from", "lying_disk", b"lying_disk"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "clock_offset_ms", b"clock_offset_ms", "delay_ms", b"delay_ms", "drop", b"drop", "isolate_from", b"isolate_from", "lose_hints", b"lose_hints", "lying_disk", b"lying_disk"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__clock_offset_ms: _TypeAlias = _typing.Literal["clock_offset_ms"]  # noqa: Y015
     _WhichOneofArgType__clock_offset_ms: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms"]  # noqa: Y015
