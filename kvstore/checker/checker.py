@@ -5,6 +5,9 @@ Rules and invariants:
   -> optional with output UNKNOWN) and split by `model.partition`; each partition is
   searched on its own from `model.init()` (P-compositionality).
 - Real-time order is the order of events in the history (an op's call/return positions).
+- `check_history` resolves a register model's "auto" nil-read rule from the history
+  (Knossos's rule for EDN histories; see models.py); `check_operations` has no history,
+  so "auto" is "value" there.
 - One deadline covers the whole check; partitions not finished by it are "unknown".
   Explaining a failure has its own small budget and never changes a verdict.
 - Once a partition fails the overall verdict is known; the others then get only
@@ -22,7 +25,7 @@ from typing import Any
 
 from kvstore.checker.explain import failing_window
 from kvstore.checker.history import History, Operation
-from kvstore.checker.models import Model, get_model, infer_model
+from kvstore.checker.models import Model, get_model, infer_model, with_nil_read
 from kvstore.checker.result import CheckResult, Counterexample, LinearizedStep, PartitionResult
 from kvstore.checker.search import (
     LINEARIZABLE,
@@ -183,9 +186,14 @@ def check_history(
     keep_going_s: float | None = 1.0,
 ) -> CheckResult:
     """Check a loaded history. `model`: a Model, a name in MODELS, or None to infer."""
+    ops = history.operations()
+    if model is None:
+        model = infer_model(ops)
+    elif isinstance(model, str):
+        model = get_model(model)
     res = check_operations(
-        history.operations(),
-        model,
+        ops,
+        with_nil_read(model, history.nil_read_is_unknown),
         time_limit=time_limit,
         explain=explain,
         explain_budget_s=explain_budget_s,

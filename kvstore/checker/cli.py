@@ -5,6 +5,13 @@ limit). `--staleness` adds the staleness figures; the exit status still follows 
 linearizability verdict. The top-level CLI calls `register(subparsers)`; `func` on the
 parsed namespace runs the check and returns the exit status.
 
+Every output (text, `--json`, `--edn`) says how keys were found (`key_encoding`: the
+project's `key` field, Jepsen `independent` tuples, or none: one register) and which
+keys; for the register models also the initial value (`--initial`, an EDN value,
+default nil) and the nil-read rule in force (`--nil-read`, default per format; see
+formats/__init__.py). `--initial` for the kv model, or a value that is not EDN, is a
+usage error (exit 2).
+
 Bad input is exit 2 with one line on stderr, `kvstore check: FILE:LINE: what is wrong`
 (`FILE: ...` when no line applies), never a traceback and never exit 1: every reader
 raises HistoryFormatError with a line; a file that cannot be read, or holds no event at
@@ -23,10 +30,20 @@ from typing import Any
 
 from kvstore.checker.checker import check_history
 from kvstore.checker.formats import FORMATS, load_history
-from kvstore.checker.history import HistoryFormatError, printable
-from kvstore.checker.models import MODELS
+from kvstore.checker.formats.edn import Symbol, read_value, strict_values, to_edn
+from kvstore.checker.formats.edn_result import result_to_edn
+from kvstore.checker.history import History, HistoryFormatError, freeze, key_order, printable
+from kvstore.checker.models import (
+    MODELS,
+    Model,
+    get_model,
+    infer_model,
+    with_initial,
+    with_nil_read,
+)
 from kvstore.checker.report_html import write_html
 from kvstore.checker.report_text import format_result, format_staleness
+from kvstore.checker.result import CheckResult
 from kvstore.checker.staleness import analyse_staleness
 
 EXIT_OK = 0
@@ -35,6 +52,12 @@ EXIT_BAD_INPUT = 2
 EXIT_UNKNOWN = 3
 
 _EXIT = {"linearizable": EXIT_OK, "not linearizable": EXIT_NOT_LINEARIZABLE}
+_REGISTERS = ("register", "cas-register")
+_ENCODINGS = {
+    "key-field": "the key field",
+    "independent": "Jepsen independent [k v] tuples",
+}
+_KEYS_SHOWN = 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -52,11 +75,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="sequential model (default: kv if get/put/append occur, cas-register if cas "
         "does, else register)",
     )
+    p.add_argument(
+        "--initial",
+        metavar="VALUE",
+        default=None,
+        help="the register's value before any op, for the register and cas-register models, "
+        'as an EDN value: 0, nil, "text", :keyword (default: nil, as Jepsen\'s register '
+        "tests start; Knossos's cas-register data starts at 0)",
+    )
+    p.add_argument(
+        "--nil-read",
+        choices=("unknown", "value"),
+        default=None,
+        help="a read of nil, for the register models: unknown (Knossos's rule: it fits any "
+        "value) or value (the register held nil). Default: unknown for edn and knossos "
+        "histories, value for jsonl and jepsen-log",
+    )
     p.add_argument("--format", choices=FORMATS, default="auto", help="history format")
     p.add_argument(
         "--time-limit", type=float, default=None, metavar="SECONDS", help="give up: unknown"
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON object")
+    out.add_argument(
+        "--edn",
+        action="store_true",
+        help="print one EDN map shaped like Jepsen's independent checker around Knossos's "
+        "analysis: {:valid? true|false|:unknown, :results {key {:valid? ...}}, "
+        ":failures [keys], ...}; a failing key has :op, :previous-ok and :final-paths",
+    )
     p.add_argument("--html", metavar="REPORT.html", help="write a self-contained HTML report")
     p.add_argument("--staleness", action="store_true", help="also run the staleness analyses")
     p.add_argument(
@@ -85,17 +132,84 @@ def _bad(path: str, line: int | None, msg: str) -> int:
     return EXIT_BAD_INPUT
 
 
+_NO_INITIAL = object()
+
+
+def parse_initial(text: str) -> Any:
+    """The value of `--initial`: one EDN value, frozen as history values are (so `:a` is a
+    keyword, distinct from "a"). `null` is taken as nil. Raises ValueError."""
+    try:
+        v = read_value(text)
+    except HistoryFormatError as e:
+        raise ValueError(f"--initial: not one EDN value ({e.detail})") from None
+    if type(v) is Symbol:
+        if v == "null":
+            return None
+        raise ValueError(
+            f"--initial: {v} is an EDN symbol; write a string as '\"{v}\"' or a keyword as :{v}"
+        )
+    return freeze(strict_values(v))
+
+
+def _model_for(history: History, name: str | None, initial: Any) -> Model | str | None:
+    """What to pass to check_history: the model name, or a Model when --initial is set."""
+    if initial is _NO_INITIAL:
+        return name
+    # Inferring needs the ops: a second pairing pass, only when --initial comes alone.
+    model = get_model(name) if name is not None else infer_model(history.operations())
+    return with_initial(model, initial)
+
+
+def _key_text(k: Any) -> str:
+    return printable(k) if isinstance(k, int) or type(k) is str else repr(k)
+
+
+def _json_key(k: Any) -> Any:
+    return k if k is None or isinstance(k, bool | int | float | str) else repr(k)
+
+
+def _summary(history: History, enc: str, result: CheckResult, initial: Any) -> list[str]:
+    """The text lines on keys and, for the register models, the start and the nil rule."""
+    lines: list[str] = []
+    keys = sorted((p.key for p in result.partitions), key=key_order)
+    if enc in _ENCODINGS:
+        shown = ", ".join(_key_text(k) for k in keys[:_KEYS_SHOWN])
+        more = f", ... {len(keys) - _KEYS_SHOWN} more" if len(keys) > _KEYS_SHOWN else ""
+        lines.append(f"keys: {len(keys)} by {_ENCODINGS[enc]}: {shown}{more}")
+    if result.model in _REGISTERS:
+        start = to_edn(None if initial is _NO_INITIAL else initial)
+        rule = (
+            "unknown (Knossos's rule: fits any value)"
+            if history.nil_read_is_unknown
+            else "the value nil"
+        )
+        lines.append(f"register starts at {start}; a read of nil is {rule}")
+    return lines
+
+
 def run_check(args: argparse.Namespace) -> int:
     if args.time_limit is not None and args.time_limit <= 0:
         return _err("--time-limit must be positive")
+    initial: Any = _NO_INITIAL
+    if args.initial is not None:
+        try:
+            initial = parse_initial(args.initial)
+        except ValueError as e:
+            return _err(str(e))
     path = str(args.history)
     try:
         history = load_history(path, args.format)
         if not history.events:
             raise HistoryFormatError(None, "at least one event", "none")
+        if args.nil_read is not None:
+            history.nil_read_is_unknown = args.nil_read == "unknown"
+        try:
+            model = _model_for(history, args.model, initial)
+        except ValueError as e:  # --initial for a model without an initial value
+            return _err(f"--initial: {e}")
         result = check_history(
             history,
-            args.model,
+            model,
             time_limit=args.time_limit,
             keep_going_s=None if args.all_partitions else 1.0,
         )
@@ -120,13 +234,41 @@ def run_check(args: argparse.Namespace) -> int:
             return _bad(args.html, None, e.strerror or str(e))
         except UnicodeEncodeError as e:  # a file name with undecodable bytes, in the page
             return _bad(args.html, None, f"cannot write the report ({e.reason})")
+    encoding = history.key_encoding  # a pass over the events: once
+    keys = [p.key for p in result.partitions] if encoding != "none" else []
+    keys.sort(key=key_order)
+    is_register = result.model in _REGISTERS
+    start = None if initial is _NO_INITIAL else initial
+    nil_rule = "unknown" if history.nil_read_is_unknown else "value"
     if args.json:
         out: dict[str, Any] = result.to_json()
+        out["key_encoding"] = encoding
+        out["keys"] = [_json_key(k) for k in keys]
+        if is_register:
+            out["initial"] = _json_key(start)
+            out["nil_read"] = nil_rule
         if staleness is not None:
             out["staleness"] = staleness.to_json()
         print(json.dumps(out))
+    elif args.edn:
+        # The same model check_history ran, to word why a failing op is inconsistent.
+        used = get_model(result.model)
+        if is_register:
+            used = with_nil_read(with_initial(used, start), history.nil_read_is_unknown)
+        print(
+            result_to_edn(
+                result,
+                history,
+                model=used,
+                initial=start,
+                nil_read=nil_rule if is_register else None,
+                keys=keys,
+                staleness=staleness.to_json() if staleness is not None else None,
+            )
+        )
     else:
-        print(format_result(result))
+        head, _, rest = format_result(result).partition("\n")
+        print("\n".join([head, *_summary(history, encoding, result, initial), rest]))
         if staleness is not None:
             print(format_staleness(staleness))
         if args.html:

@@ -11,7 +11,17 @@ Rules and invariants:
 - `pair_operations` matches each invocation with the next completion of the same process.
   An invocation without a completion (or followed by another invocation of the same process,
   which means the process crashed) becomes an `info` operation: it may have happened at any
-  time after its invocation, or never. Nemesis events are ignored.
+  time after its invocation, or never; so does one completed by `info`.
+- Nemesis events are those of process `nemesis` (Jepsen's `:nemesis`), whatever their `f`:
+  a nemesis event with `f` read is never a client read. They are ignored by pairing and by
+  key detection.
+- Keys, detected per history (`detect_key_encoding`, from the client invocations only):
+  `key-field` if any invocation has this project's `key` field; else `independent` if
+  every one carries a Jepsen `independent` tuple, a 2-element vector `[k v]` whose k is an
+  integer or a string (keywords included) and, for cas, whose v is itself `[from to]`
+  (so a plain cas-register history, `[from to]` on every op, is never taken for tuples);
+  else `none` (one register). An independent op gets key k and value v, its completion
+  must carry the same k (or no value at all), and events keep the tuple as recorded.
 - `fail` means the operation did not happen, except when `History.fail_cas_is_false` is set
   (the Jepsen etcd logs): there a failed `cas` happened and returned false.
 - Values are normalised to hashable form (lists become tuples, dicts become `FrozenMap`s,
@@ -31,6 +41,7 @@ from typing import Any, Literal
 
 EventType = Literal["invoke", "ok", "fail", "info"]
 Status = Literal["ok", "fail", "info"]
+KeyEncoding = Literal["key-field", "independent", "none"]
 
 EVENT_TYPES: frozenset[str] = frozenset({"invoke", "ok", "fail", "info"})
 NEMESIS = "nemesis"
@@ -172,15 +183,29 @@ def printable(v: Any) -> str:
 
 @dataclass(slots=True)
 class History:
-    """A loaded history: its events in order, plus how the source format defines `fail`."""
+    """A loaded history: its events in order, plus how the source format defines `fail`
+    and a read of nil (`nil_read_is_unknown`: Knossos's rule, the read's value is unknown;
+    otherwise nil is the value read). Models with a nil-read rule of their own follow it
+    (see models.py)."""
 
     events: list[Event]
     format: str = "jsonl"
     fail_cas_is_false: bool = False
     source: str | None = None
+    nil_read_is_unknown: bool = False
+
+    @property
+    def key_encoding(self) -> KeyEncoding:
+        """How the ops name their keys; see the module rules. Computed from the events on
+        each call (one cheap pass), so it can never be stale."""
+        return detect_key_encoding(self.events)
 
     def operations(self) -> list[Operation]:
-        return pair_operations(self.events, fail_cas_is_false=self.fail_cas_is_false)
+        return pair_operations(
+            self.events,
+            fail_cas_is_false=self.fail_cas_is_false,
+            independent=self.key_encoding == "independent",
+        )
 
     @property
     def has_times(self) -> bool:
@@ -240,11 +265,56 @@ def _freeze(value: Any, depth: int, line: int | None) -> Any:
     return value
 
 
-def pair_operations(events: Iterable[Event], *, fail_cas_is_false: bool = False) -> list[Operation]:
+def key_order(k: Any) -> tuple[int, Any, str]:
+    """A sort key for keys of mixed types: numbers in numeric order, then the rest by repr
+    (keys 1, 2, 10, not 1, 10, 2)."""
+    if isinstance(k, int | float) and not isinstance(k, bool):
+        return (0, k, "")
+    return (1, 0, repr(k))
+
+
+def _is_key(k: Any) -> bool:
+    return isinstance(k, str) or (isinstance(k, int) and not isinstance(k, bool))
+
+
+def _is_pair(v: Any) -> bool:
+    # A FrozenMap (a decoded map) is a tuple subclass, never a vector: `type(v) is tuple`.
+    return type(v) is tuple and len(v) == 2
+
+
+def detect_key_encoding(events: Iterable[Event]) -> KeyEncoding:
+    """`key-field`, `independent` or `none`, from the client invocations; see module rules."""
+    seen = False
+    tuples = True
+    for ev in events:
+        if ev.type != "invoke" or ev.is_nemesis:
+            continue
+        if ev.key is not None:
+            return "key-field"
+        seen = True
+        if tuples:
+            v = ev.value
+            if not (_is_pair(v) and _is_key(v[0])) or (ev.f == "cas" and not _is_pair(v[1])):
+                tuples = False  # keep scanning: a later :key field still wins
+    return "independent" if seen and tuples else "none"
+
+
+def _split_tuple(inv: Event) -> tuple[Any, Any]:
+    if not (_is_pair(inv.value) and _is_key(inv.value[0])):
+        raise HistoryFormatError(
+            inv.line, "a Jepsen independent [key value] tuple", repr(inv.value)
+        )
+    return inv.value[0], inv.value[1]
+
+
+def pair_operations(
+    events: Iterable[Event], *, fail_cas_is_false: bool = False, independent: bool = False
+) -> list[Operation]:
     """Pair invocations with completions per process; see the module rules.
 
+    `independent`: values are Jepsen `[k v]` tuples; each op gets key k and value v.
     Raises HistoryFormatError for a completion with no open invocation or whose `f` differs
-    from its invocation's.
+    from its invocation's, and (independent) for an ok completion of another key.
     """
     ops: list[Operation] = []
     open_calls: dict[Hashable, tuple[int, Event]] = {}
@@ -255,6 +325,21 @@ def pair_operations(events: Iterable[Event], *, fail_cas_is_false: bool = False)
         else:
             status = comp.type  # type: ignore[assignment]
         output = comp.value if comp is not None else None
+        key, inp = inv.key, inv.value
+        if independent:
+            key, inp = _split_tuple(inv)
+            if output is not None and _is_pair(output) and output[0] == key:
+                output = output[1]
+            elif output is not None:
+                if status == "ok":  # an ok op must say what it did, for its own key
+                    raise HistoryFormatError(
+                        comp.line if comp is not None else None,
+                        f"a [key value] tuple of key {key!r} like its invocation's "
+                        f"(line {inv.line})",
+                        repr(output),
+                    )
+                # A fail or info completion's value is never used (the invocation's is).
+                output = None
         if status == "fail" and fail_cas_is_false and inv.f == "cas":
             status = "ok"
             output = False
@@ -263,8 +348,8 @@ def pair_operations(events: Iterable[Event], *, fail_cas_is_false: bool = False)
                 id=len(ops),
                 process=inv.process,
                 f=inv.f,
-                key=inv.key,
-                input=inv.value,
+                key=key,
+                input=inp,
                 output=output,
                 status=status,
                 call=pos,

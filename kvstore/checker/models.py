@@ -14,6 +14,15 @@ Rules and invariants:
   linearises such ops greedily (sound: a read valid now can always be moved to now).
 - `viability(inputs)` may return a predicate that proves a pending read can never fit
   again (sound pruning only); returning None is always correct.
+- register and cas-register (`register_model`) start at `initial` (default nil, as
+  Jepsen's register tests start; Knossos's cas-register data starts at 0: pass it) and
+  have a nil-read rule, `nil_read`: "unknown" is Knossos's (`(nil? (:value op))` means
+  "we don't know what the read was", so the read fits any state and is dropped), "value"
+  means the register held nil, "auto" (the built-in REGISTER and CAS_REGISTER) follows
+  the history (`History.nil_read_is_unknown`, resolved by `check_history`) and is
+  "value" where there is no history. Other models have `nil_read` None.
+- Values compare with `==` as decoded: 1 and "1" differ, and so do an EDN keyword and
+  the string of its text (edn.py).
 - To add a model: write `step`, an `encode` if the default does not fit, and register it
   in MODELS.
 """
@@ -63,6 +72,8 @@ class Model:
     # (see search.linearize): False only if that read can never fit again from state.
     viability: Callable[[Sequence[Any]], Callable[[Any, Any], bool] | None] = lambda _c: None
     describe_input: Callable[[Any, Any], str] = lambda i, o: f"{i!r} -> {o!r}"
+    # "auto", "value" or "unknown" for the register models (see the module rules).
+    nil_read: str | None = None
 
 
 def by_key(op: Operation) -> Hashable:
@@ -72,7 +83,9 @@ def by_key(op: Operation) -> Hashable:
 # ------------------------------------------------------------------ register / cas-register
 
 
-def _register_encode(allow_cas: bool) -> Callable[[Operation], Encoded | None]:
+def _register_encode(
+    allow_cas: bool, nil_is_unknown: bool = False
+) -> Callable[[Operation], Encoded | None]:
     def encode(op: Operation) -> Encoded | None:
         f = _ALIASES.get(op.f, op.f)
         if f == "delete":
@@ -83,7 +96,10 @@ def _register_encode(allow_cas: bool) -> Callable[[Operation], Encoded | None]:
             return None
         known = op.status == "ok"
         if f == "read":
-            return (("read", None), op.output) if known else None
+            # Knossos: a read of nil fits any state; a read changes nothing, so drop it.
+            if not known or (nil_is_unknown and op.output is None):
+                return None
+            return ("read", None), op.output
         if f == "write":
             return ("write", arg), (True if known else UNKNOWN)
         if f == "cas":
@@ -129,25 +145,50 @@ def _describe_register(inp: Any, out: Any) -> str:
     return f"cas {arg[0]!r}->{arg[1]!r} {res}"
 
 
-REGISTER = Model(
-    name="register",
-    init=lambda: None,
-    step=register_step,
-    encode=_register_encode(allow_cas=False),
-    partition=by_key,
-    is_readonly=_register_readonly,
-    describe_input=_describe_register,
-)
+NIL_READ_RULES = ("auto", "value", "unknown")
 
-CAS_REGISTER = Model(
-    name="cas-register",
-    init=lambda: None,
-    step=register_step,
-    encode=_register_encode(allow_cas=True),
-    partition=by_key,
-    is_readonly=_register_readonly,
-    describe_input=_describe_register,
-)
+
+def register_model(*, cas: bool = False, initial: Any = None, nil_read: str = "auto") -> Model:
+    """A register (with cas if `cas`) starting at `initial` (hashable: a frozen value);
+    `nil_read` is "auto", "value" or "unknown" (see the module rules)."""
+    if nil_read not in NIL_READ_RULES:
+        raise ValueError(f"nil_read must be one of {', '.join(NIL_READ_RULES)}, not {nil_read!r}")
+    return Model(
+        name="cas-register" if cas else "register",
+        init=lambda: initial,
+        step=register_step,
+        encode=_register_encode(allow_cas=cas, nil_is_unknown=nil_read == "unknown"),
+        partition=by_key,
+        is_readonly=_register_readonly,
+        describe_input=_describe_register,
+        nil_read=nil_read,
+    )
+
+
+REGISTER = register_model(cas=False)
+CAS_REGISTER = register_model(cas=True)
+
+
+def with_initial(model: Model, initial: Any) -> Model:
+    """`model` (register or cas-register) starting at `initial` instead."""
+    if model.nil_read is None:
+        raise ValueError(
+            f"an initial value applies to the register and cas-register models, not {model.name}"
+        )
+    return register_model(
+        cas=model.name == "cas-register", initial=initial, nil_read=model.nil_read
+    )
+
+
+def with_nil_read(model: Model, nil_is_unknown: bool) -> Model:
+    """Resolve an "auto" nil-read rule from the history's; any other model is unchanged."""
+    if model.nil_read != "auto":
+        return model
+    return register_model(
+        cas=model.name == "cas-register",
+        initial=model.init(),
+        nil_read="unknown" if nil_is_unknown else "value",
+    )
 
 
 # ------------------------------------------------------------------------------------ kv

@@ -1,7 +1,10 @@
-"""Staleness analyses for register-like histories (read/get, write/put, cas) with times.
+"""Staleness analyses for register-like histories (read/get, write/put, cas, delete) with
+times.
 
 Definitions (per key; `a < b` means op a completed before op b was invoked, by `time`):
-- Writes: ok write/put (value = its input), ok cas (value = its new value). A write with no
+- Writes: ok write/put (value = its input), ok cas (value = its new value), ok delete
+  (value = nil: what a read after it returns; deletes share that value, so a read of nil
+  gets the benefit of the doubt below like any repeated value). A write with no
   completion (info) may be a read's source but has completion +infinity. Reads: ok
   read/get. The initial value (nil; for get/put histories nil or "") is version 0, older
   than every write.
@@ -39,7 +42,7 @@ from kvstore.checker.result import op_json
 _NEG = -math.inf
 _POS = math.inf
 _READ_FS = frozenset({"read", "get"})
-_WRITE_FS = frozenset({"write", "put"})
+_WRITE_FS = frozenset({"write", "put", "delete"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +195,8 @@ def _analyse_key(ops: list[Operation], rep: StalenessReport) -> None:
             if not (type(op.input) is tuple and len(op.input) == 2):  # not a FrozenMap
                 continue
             value = op.input[1]
+        elif op.f == "delete":
+            value = None
         else:
             value = op.input
         ret = _t(op.ret_time, _POS) if op.status == "ok" else _POS

@@ -13,6 +13,10 @@ Two rules hold whatever the promise (see ``guarantees``):
   read that began after it completed) violates the strict promises (``linearizable``,
   ``no-stale-reads``) unless the run had a clock nemesis; under one it is allowed and
   reported, each with whether it overlapped a clock-fault period.
+- A resurrected delete (a final read, after healing and the repair round, returns a value
+  whose write completed before an acknowledged delete of that key began, with no later
+  write of it) violates every promise unless the run had a clock nemesis: within the
+  grace period the tombstone is newer and repair must let it win everywhere.
 """
 
 from __future__ import annotations
@@ -91,6 +95,16 @@ def evaluate(
             f"{lost['count']} acknowledged writes lost without clock faults"
             f" (first: {lost['examples'][0]['write']['text']})"
         )
+    resurrected = _resurrected(history)
+    checks["no-resurrected-deletes"] = (
+        "held" if not resurrected else "allowed" if "clock" in options.nemeses else "violated"
+    )
+    if checks["no-resurrected-deletes"] == "violated":
+        verdict = "violated"
+        reasons.append(
+            f"{len(resurrected)} deleted keys came back after repair"
+            f" (first: {resurrected[0]['read']['text']})"
+        )
     durability = _durability(history) if write_once else None
     if durability is not None:
         checks["durable"] = "held" if not durability["lost"] else "violated"
@@ -112,6 +126,7 @@ def evaluate(
             "examples": [u.to_json() for u in unexpected[:10]],
         },
         "lost_writes": lost,
+        "resurrected_deletes": {"count": len(resurrected), "examples": resurrected[:10]},
         "settle": settle,
         "convergence": convergence,
         "durability": durability,
@@ -129,7 +144,7 @@ def _not_from_lost_writes(history: History, stale: StalenessReport) -> list[Stal
     lost = {op.id for op in stale.lost_writes}
     writes: dict[Any, list[Operation]] = {}
     for op in history.operations():
-        if op.status == "ok" and op.f == "write":
+        if op.status == "ok" and op.f in ("write", "delete"):
             writes.setdefault(op.key, []).append(op)
     out = []
     for s in stale.stale_reads:
@@ -146,6 +161,41 @@ def _not_from_lost_writes(history: History, stale: StalenessReport) -> list[Stal
         ]
         if any(w.id not in lost for w in missed):
             out.append(s)
+    return out
+
+
+def _resurrected(history: History) -> list[dict[str, Any]]:
+    """Final reads that returned a value an acknowledged delete had already replaced.
+
+    Values are unique per key (the workloads), so a read's value names its write; a
+    final read runs after healing and the repair round, when every replica should hold
+    the newest version, the tombstone included.
+    """
+    writes: dict[tuple[Any, Any], Operation] = {}
+    deletes: dict[Any, list[Operation]] = {}
+    for op in history.operations():
+        if op.f == "write" and op.status != "fail":
+            writes[(op.key, op.input)] = op
+        elif op.f == "delete" and op.status == "ok":
+            deletes.setdefault(op.key, []).append(op)
+    out = []
+    for op in history.operations():
+        if op.f != "read" or op.status != "ok" or op.output is None:
+            continue
+        if not isinstance(op.process, int) or op.process < FINAL_PROCESS:
+            continue
+        source = writes.get((op.key, op.output))
+        if source is None or source.ret_time is None:
+            continue  # unexpected (reported elsewhere), or of unknown outcome
+        later = [
+            d
+            for d in deletes.get(op.key, [])
+            if d.call_time is not None and d.call_time > source.ret_time
+        ]
+        if later:
+            out.append(
+                {"read": op_json(op), "write": op_json(source), "delete": op_json(later[-1])}
+            )
     return out
 
 

@@ -64,7 +64,10 @@ async def run_op(
             value = None if raw is None else int(raw)
             recorder.record(process, "ok", op.f, key=op.key, value=value, extra=where)
             return "ok"
-        await client.put(op.key, str(op.value), timeout=timeout, **options.writes)
+        if op.f == "delete":
+            await client.delete(op.key, timeout=timeout, **options.writes)
+        else:
+            await client.put(op.key, str(op.value), timeout=timeout, **options.writes)
         recorder.record(process, "ok", op.f, key=op.key, value=op.value, extra=where)
         return "ok"
     except KVError as exc:

@@ -2,10 +2,12 @@
 
 Rules: a generator is deterministic for a given seed; every write value is unique per
 key (a global counter), so staleness and lost writes can be traced to one write.
-``register`` overwrites a few keys (linearizability, staleness); ``set`` writes every
-value to a fresh key once and reads recent ones back (Jepsen's set test): at the end,
-every acknowledged write must still be there, which makes lost acknowledged writes
-visible even when no read happened to miss them.
+``register`` overwrites a few keys (linearizability, staleness); ``deletes`` does the same
+and also deletes them (a delete writes a tombstone: a read after it sees nothing, and a
+value older than it coming back is a resurrected delete); ``set`` writes every value to a
+fresh key once and reads recent ones back (Jepsen's set test): at the end, every
+acknowledged write must still be there, which makes lost acknowledged writes visible even
+when no read happened to miss them.
 Workloads the store cannot run (cas-register: the store has no compare-and-set) are
 refused with a message that says why.
 """
@@ -15,12 +17,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-WORKLOADS = ("register", "set")
+WORKLOADS = ("register", "deletes", "set")
 
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    f: str  # "read" | "write"
+    f: str  # "read" | "write" | "delete"
     key: str
     value: int | None
 
@@ -49,6 +51,20 @@ class RegisterWorkload:
         return Op("write", key, value)
 
 
+class DeletesWorkload(RegisterWorkload):
+    """Reads, writes and deletes over a few keys: a fifth of the updates are deletes."""
+
+    def __init__(self, keys: int, seed: int, read_fraction: float = 0.5) -> None:
+        super().__init__(keys, seed, read_fraction)
+        self.delete_fraction = 0.2
+
+    def next_op(self) -> Op:
+        op = super().next_op()
+        if op.f == "write" and self.rng.random() < self.delete_fraction:
+            return Op("delete", op.key, None)
+        return op
+
+
 class SetWorkload(RegisterWorkload):
     """Each write goes to a new key ``s<n>``; reads pick among the last ``keys`` written."""
 
@@ -74,6 +90,8 @@ def make_workload(name: str, keys: int, seed: int) -> RegisterWorkload:
         return RegisterWorkload(keys, seed)
     if name == "set":
         return SetWorkload(keys, seed)
+    if name == "deletes":
+        return DeletesWorkload(keys, seed)
     if name == "cas-register":
         raise ValueError(
             "workload 'cas-register' needs compare-and-set, which this store does not offer "

@@ -2,8 +2,16 @@
 
 Rules and invariants:
 - Formats: `jsonl` (project), `edn` (Jepsen/Knossos: a vector of op maps or one map per
-  line), `porcupine-kv` (one EDN map per line; read by the EDN reader), `jepsen-log`
-  (Jepsen log lines). `auto` sniffs the first non-blank line.
+  line), `knossos` (Knossos's tabular `[process type f value]` vectors, one per line),
+  `porcupine-kv` (one EDN map per line), `jepsen-log` (Jepsen log lines). `edn`, `knossos`
+  and `porcupine-kv` are all read by the EDN reader, which takes maps and vectors in any
+  mix. `auto` sniffs the first non-blank line: `[` or `(` followed by a plain value (the
+  process) is `knossos`.
+- A read of nil: in `edn` and `knossos` histories it follows Knossos's register models
+  (the read's value is unknown: it fits any state); in `jsonl` (this store returns nil
+  for an absent key) and `jepsen-log` (Porcupine's etcd model, whose verdicts the corpus
+  records) nil is the value read. `History.nil_read_is_unknown` says which; the CLI's
+  `--nil-read` overrides it.
 - Every reader either returns a History or raises HistoryFormatError naming the line and
   what was expected; nothing half-parsed escapes. That holds for hostile input too (deep
   nesting, huge numbers, invalid UTF-8, NUL bytes, wrong field types): see the limits in
@@ -26,8 +34,11 @@ from kvstore.checker.formats.jepsen_log import parse_jepsen_log
 from kvstore.checker.formats.jsonl import JsonlWriter, dump_jsonl, parse_jsonl_history
 from kvstore.checker.history import Event, History, HistoryFormatError
 
-FORMATS = ("auto", "jsonl", "edn", "porcupine-kv", "jepsen-log")
+FORMATS = ("auto", "jsonl", "edn", "knossos", "porcupine-kv", "jepsen-log")
 _JSON_START = re.compile(r'^\s*\{\s*"')
+# `[0 :invoke :read nil]`: a vector that opens with a plain value, not with another form.
+_TABULAR_START = re.compile(r"^\s*[\[(][\s,]*[^\s,\[\](){}#;]")
+_NIL_READ_UNKNOWN = frozenset({"edn", "knossos"})
 
 __all__ = [
     "FORMATS",
@@ -50,6 +61,8 @@ def sniff_format(text: str) -> str:
             return "jsonl"
         if JEPSEN_LINE.match(raw):
             return "jepsen-log"
+        if _TABULAR_START.match(raw):
+            return "knossos"
         if raw.lstrip()[:1] in ("[", "(", "{", ";", "#"):
             return "edn"
         raise HistoryFormatError(
@@ -67,7 +80,7 @@ def parse_history(text: str, fmt: str = "auto", *, source: str | None = None) ->
         fmt = sniff_format(text)
     if fmt == "jsonl":
         events = parse_jsonl_history(text)
-    elif fmt in ("edn", "porcupine-kv"):
+    elif fmt in ("edn", "knossos", "porcupine-kv"):
         events = parse_edn_history(text)
     else:
         events = parse_jepsen_log(text)
@@ -76,7 +89,11 @@ def parse_history(text: str, fmt: str = "auto", *, source: str | None = None) ->
         if any(a > b for a, b in itertools.pairwise(idx)):  # type: ignore[operator]
             events.sort(key=lambda e: e.index)  # type: ignore[arg-type,return-value]
     return History(
-        events=events, format=fmt, fail_cas_is_false=(fmt == "jepsen-log"), source=source
+        events=events,
+        format=fmt,
+        fail_cas_is_false=(fmt == "jepsen-log"),
+        source=source,
+        nil_read_is_unknown=fmt in _NIL_READ_UNKNOWN,
     )
 
 

@@ -2,15 +2,26 @@
 
 Rules and invariants:
 - Reads the EDN subset histories use: nil, booleans, integers (with an optional N), floats
-  (optional M), strings, characters, keywords, symbols, vectors, lists, maps, sets,
-  `#_` discard and tagged literals (the tag is dropped, the value kept, so `#inst "..."`
+  (optional M; ##Inf and ##-Inf, which the writer uses for infinities), strings,
+  characters, keywords, symbols, vectors, lists, maps, sets, `#_` discard and tagged
+  literals (the tag is dropped, the value kept, so `#inst "..."`
   reads as its string). Our own tokenizer (not edn_format) because it is several times
   faster and knows the line of every form, which error messages need.
 - Keywords read as `Keyword` (a str subclass, so `:read` compares equal to "read") and
   symbols as `Symbol`; the writer turns them back into `:read` / `read`.
+- In an op's `:value` and `:key` (what models compare), keywords and symbols become
+  `KeywordValue` / `SymbolValue`, which equal only their own kind: `:a`, `a` and "a" are
+  three different values, as in Clojure and so in Jepsen and Knossos. Integers and
+  strings never compare equal in Python, so `1` and "1" stay distinct too.
 - Vectors and lists read as tuples (hashable); maps as dicts; sets as frozensets.
-- A history file is either one vector/list of op maps or a sequence of top-level op maps
-  (one per line in practice). Each op map keeps the line it started on.
+- A history file is either one vector/list of ops or a sequence of top-level ops (one per
+  line in practice), as Knossos's `read-history` takes them. An op is a map or Knossos's
+  tabular vector `[process type f value]`, optionally with a fifth element (a time or an
+  index in some files), which is kept in `Event.extra["fifth"]` and not interpreted
+  (Knossos ignores it too; file order decides). A file starting with `[` or `(` is one
+  vector of ops unless the next token is a plain value (a process, as in `[0 :invoke
+  :read nil]`): then it is a tabular file, one op per top-level vector. Each op keeps the
+  line it started on.
 - Hostile input is a HistoryFormatError with a line, never a crash: collections nest at
   most MAX_DEPTH + 1 deep (an op map plus a value of MAX_DEPTH), `#_` and tags are read
   with an explicit stack rather than recursion, a tag or `#_` must be followed by a form,
@@ -21,6 +32,7 @@ Rules and invariants:
 from __future__ import annotations
 
 import bisect
+import math
 import re
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
@@ -30,6 +42,7 @@ from kvstore.checker.history import (
     MAX_DEPTH,
     NEMESIS,
     Event,
+    FrozenMap,
     HistoryFormatError,
     check_index,
     check_process,
@@ -49,6 +62,61 @@ class Symbol(str):
     """An EDN symbol."""
 
     __slots__ = ()
+
+
+class KeywordValue(Keyword):
+    """A keyword inside an op's value or key: equal only to another keyword, never to the
+    string of the same text (Jepsen's :a and "a" are different values)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Keyword) and str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    # Equal objects hash alike: a KeywordValue equals the plain Keyword of its text.
+    __hash__ = str.__hash__
+
+    def __repr__(self) -> str:
+        return ":" + str.__str__(self)
+
+
+class SymbolValue(Symbol):
+    """A symbol inside an op's value or key: equal only to another symbol."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Symbol) and str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    __hash__ = str.__hash__
+
+    def __repr__(self) -> str:
+        return str.__str__(self)
+
+
+def strict_values(v: Any) -> Any:
+    """`v` with every keyword and symbol made a KeywordValue / SymbolValue (see the module
+    rules), ready for `freeze`. Nesting is bounded by the reader, so recursion is safe."""
+    t = type(v)
+    if t is Keyword:
+        return KeywordValue(v)
+    if t is Symbol:
+        return SymbolValue(v)
+    if t is tuple or t is FrozenMap:
+        items = [strict_values(x) for x in v]
+        # A FrozenMap's pairs are sorted by repr, which the new types change: re-sort.
+        return FrozenMap(sorted(items, key=repr)) if t is FrozenMap else tuple(items)
+    if t is dict:
+        return {strict_values(k): strict_values(x) for k, x in v.items()}
+    if t is frozenset:
+        return frozenset(strict_values(x) for x in v)
+    return v  # scalars: the common case
 
 
 _TOKEN = re.compile(
@@ -77,6 +145,8 @@ _CHARS = {
     "backspace": "\b",
 }
 _CLOSERS = {"[": "]", "(": ")", "{": "}", "#{": "}"}
+# EDN's symbolic values. ##NaN is left a symbol: NaN equals nothing, not even itself.
+_SPECIAL_FLOATS = {"##Inf": float("inf"), "##-Inf": float("-inf")}
 _END = object()
 _HEX4 = re.compile(r"[0-9a-fA-F]{4}")
 _NEWLINE = re.compile("\n")
@@ -139,6 +209,8 @@ def _atom(text: str) -> Any:
             raise _Malformed("a shorter integer", f"{len(digits)} digits") from None
     if _FLOAT.fullmatch(text):
         return float(text.rstrip("M"))
+    if text in _SPECIAL_FLOATS:  # `1e999` reads as infinity, and is written back so
+        return _SPECIAL_FLOATS[text]
     return Symbol(text)
 
 
@@ -287,7 +359,9 @@ def _op_maps(text: str) -> Iterator[tuple[int, Any]]:
     if r.at_end():
         return
     first_kind, first_tok, _ = r.tokens[0]
-    if first_kind == "open" and first_tok in ("[", "("):
+    # `[0 :invoke ...`: a tabular file, one op vector per line, not one vector of ops.
+    tabular = len(r.tokens) > 1 and r.tokens[1][0] in ("atom", "str", "char")
+    if first_kind == "open" and first_tok in ("[", "(") and not tabular:
         # One vector of ops: read element by element to know each op's line.
         r.pos = 1
         while True:
@@ -316,11 +390,22 @@ def _field(m: dict[Any, Any], name: str) -> Any:
     return m.get(Keyword(name), m.get(name))
 
 
+_TUPLE_FIELDS = (Keyword("process"), Keyword("type"), Keyword("f"), Keyword("value"))
+
+
 def event_from_map(m: Any, line: int) -> Event:
-    """Build an Event from one op map (keys may be keywords or strings)."""
-    if not isinstance(m, dict):
+    """Build an Event from one op map (keys may be keywords or strings), or from a Knossos
+    `[process type f value]` vector (with an optional fifth element)."""
+    if type(m) is tuple and len(m) in (4, 5):
+        fields: dict[Any, Any] = dict(zip(_TUPLE_FIELDS, m[:4], strict=True))
+        if len(m) == 5:
+            fields["fifth"] = m[4]
+        m = fields
+    elif not isinstance(m, dict):
         raise HistoryFormatError(
-            line, "an operation map like {:process 0, :type :invoke, :f :read}"
+            line,
+            "an operation map like {:process 0, :type :invoke, :f :read} "
+            "or a [process type f value] vector",
         )
     process = _field(m, "process")
     typ = _field(m, "type")
@@ -328,7 +413,7 @@ def event_from_map(m: Any, line: int) -> Event:
     if process is None:
         raise HistoryFormatError(line, "a :process")
     process = check_process(process, line, ":process")
-    if isinstance(process, str) and process == NEMESIS:
+    if isinstance(process, str) and str(process) == NEMESIS:
         process = NEMESIS
     if not isinstance(typ, str) or str(typ) not in EVENT_TYPES:
         raise HistoryFormatError(line, ":type :invoke, :ok, :fail or :info", repr(typ))
@@ -342,8 +427,8 @@ def event_from_map(m: Any, line: int) -> Event:
         process=process,
         type=str(typ),
         f=str(f) if f is not None else "",
-        value=freeze(_field(m, "value"), line),
-        key=freeze(_field(m, "key"), line),
+        value=freeze(strict_values(_field(m, "value")), line),
+        key=freeze(strict_values(_field(m, "key")), line),
         time=check_time(_field(m, "time"), line, ":time"),
         index=check_index(_field(m, "index"), line, ":index"),
         error=_field(m, "error"),
@@ -376,10 +461,14 @@ def to_edn(v: Any) -> str:
     if isinstance(v, str):
         body = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         return '"' + body.replace("\t", "\\t").replace("\r", "\\r") + '"'
+    if isinstance(v, float) and not math.isfinite(v):
+        return "##NaN" if math.isnan(v) else ("##Inf" if v > 0 else "##-Inf")
     if isinstance(v, int | float):
         return repr(v)
     if isinstance(v, dict):
         return "{" + ", ".join(f"{to_edn(k)} {to_edn(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, FrozenMap):  # before tuple: it is one, but it was a map
+        return "{" + ", ".join(f"{to_edn(k)} {to_edn(x)}" for k, x in v) + "}"
     if isinstance(v, set | frozenset):
         return "#{" + " ".join(to_edn(x) for x in v) + "}"
     if isinstance(v, list | tuple):

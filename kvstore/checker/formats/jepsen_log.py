@@ -9,7 +9,8 @@ Rules and invariants:
   returned false. The loader marks the History (`fail_cas_is_false`) rather than
   rewriting events, so the events stay as recorded.
 - There are no timestamps: the line order is the real-time order.
-- Values are read by the EDN reader (so its depth and integer limits apply) and frozen;
+- Values are read by the EDN reader (so its depth and integer limits apply, and a keyword
+  value stays distinct from a string: see edn.py) and frozen;
   a process or value number longer than _MAX_DIGITS digits is bad input, as is any line
   that does not match.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from kvstore.checker.formats.edn import read_value
+from kvstore.checker.formats.edn import read_value, strict_values
 from kvstore.checker.history import Event, HistoryFormatError, freeze
 
 LINE = re.compile(r"^\s*INFO\s+jepsen\.util\s+-\s+(\S+)\s+:(\w+)\s+:(\S+)(?:\s+(.*?))?\s*$")
@@ -60,7 +61,7 @@ def parse_jepsen_log(text: str) -> list[Event]:
         elif _SIMPLE_INT.fullmatch(val_text):
             value = _int(val_text, n, "an integer value")
         else:
-            value = freeze(read_value(val_text, n), n)
+            value = freeze(strict_values(read_value(val_text, n)), n)
         error = None
         if typ in ("info", "fail") and isinstance(value, str) and val_text.startswith(":"):
             error, value = str(value), None

@@ -6,7 +6,10 @@ Rules and invariants:
   field is kept in `Event.extra` and written back out unchanged.
 - Nemesis lines have process "nemesis"; they are read (and written) but never checked.
 - Writing emits fields in a fixed order so that files diff cleanly; JSON has no tuples, so
-  tuples are written as arrays and read back as tuples by `freeze`.
+  tuples are written as arrays and read back as tuples by `freeze`; a decoded map is
+  written as an object (as a list of pairs if it has keys that are not strings, which
+  JSON cannot hold). JSON has no keywords either: an EDN keyword value is written as its
+  string, so it is no longer distinct from one.
 - Lines are split on "\n" only (a JSON string may hold U+2028 or U+0085 raw, and line
   numbers must match an editor's). NaN and Infinity are not JSON and are refused, as are
   integers longer than Python converts and values nested deeper than MAX_DEPTH: each is
@@ -26,6 +29,7 @@ from kvstore.checker.history import (
     EVENT_TYPES,
     NEMESIS,
     Event,
+    FrozenMap,
     HistoryFormatError,
     check_depth,
     check_index,
@@ -114,6 +118,10 @@ def parse_jsonl_history(text: str) -> list[Event]:
 
 
 def _plain(v: Any) -> Any:
+    # A decoded map (FrozenMap, a tuple of pairs) is an object again; JSON keys are strings,
+    # so one with other keys (possible from EDN) stays a list of [key, value] pairs.
+    if isinstance(v, FrozenMap) and all(isinstance(k, str) for k, _ in v):
+        return {k: _plain(x) for k, x in v}
     if isinstance(v, tuple | list):
         return [_plain(x) for x in v]
     if isinstance(v, frozenset | set):
