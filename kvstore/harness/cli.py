@@ -17,9 +17,10 @@ from rich.live import Live
 from rich.table import Table
 
 from kvstore.harness.guarantees import GUARANTEES, Setting
-from kvstore.harness.nemesis import parse_nemeses
+from kvstore.harness.nemesis import LINEARIZABLE_NEMESES, parse_nemeses
 from kvstore.harness.runner import RunOptions, RunState, run_test
 from kvstore.harness.workload import WORKLOADS
+from kvstore.net.faults import PLANTED_BUGS
 
 console = Console(stderr=True)
 MATRIX_CONSISTENCY = ("one", "quorum", "all", "linearizable")
@@ -40,8 +41,17 @@ def register(sub: Any) -> None:
     p.add_argument("--workload", default="register", help=f"one of {', '.join(WORKLOADS)}")
     p.add_argument(
         "--nemesis",
-        default="none",
-        help="comma list: none,kill,pause,partition,clock,delay,drop,lying-disk,hint-loss",
+        default=None,
+        help="comma list: none,kill,pause,partition,clock,delay,drop,lying-disk,hint-loss "
+        f"(default: {','.join(LINEARIZABLE_NEMESES)} for --consistency linearizable, whose "
+        "mix makes reads overlap partly applied writes; none otherwise)",
+    )
+    p.add_argument(
+        "--plant",
+        action="append",
+        default=[],
+        choices=PLANTED_BUGS,
+        help="test the harness: plant a known bug in every node for the run (repeatable)",
     )
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds of load")
     p.add_argument("--rate", type=float, default=200.0, help="ops/s over all clients")
@@ -84,7 +94,7 @@ def _options(args: argparse.Namespace, **override: Any) -> RunOptions:
     return RunOptions(
         setting=setting,
         workload=args.workload,
-        nemeses=override.get("nemeses", parse_nemeses(args.nemesis)),
+        nemeses=override.get("nemeses", parse_nemeses(_nemesis_spec(args, consistency))),
         time_limit=args.time_limit,
         rate=args.rate,
         concurrency=args.concurrency,
@@ -95,7 +105,14 @@ def _options(args: argparse.Namespace, **override: Any) -> RunOptions:
         nemesis_interval=args.nemesis_interval,
         check_time_limit=args.check_time_limit,
         partitions=args.partitions,
+        plant=tuple(args.plant),
     )
+
+
+def _nemesis_spec(args: argparse.Namespace, consistency: str | None) -> str:
+    if args.nemesis is not None:
+        return str(args.nemesis)
+    return ",".join(LINEARIZABLE_NEMESES) if consistency == "linearizable" else "none"
 
 
 def _progress_table(state: RunState) -> Table:

@@ -53,6 +53,7 @@ class NodeFaults:
     drop: float = 0.0  # this fraction of outgoing replica messages is lost
     lying_disk: bool = False
     lose_hints: bool = False
+    planted: tuple[str, ...] = ()  # known bugs switched on for the whole run
 
 
 class FaultState:
@@ -72,6 +73,7 @@ class FaultState:
             drop=state.drop,
             lying_disk=state.lying_disk,
             lose_hints=state.lose_hints,
+            planted_bugs=list(state.planted),
         )
         channel = self.cluster.aio_channel(node)
         try:
@@ -355,6 +357,12 @@ _KINDS: dict[str, Callable[..., Nemesis]] = {
     "delay": DelayNemesis,
     "drop": DropNemesis,
 }
+
+
+# The default for the linearizable level: every fault that leaves a write applied on some
+# replicas and not others while reads go on (cut links, crashes, stalls, slow links, and
+# skewed clocks, which ABD's first round must overcome).
+LINEARIZABLE_NEMESES = ("partition", "kill", "pause", "delay", "clock")
 
 
 def parse_nemeses(spec: str) -> list[str]:

@@ -61,6 +61,9 @@ class RunOptions:
     # False skips the anti-entropy round before the replicas are compared: a planted bug
     # ("repair does nothing") that the convergence check must catch
     repair: bool = True
+    # known bugs planted in every node for the whole run (kvstore.net.faults.PLANTED_BUGS):
+    # the harness's own test, and what bench/harness.py measures the catch rate of
+    plant: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -265,6 +268,10 @@ async def run_test(
             await asyncio.to_thread(network.create)
         await asyncio.to_thread(cluster.start)
         faults = nemesis_mod.FaultState(cluster, network)
+        if options.plant:
+            for node_faults in faults.nodes.values():
+                node_faults.planted = tuple(options.plant)
+            await faults.push_all()
         chosen = nemesis_mod.build(options.nemeses, cluster, faults, rng)
         interval = options.nemesis_interval or max(1.0, min(5.0, options.time_limit / 4))
         client = await clients.enter_async_context(
@@ -395,6 +402,7 @@ async def run_test(
             "concurrency": options.concurrency,
             "keys": options.keys,
             "seed": options.seed,
+            "planted_bugs": list(options.plant),
             "partition_mechanism": "netns-iptables" if network is not None else "grpc-seam",
             "pid": os.getpid(),
         },

@@ -16,6 +16,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+# Test hooks, not faults of the world: known bugs of the linearizable level (ABD) that
+# the harness must catch. Like every fault, they exist only with --enable-faults.
+PLANTED_BUGS = ("abd-no-query", "abd-no-write-back")
+
 
 @dataclass(slots=True)
 class FaultRules:
@@ -24,6 +28,7 @@ class FaultRules:
     delay_s: float = 0.0
     lying_disk: bool = False  # the node's own writes: acked, held in memory only
     lose_hints: bool = False  # hints for others: acked, then dropped (never replayed)
+    planted: frozenset[str] = frozenset()  # PLANTED_BUGS switched on (the harness's own test)
     rng: random.Random = field(default_factory=random.Random)
 
     def blocks(self, peer: str) -> bool:

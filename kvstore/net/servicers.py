@@ -23,6 +23,7 @@ from kvstore.core.keys import as_key
 from kvstore.errors import InvalidArgument, KVError, PermissionDenied, Unauthenticated
 from kvstore.net import replica_codec
 from kvstore.net.convert import ts_to_pb
+from kvstore.net.faults import PLANTED_BUGS
 from kvstore.net.kv_calls import get_reply, put_reply
 from kvstore.net.outbox import Outbox
 from kvstore.net.peer import PEER_METADATA
@@ -226,10 +227,13 @@ class AdminServicer(pb_grpc.AdminServicer):
             )
         faults = self.node.faults
         unknown = set(request.isolate_from) - set(self.node.links)
-        if unknown or not 0.0 <= request.drop <= 1.0:
+        bugs = set(request.planted_bugs) - set(PLANTED_BUGS)
+        if unknown or bugs or not 0.0 <= request.drop <= 1.0:
             problem = (
                 f"unknown peers {sorted(unknown)}"
                 if unknown
+                else f"unknown planted bugs {sorted(bugs)} (known: {', '.join(PLANTED_BUGS)})"
+                if bugs
                 else f"drop={request.drop} not in 0..1"
             )
             await _refuse(context, InvalidArgument(problem))
@@ -240,6 +244,7 @@ class AdminServicer(pb_grpc.AdminServicer):
             self.node.clock_offset_us = request.clock_offset_ms * 1000
         faults.lying_disk = request.lying_disk
         faults.lose_hints = request.lose_hints
+        faults.planted = frozenset(request.planted_bugs)
         if not request.lying_disk:
             await self.node.stop_lying()
         return pb.Faults(
@@ -249,6 +254,7 @@ class AdminServicer(pb_grpc.AdminServicer):
             clock_offset_ms=self.node.clock_offset_us // 1000,
             lying_disk=faults.lying_disk,
             lose_hints=faults.lose_hints,
+            planted_bugs=sorted(faults.planted),
         )
 
     async def Repair(

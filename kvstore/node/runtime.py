@@ -356,7 +356,7 @@ class Node:
             raise
         opts, key_bytes, targets = self._prepare(op, key, call, read=False)
         deadline = _Deadline(opts.timeout_ms)
-        if opts.linearizable:
+        if opts.linearizable and "abd-no-query" not in self.faults.planted:
             # ABD phase 1: learn the highest timestamp a quorum holds, and write above it,
             # so this write orders after every write that completed before it began,
             # whatever the clocks say.
@@ -385,7 +385,7 @@ class Node:
         await self._await_round(read.decided, read.round, deadline, "get", count_ok=False)
         winner = read.round.resolution().winner
         if opts.linearizable:
-            if winner is not None:
+            if winner is not None and "abd-no-write-back" not in self.faults.planted:
                 await self._write_back(read, winner, opts.r, deadline)
         elif opts.read_repair == "blocking":
             await self._read_repair(read, "blocking", deadline)

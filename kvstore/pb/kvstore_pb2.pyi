@@ -572,6 +572,7 @@ class Faults(_message.Message):
     CLOCK_OFFSET_MS_FIELD_NUMBER: _builtins.int
     LYING_DISK_FIELD_NUMBER: _builtins.int
     LOSE_HINTS_FIELD_NUMBER: _builtins.int
+    PLANTED_BUGS_FIELD_NUMBER: _builtins.int
     drop: _builtins.float
     """drop this fraction of outgoing replica messages"""
     delay_ms: _builtins.int
@@ -590,6 +591,13 @@ class Faults(_message.Message):
     def isolate_from(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """drop all replica traffic to and from these peers"""
 
+    @_builtins.property
+    def planted_bugs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Known bugs planted in the linearizable level, to measure that the harness catches
+        them: "abd-no-query" (a write skips ABD's first round and trusts its own clock),
+        "abd-no-write-back" (a read answers without writing its value back to a quorum).
+        """
+
     def __init__(
         self,
         *,
@@ -599,10 +607,11 @@ class Faults(_message.Message):
         clock_offset_ms: _builtins.int | None = ...,
         lying_disk: _builtins.bool = ...,
         lose_hints: _builtins.bool = ...,
+        planted_bugs: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "clock_offset_ms", b"clock_offset_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "clock_offset_ms", b"clock_offset_ms", "delay_ms", b"delay_ms", "drop", b"drop", "isolate_from", b"isolate_from", "lose_hints", b"lose_hints", "lying_disk", b"lying_disk"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "clock_offset_ms", b"clock_offset_ms", "delay_ms", b"delay_ms", "drop", b"drop", "isolate_from", b"isolate_from", "lose_hints", b"lose_hints", "lying_disk", b"lying_disk", "planted_bugs", b"planted_bugs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__clock_offset_ms: _TypeAlias = _typing.Literal["clock_offset_ms"]  # noqa: Y015
     _WhichOneofArgType__clock_offset_ms: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms"]  # noqa: Y015
