@@ -22,6 +22,9 @@ Rules and invariants:
   the exchange: they are due to be purged and must not be copied back.
 - Tombstones are purged by each node on its own once ``ts.wall`` is older than
   ``tombstone_grace_s`` (``Engine.purge_tombstones``).
+- A peer that does not answer a ping within ``PROBE_TIMEOUT_S`` is skipped (an error in
+  the report), so a partitioned or paused peer costs a round seconds, not the minute an
+  ``ae.open`` may take.
 - One repair at a time per node (scheduled and on-demand share a lock); a peer keeps at
   most ``MAX_SESSIONS`` trees for initiators, oldest dropped first, so a crashed
   initiator cannot make it hoard memory.
@@ -69,6 +72,7 @@ CHUNK_BYTES = 256 * 1024  # record bytes per message
 PARALLEL = 4  # chunk messages in flight per exchange
 MAX_SESSIONS = 8
 OPEN_TIMEOUT_S = 60.0  # the peer scans its store and builds a tree
+PROBE_TIMEOUT_S = 2.0  # a peer that does not answer a ping this fast is skipped
 TIMEOUT_S = 30.0
 
 # (op, args) -> the peer's reply payload; raises on an error reply or no reply.
@@ -451,6 +455,9 @@ class AntiEntropy:
                     return await link.request([op, *args], timeout)
 
                 try:
+                    # A peer cut off or stopped would hold the round (and the lock every
+                    # other round waits on) for OPEN_TIMEOUT_S: ask it first, briefly.
+                    await link.request(["p", self.node.id], PROBE_TIMEOUT_S)
                     report.rounds.append(
                         await self.replica.exchange(peer, call, entries[peer], cutoff)
                     )

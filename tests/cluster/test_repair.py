@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -265,3 +266,21 @@ def test_scheduled_rounds_repair_without_being_asked(start_cluster: ClusterFacto
         "the repaired keys are counted",
         timeout=5,
     )
+
+
+def test_a_cut_off_peer_costs_a_repair_round_seconds_not_a_minute(
+    start_cluster: ClusterFactory,
+) -> None:
+    cluster = start_cluster(failure_detection_ms=10_000)  # never declared down here
+    others = [n for n in cluster.config.node_ids if n != "n2"]
+    set_faults(cluster, "n2", isolate_from=others)
+    try:
+        began = time.monotonic()
+        reply = repair_rpc(cluster, "n1")
+        took = time.monotonic() - began
+    finally:
+        set_faults(cluster, "n2")
+    errors = {p.peer: p.error for p in reply.peers if p.error}
+    assert list(errors) == ["n2"] and "did not answer" in errors["n2"]
+    assert reply.exchanges == len(reply.peers) - 1  # every other peer was repaired
+    assert took < 10, f"the round took {took:.1f} s"
