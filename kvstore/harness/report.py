@@ -46,7 +46,9 @@ def write_reports(
             by_f.setdefault(f, []).append(latency)
     results["latency_ms"] = {f: percentiles(v) for f, v in sorted(by_f.items())}
     with open(folder / "history.edn", "w", encoding="utf-8") as fp:
-        dump_edn(recorder.events, fp)
+        # Jepsen's convention for many registers: :value [k v], split per key by its
+        # independent checker (and by ours)
+        dump_edn(recorder.events, fp, independent=True)
     if lin is not None:
         write_html(lin, str(folder / "linearizability.html"))
     try:

@@ -476,7 +476,9 @@ def to_edn(v: Any) -> str:
     return to_edn(str(v))
 
 
-def event_to_edn(ev: Event) -> str:
+def event_to_edn(ev: Event, *, independent: bool = False) -> str:
+    """One op map. ``independent``: a keyed op's key goes into ``:value [k v]`` as Jepsen's
+    ``independent`` checker writes it (and reads it back per key), not into ``:key``."""
     parts: list[tuple[str, Any]] = []
     if ev.index is not None:
         parts.append(("index", ev.index))
@@ -484,9 +486,12 @@ def event_to_edn(ev: Event) -> str:
         parts.append(("time", ev.time))
     proc = Keyword(NEMESIS) if ev.process == NEMESIS else ev.process
     parts += [("type", Keyword(ev.type)), ("f", Keyword(ev.f)), ("process", proc)]
-    if ev.key is not None:
-        parts.append(("key", ev.key))
-    parts.append(("value", ev.value))
+    if ev.key is not None and independent and ev.process != NEMESIS:
+        parts.append(("value", [ev.key, ev.value]))
+    else:
+        if ev.key is not None:
+            parts.append(("key", ev.key))
+        parts.append(("value", ev.value))
     if ev.error is not None:
         err = ev.error
         parts.append(("error", Keyword(err) if isinstance(err, str) and " " not in err else err))
@@ -494,8 +499,8 @@ def event_to_edn(ev: Event) -> str:
     return "{" + ", ".join(f":{k} {to_edn(v)}" for k, v in parts) + "}"
 
 
-def dump_edn(events: Iterable[Event], fp: IO[str]) -> None:
+def dump_edn(events: Iterable[Event], fp: IO[str], *, independent: bool = False) -> None:
     """One op map per line (Jepsen's history.edn layout), readable by edn_format too."""
     for ev in events:
-        fp.write(event_to_edn(ev))
+        fp.write(event_to_edn(ev, independent=independent))
         fp.write("\n")
