@@ -43,6 +43,9 @@ class NodeConfig:
     host: str
     port: int
     data_dir: Path
+    # HOST:PORT of the node's Prometheus endpoint (plain HTTP, read-only figures);
+    # None: the node serves no metrics
+    metrics: str | None = None
 
     @property
     def address(self) -> str:
@@ -133,6 +136,7 @@ _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 _TLS_KEYS: dict[str, type] = {"mode": str, "certs_dir": str, "client": str}
 _NODE_KEYS: dict[str, type] = {"id": str, "address": str, "data_dir": str}
+_OPTIONAL_NODE_KEYS: dict[str, type] = {"metrics": str}
 
 
 def load(path: str | Path) -> ClusterConfig:
@@ -198,7 +202,7 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         if not isinstance(node, dict):
             raise fail(label, "expected a table")
         for key in node:
-            if key not in _NODE_KEYS:
+            if key not in _NODE_KEYS and key not in _OPTIONAL_NODE_KEYS:
                 raise fail(f"{label}.{key}", "unknown field")
         for key, typ in _NODE_KEYS.items():
             if key not in node:
@@ -235,7 +239,16 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
                     "two nodes' files; every node needs its own, separate data dir",
                 )
         seen_dirs.append((label, real))
-        nodes.append(NodeConfig(node_id, host, port, data_dir))
+        metrics = node.get("metrics")
+        if metrics is not None:
+            if not isinstance(metrics, str):
+                raise fail(f"{label}.metrics", f"expected a string, got {type(metrics).__name__}")
+            m_host, m_port = _parse_address(metrics, lambda p, lb=label: fail(f"{lb}.metrics", p))
+            metrics = f"{m_host}:{m_port}"
+            if metrics in seen_addrs:
+                raise fail(f"{label}.metrics", f"{metrics} is already used by another address")
+            seen_addrs.add(metrics)
+        nodes.append(NodeConfig(node_id, host, port, data_dir, metrics))
 
     n = cluster.get("n", 3)
     if not 1 <= n <= len(nodes):
@@ -445,4 +458,6 @@ def render(config: ClusterConfig) -> str:
             f'address = "{node.address}"',
             f'data_dir = "{node.data_dir.as_posix()}"',
         ]
+        if node.metrics is not None:
+            lines.append(f'metrics = "{node.metrics}"')
     return "\n".join(lines) + "\n"

@@ -73,11 +73,13 @@ def write_local_config(
     nodes: int = 5,
     name: str = "local",
     addresses: list[str] | None = None,
+    metrics: bool = False,
     **cluster: object,
 ) -> Path:
     """Write ``folder/cluster.toml``: ``nodes`` nodes on free loopback ports (or on the
-    ``addresses`` given), data dirs inside ``folder``, and any ``[cluster]`` fields given
-    (validated when loaded)."""
+    ``addresses`` given), data dirs inside ``folder``, Prometheus endpoints on free
+    loopback ports if ``metrics``, and any ``[cluster]`` fields given (validated when
+    loaded)."""
     fields: dict[str, object] = {"name": name, "run_dir": "run", **cluster}
     lines = ["[cluster]"]
     for key, value in fields.items():
@@ -90,9 +92,12 @@ def write_local_config(
         lines.append(f"{key} = {rendered}")
     if addresses is None:
         addresses = [f"127.0.0.1:{port}" for port in free_ports(nodes)]
+    metrics_ports = free_ports(len(addresses)) if metrics else []
     for i, address in enumerate(addresses, 1):
         lines += ["", "[[nodes]]", f'id = "n{i}"', f'address = "{address}"']
         lines.append(f'data_dir = "data/n{i}"')
+        if metrics:
+            lines.append(f'metrics = "127.0.0.1:{metrics_ports[i - 1]}"')
     path = Path(folder) / "cluster.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -9,7 +9,11 @@ check the caller's role here, in one place, and hold one of the node's in-flight
 
 from __future__ import annotations
 
-from kvstore.errors import PermissionDenied
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from kvstore.errors import KVError, PermissionDenied
 from kvstore.net.convert import options_from_pb, ts_to_pb
 from kvstore.node.runtime import Node, ReplicaReport
 from kvstore.pb import kvstore_pb2 as pb
@@ -34,6 +38,29 @@ def _versions(reports: list[ReplicaReport]) -> list[pb.ReplicaVersion]:
     return out
 
 
+T = TypeVar("T")
+
+
+async def _measured(node: Node, op: str, options: pb.Options, work: Awaitable[T]) -> T:
+    """Run one call, counting its outcome and timing it for the node's metrics."""
+    metrics = node.metrics
+    if metrics is None:
+        return await work
+    began = time.perf_counter()
+    outcome = "ok"
+    try:
+        return await work
+    except KVError as exc:
+        outcome = exc.code
+        raise
+    except Exception:
+        outcome = "internal"
+        raise
+    finally:
+        level = node.level_label(options_from_pb(options), read=op == "get")
+        metrics.observe(op, level, outcome, time.perf_counter() - began)
+
+
 def authorize(caller: Identity, need: str, op: str) -> None:
     if not caller.may(need):
         raise PermissionDenied(f"{caller} may not {op} (needs the {need!r} role or above)")
@@ -46,7 +73,9 @@ async def put_reply(
     op = "put" if value is not None else "delete"
     authorize(caller, WRITE, op)
     with node.admitted(op):
-        result = await node.put(key, value, options_from_pb(options), trace=options.trace)
+        result = await _measured(
+            node, op, options, node.put(key, value, options_from_pb(options), trace=options.trace)
+        )
     reply = pb.PutReply(ts=ts_to_pb(result.ts), coordinator=node.id)
     if options.trace:
         reply.acks.extend(_acks(result.replicas))
@@ -58,7 +87,12 @@ async def get_reply(node: Node, caller: Identity, request: pb.GetRequest) -> pb.
     authorize(caller, READ, "get")
     options = request.options
     with node.admitted("get"):
-        result = await node.get(request.key, options_from_pb(options), trace=options.trace)
+        result = await _measured(
+            node,
+            "get",
+            options,
+            node.get(request.key, options_from_pb(options), trace=options.trace),
+        )
     reply = pb.GetReply(coordinator=node.id)
     record = result.record
     if record is not None:

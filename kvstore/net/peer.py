@@ -81,6 +81,10 @@ class PeerLink:
         self.refused_full = 0  # requests refused because max_pending were unanswered
 
     @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
     def connected(self) -> bool:
         return self._runner is not None and not self._runner.done()
 

@@ -55,6 +55,7 @@ from kvstore.net import replica_codec
 from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.net.faults import FaultRules
 from kvstore.net.peer import PeerError, PeerLink
+from kvstore.node.metrics import NodeMetrics
 from kvstore.storage.base import Engine
 
 # Replica requests outlive their call by this much, so that the call's own deadline, not
@@ -155,6 +156,7 @@ class Node:
             config.max_clock_drift_ms * 1000,
         )
         self.inflight = 0
+        self.metrics: NodeMetrics | None = None  # set by the server when it serves them
         self.clock_guard = ClockGuard(
             len(config.nodes) - 1,
             config.max_clock_drift_ms * 1000,
@@ -304,6 +306,16 @@ class Node:
         return delivered_total
 
     # ------------------------------------------------------------------ coordinator
+
+    def level_label(self, call: consistency.CallOptions, read: bool) -> str:
+        """A call's consistency as a bounded metrics label."""
+        try:
+            opts = consistency.resolve(call, self.defaults)
+        except KVError:
+            return "invalid"
+        if opts.linearizable:
+            return "linearizable"
+        return f"r{opts.r}" if read else f"w{opts.w}"
 
     @contextlib.contextmanager
     def admitted(self, op: str) -> Iterator[None]:

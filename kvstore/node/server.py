@@ -26,6 +26,7 @@ from kvstore.errors import ConfigError
 from kvstore.net.channel import Dialer, message_limit, server_options
 from kvstore.net.servicers import AdminServicer, Gate, KVServicer, ReplicaServicer
 from kvstore.node.antientropy import AntiEntropy
+from kvstore.node.metrics import NodeMetrics
 from kvstore.node.runtime import Node
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.security.tls import node_files, server_credentials
@@ -69,6 +70,9 @@ async def serve(
         dialer=dialer,
     )
     anti_entropy = AntiEntropy(node)  # registers its replica ops and loops on the node
+    if me.metrics is not None:
+        node.metrics = NodeMetrics(node)
+        node.metrics.serve(me.metrics)
     limit = message_limit(config.max_key_bytes, config.max_value_bytes)
     server = grpc.aio.server(options=server_options(limit))
     gate = Gate(secure=credentials is not None)
@@ -104,6 +108,8 @@ async def serve(
         await node.close_links()
         await server.stop(grace=0.5)
         await node.close()
+        if node.metrics is not None:
+            node.metrics.close()
         log.info("node %s stopped", node_id)
 
 

@@ -214,3 +214,15 @@ def test_tombstone_purging_needs_scheduled_anti_entropy(tmp_path: Path) -> None:
         with_cluster(tmp_path, "anti_entropy_interval_s = 60\ntombstone_grace_s = 1e5")
     )
     assert (cfg.anti_entropy_interval_s, cfg.tombstone_grace_s) == (60.0, 1e5)
+
+
+def test_a_metrics_address_is_validated_and_round_trips(tmp_path: Path) -> None:
+    text = GOOD.replace('data_dir = "d/a"', 'data_dir = "d/a"\nmetrics = "127.0.0.1:9101"')
+    cfg = config.load(write(tmp_path, text))
+    assert [n.metrics for n in cfg.nodes] == ["127.0.0.1:9101", None, None]
+    again = config.parse(tomllib.loads(config.render(cfg)), base=tmp_path)
+    assert again.nodes[0].metrics == "127.0.0.1:9101"
+    for bad, fragment in (("9101", "HOST:PORT"), ("127.0.0.1:9001", "already used")):
+        broken = GOOD.replace('data_dir = "d/a"', f'data_dir = "d/a"\nmetrics = "{bad}"')
+        with pytest.raises(ConfigError, match=rf"nodes\[0\]\.metrics: .*{fragment}"):
+            config.load(write(tmp_path, broken))

@@ -1,0 +1,99 @@
+"""A node's Prometheus metrics (``prometheus_client``), served on its ``metrics`` address.
+
+Rules and invariants:
+- Names follow Prometheus conventions: a ``kvstore_`` prefix, base units (seconds),
+  ``_total`` for counters. Label values are bounded: operations are put/get/delete,
+  outcomes the error taxonomy's codes, consistency the resolved level (``r<k>``/``w<k>``
+  with k in 1..N, or ``linearizable``) or ``invalid``, so no caller can grow the series.
+- Every counter the node keeps (``Node.counters``: hints, repair, refusals, ...) is
+  exported as ``kvstore_events_total{event=...}``, read at scrape time, so nothing is
+  counted twice or kept twice.
+- Scrapes run on prometheus_client's HTTP thread; they read copies (a dict copy is one
+  step under the GIL) and never touch the event loop.
+- The endpoint is plain HTTP and read-only, meant for a scraper on a trusted network;
+  bind it to loopback (the default in the local configs) or firewall it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from kvstore.node.runtime import Node
+
+BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class _NodeCollector(Collector):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Any]:
+        node = self.node
+        events = CounterMetricFamily(
+            "kvstore_events", "Events the node counted, by name", labels=["event"]
+        )
+        for name, value in sorted(dict(node.counters).items()):
+            events.add_metric([name], value)
+        yield events
+        yield GaugeMetricFamily(
+            "kvstore_inflight_calls", "Client calls this node coordinates now", node.inflight
+        )
+        pending = GaugeMetricFamily(
+            "kvstore_peer_pending_requests",
+            "Requests sent to a peer and not answered yet",
+            labels=["peer"],
+        )
+        for peer, link in sorted(node.links.items()):
+            pending.add_metric([peer], link.pending_count)
+        yield pending
+        offset = node.clock_guard.offset_us(time.monotonic())
+        if offset is not None:
+            yield GaugeMetricFamily(
+                "kvstore_clock_offset_seconds",
+                "This node's clock minus its peers' (median of heartbeat estimates)",
+                offset / 1e6,
+            )
+
+
+class NodeMetrics:
+    """The node's registry, its request metrics, and the HTTP endpoint."""
+
+    def __init__(self, node: Node) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "kvstore_requests",
+            "Client calls this node coordinated, by operation and outcome",
+            ["op", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "kvstore_request_duration_seconds",
+            "Time to answer a client call that succeeded, by operation and consistency",
+            ["op", "consistency"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_NodeCollector(node))
+        self._server: Any = None
+
+    def observe(self, op: str, consistency: str, outcome: str, seconds: float) -> None:
+        self.requests.labels(op, outcome).inc()
+        if outcome == "ok":
+            self.latency.labels(op, consistency).observe(seconds)
+
+    def serve(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self._server, _thread = start_http_server(int(port), host, registry=self.registry)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
