@@ -10,14 +10,19 @@ Rules and invariants:
   counted twice or kept twice.
 - Scrapes run on prometheus_client's HTTP thread; they read copies (a dict copy is one
   step under the GIL) and never touch the event loop.
+- Replica round trips (``kvstore_replica_round_trip_seconds{op,peer}``) are timed on the
+  coordinator's own clock from sending a request to its answer, so no clocks need to
+  agree: a write's round trip is PBS's W + A, a read's R + S (Bailis et al.); splitting
+  each in two needs an assumption (symmetric links), which a predictor must state.
 - The endpoint is plain HTTP and read-only, meant for a scraper on a trusted network;
   bind it to loopback (the default in the local configs) or firewall it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -80,6 +85,14 @@ class NodeMetrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        self.round_trips = Histogram(
+            "kvstore_replica_round_trip_seconds",
+            "Coordinator's send of a replica request to its answer (W+A for writes, R+S "
+            "for reads), on the coordinator's clock",
+            ["op", "peer"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_NodeCollector(node))
         self._server: Any = None
 
@@ -87,6 +100,17 @@ class NodeMetrics:
         self.requests.labels(op, outcome).inc()
         if outcome == "ok":
             self.latency.labels(op, consistency).observe(seconds)
+
+    def round_trip(self, op: str, peer: str) -> Callable[[asyncio.Future[Any]], None]:
+        """A done-callback that times one replica request from now to its answer."""
+        began = time.perf_counter()
+        histogram = self.round_trips.labels(op, peer)
+
+        def done(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                histogram.observe(time.perf_counter() - began)
+
+        return done
 
     def serve(self, address: str) -> None:
         host, _, port = address.rpartition(":")

@@ -467,6 +467,8 @@ class Node:
                     replica_codec.write_args(record, target.hint_for), timeout_s
                 )
             future.add_done_callback(functools.partial(self._on_write, fan, target))
+            if self.metrics is not None and target.node != self.id:
+                future.add_done_callback(self.metrics.round_trip("write", target.node))
             fan.futures.append(future)
         return fan
 
@@ -513,6 +515,8 @@ class Node:
                 replica_codec.read_args(key, target.hint_for), deadline.left() + REPLICA_GRACE_S
             )
         future.add_done_callback(functools.partial(self._on_read, fan, target, key, deadline))
+        if self.metrics is not None and target.node != self.id:
+            future.add_done_callback(self.metrics.round_trip("read", target.node))
         fan.futures.append(future)
 
     def _ask_spares(

@@ -63,3 +63,11 @@ def test_a_node_exports_requests_latencies_and_its_counters(
     assert value("kvstore_events_total", event="get.ok") == 20
     assert value("kvstore_inflight_calls") == 0
     assert ("kvstore_peer_pending_requests", (("peer", "n2"),)) in samples
+    # replica round trips, on the coordinator's clock: W+A for the 20 quorum puts (each
+    # sent to the key's two or three other replicas), R+S for the reads
+    trips = {
+        op: sum(v for (name, labels), v in samples.items()
+                if name == "kvstore_replica_round_trip_seconds_count" and ("op", op) in labels)
+        for op in ("write", "read")
+    }  # fmt: skip
+    assert trips["write"] >= 20 and trips["read"] >= 10
