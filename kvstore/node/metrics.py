@@ -58,6 +58,19 @@ class _NodeCollector(Collector):
         for peer, link in sorted(node.links.items()):
             pending.add_metric([peer], link.pending_count)
         yield pending
+        hints = GaugeMetricFamily(
+            "kvstore_hints_pending",
+            "Hints this node holds for a down owner (as of the last handoff tick)",
+            labels=["owner"],
+        )
+        for owner, count in sorted(dict(node.hints_pending).items()):
+            hints.add_metric([owner], count)
+        yield hints
+        queued = getattr(node.engine, "queued", None)
+        if isinstance(queued, int):
+            yield GaugeMetricFamily(
+                "kvstore_storage_queued_calls", "Storage calls waiting or running now", queued
+            )
         offset = node.clock_guard.offset_us(time.monotonic())
         if offset is not None:
             yield GaugeMetricFamily(

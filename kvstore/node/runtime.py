@@ -157,6 +157,7 @@ class Node:
         )
         self.inflight = 0
         self.metrics: NodeMetrics | None = None  # set by the server when it serves them
+        self.hints_pending: dict[str, int] = {}  # as of the last handoff tick
         self.clock_guard = ClockGuard(
             len(config.nodes) - 1,
             config.max_clock_drift_ms * 1000,
@@ -281,7 +282,9 @@ class Node:
         """Send up to ``budget`` hints to owners seen up; delete the acknowledged ones."""
         delivered_total = 0
         now = time.monotonic()
-        for owner, pending in sorted((await self.engine.hint_counts()).items()):
+        counts = await self.engine.hint_counts()
+        self.hints_pending = counts  # for the metrics, read without the loop
+        for owner, pending in sorted(counts.items()):
             link = self.links.get(owner)
             if budget <= 0 or pending == 0 or link is None:
                 continue

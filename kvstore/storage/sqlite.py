@@ -478,6 +478,11 @@ class SqliteEngine(Engine):
         queue.put(_Job(fn, keys, check, loop, future))
         return future
 
+    @property
+    def queued(self) -> int:
+        """Calls waiting or running now (at most ``max_queued``)."""
+        return self._queued
+
     def _dequeued(self, _: asyncio.Future[Any]) -> None:
         self._queued -= 1
 

@@ -13,6 +13,7 @@ from kvstore import InvalidArgument, SyncClient
 from kvstore.cluster.local import LocalCluster
 from kvstore.security.tls import client_files
 from tests.cluster.conftest import ClusterFactory
+from tests.cluster.helpers import FAST, layout, seen_by_all, wait_until
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -62,6 +63,7 @@ def test_a_node_exports_requests_latencies_and_its_counters(
                  le="+Inf") == 20  # fmt: skip
     assert value("kvstore_events_total", event="get.ok") == 20
     assert value("kvstore_inflight_calls") == 0
+    assert value("kvstore_storage_queued_calls") == 0
     assert ("kvstore_peer_pending_requests", (("peer", "n2"),)) in samples
     # replica round trips, on the coordinator's clock: W+A for the 20 quorum puts (each
     # sent to the key's two or three other replicas), R+S for the reads
@@ -71,3 +73,23 @@ def test_a_node_exports_requests_latencies_and_its_counters(
         for op in ("write", "read")
     }  # fmt: skip
     assert trips["write"] >= 20 and trips["read"] >= 10
+
+
+def test_pending_hints_show_while_their_owner_is_down(start_cluster: ClusterFactory) -> None:
+    cluster = start_cluster(metrics=True, **FAST)
+    cluster.kill("n5")
+    wait_until(lambda: seen_by_all(cluster, "n5", "down"), "n5 is seen down")
+    keys = [k for k in (f"h{i}" for i in range(60)) if "n5" in layout(cluster, k, set())[0]]
+    with SyncClient.from_config(cluster.config) as client:
+        for key in keys:
+            client.put(key, "v", w="quorum")
+
+    def pending() -> float:
+        return sum(
+            v
+            for node in ("n1", "n2", "n3", "n4")
+            for (name, labels), v in scrape(cluster, node).items()
+            if name == "kvstore_hints_pending" and labels == (("owner", "n5"),)
+        )
+
+    wait_until(lambda: pending() >= len(keys), "the fallbacks' hints are exported")
