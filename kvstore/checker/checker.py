@@ -23,7 +23,7 @@ import time
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from kvstore.checker.explain import failing_window
+from kvstore.checker.explain import describe_window, failing_window
 from kvstore.checker.history import History, Operation
 from kvstore.checker.models import Model, get_model, infer_model, with_nil_read
 from kvstore.checker.result import CheckResult, Counterexample, LinearizedStep, PartitionResult
@@ -103,11 +103,13 @@ def check_partition(
             )
         else:
             window, minimal = [res.blocked], False
+        window_ops = sorted((kept[i] for i in window), key=lambda o: o.call)
         pr.counterexample = Counterexample(
             key=key,
             blocked=kept[res.blocked],
-            window=sorted((kept[i] for i in window), key=lambda o: o.call),
+            window=window_ops,
             window_minimal=minimal,
+            summary=describe_window(window_ops) if minimal and model.nil_read is not None else None,
             prefix=steps,
             prefix_state=steps[-1].state_after if steps else init,
         )

@@ -24,6 +24,10 @@ def _state(v: Any) -> str:
     return r if len(r) <= 60 else r[:28] + "..." + r[-28:]
 
 
+def _line(line: int | None) -> str:
+    return "" if line is None else f"  [line {line}]"
+
+
 def format_result(res: CheckResult, limit: int = 12) -> str:
     lines: list[str] = []
     src = printable(res.source or "<history>")
@@ -45,14 +49,16 @@ def format_result(res: CheckResult, limit: int = 12) -> str:
             continue
         lines.append("")
         lines.append(f"  {_key(p)}: NOT linearizable ({p.checked} ops checked)")
-        lines.append(f"    cannot linearise: {ce.blocked.describe()}  [line {ce.blocked.line}]")
+        lines.append(f"    cannot linearise: {ce.blocked.describe()}{_line(ce.blocked.line)}")
+        if ce.summary:
+            lines.append(f"    what went wrong: {printable(ce.summary)}")
         kind = "1-minimal" if ce.window_minimal else "small, not proven minimal"
         lines.append(
             f"    failing window ({len(ce.window)} ops, {kind}; fails even if every other op "
             "took effect at any time after its invocation, or never):"
         )
         for o in ce.window[:limit]:
-            lines.append(f"      {o.describe()}  [line {o.line}]")
+            lines.append(f"      {o.describe()}{_line(o.line)}")
         if len(ce.window) > limit:
             lines.append(f"      ... {len(ce.window) - limit} more")
         lines.append(

@@ -36,7 +36,7 @@ def op_json(op: Operation) -> dict[str, Any]:
         "value": _j(op.input),
         "output": _j(op.output),
         "status": op.status,
-        "line": op.line,
+        **({"line": op.line} if op.line is not None else {}),
         "text": op.describe(),
     }
 
@@ -68,6 +68,8 @@ class Counterexample:
     window_minimal: bool
     prefix: list[LinearizedStep]
     prefix_state: Any
+    # One sentence on what went wrong, when the window matches a common anomaly.
+    summary: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,8 @@ class Counterexample:
             "blocked": op_json(self.blocked),
             "window": [op_json(o) for o in self.window],
             "window_minimal": self.window_minimal,
+            "minimal": self.window_minimal,
+            "summary": self.summary,
             "prefix_length": len(self.prefix),
             "prefix_state": _j(self.prefix_state),
             "prefix": [
