@@ -51,8 +51,7 @@ def server_options(limit: int) -> list[tuple[str, int]]:
     ]
 
 
-CHANNEL_OPTIONS = channel_options(message_limit())
-SERVER_OPTIONS = server_options(message_limit())
+SERVER_OPTIONS = server_options(message_limit())  # the benchmarks' bare echo server
 
 
 class Dialer:
