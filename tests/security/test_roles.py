@@ -3,6 +3,7 @@ the cluster only, and a node's certificate speaks for that node alone."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -82,14 +83,19 @@ def test_fault_injection_is_refused_on_a_production_node_even_for_admin(secure: 
 
 
 async def open_replica_stream(
-    secure: Secure, files_of: str, metadata: tuple[tuple[str, str], ...] = ()
+    secure: Secure, files_of: str, metadata: tuple[tuple[str, str], ...] = (), *, ping: bool = True
 ) -> list[list[object]] | grpc.aio.AioRpcError:
-    """Ping n2's replica stream as ``files_of`` (a node id or a client name)."""
+    """Open n2's replica stream as ``files_of`` (a node id or a client name) and ping it;
+    without ``ping`` send nothing and wait for the node to answer or refuse (a frame
+    sent into a stream the node is refusing can fail on the client's side first)."""
     files = secure.node(files_of) if files_of.startswith("n") else secure.client(files_of)
     target = secure.config.node("n2")
     async with Dialer(files).aio(target.address, target.id) as channel:
 
         async def frames() -> AsyncIterator[pb.Frame]:
+            if not ping:
+                await asyncio.sleep(10)  # the node refuses long before; then we are cancelled
+                return
             yield pb.Frame(payload=replica_codec.pack([[1, "p", files_of]]))
 
         call = pb_grpc.ReplicaStub(channel).Stream(frames(), metadata=metadata, timeout=5)
@@ -104,7 +110,7 @@ async def open_replica_stream(
 async def test_only_cluster_nodes_open_the_replica_stream(secure: Secure) -> None:
     assert isinstance(await open_replica_stream(secure, "n1"), list)
     for outsider, fragment in (("admin", "node certificate"), ("n9", "not a peer")):
-        refused = await open_replica_stream(secure, outsider)
+        refused = await open_replica_stream(secure, outsider, ping=False)
         assert isinstance(refused, grpc.aio.AioRpcError), outsider
         assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
         assert fragment in (refused.details() or "")
@@ -112,7 +118,7 @@ async def test_only_cluster_nodes_open_the_replica_stream(secure: Secure) -> Non
 
 async def test_a_node_certificate_cannot_speak_for_another_node(secure: Secure) -> None:
     assert isinstance(await open_replica_stream(secure, "n1", (("kv-peer", "n1"),)), list)
-    refused = await open_replica_stream(secure, "n1", (("kv-peer", "n3"),))
+    refused = await open_replica_stream(secure, "n1", (("kv-peer", "n3"),), ping=False)
     assert isinstance(refused, grpc.aio.AioRpcError)
     assert refused.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "cannot speak for 'n3'" in (refused.details() or "")
