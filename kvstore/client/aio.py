@@ -134,7 +134,6 @@ class Client:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._skip_until: dict[str, float] = {}
         self._rotation = itertools.cycle(range(len(self.addresses)))
-        self._known_ids = node_ids is not None
         self._dialer = Dialer(tls, message_limit(max_key_bytes, max_value_bytes))
 
     @classmethod
@@ -340,7 +339,7 @@ class Client:
     def _channel(self, node: str) -> grpc.aio.Channel:
         channel = self._channels.get(node)
         if channel is None:
-            node_id = node if self._known_ids else None
+            node_id = node if self._ring is not None else None  # ids known: the ring
             channel = self._channels[node] = self._dialer.aio(self._address_of[node], node_id)
         return channel
 

@@ -13,11 +13,12 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from kvstore.errors import KVError, PermissionDenied
+from kvstore.core.consistency import CallOptions
+from kvstore.errors import KVError
 from kvstore.net.convert import options_from_pb, ts_to_pb
 from kvstore.node.runtime import Node, ReplicaReport
 from kvstore.pb import kvstore_pb2 as pb
-from kvstore.security.identity import READ, WRITE, Identity
+from kvstore.security.identity import READ, WRITE, Identity, require
 
 
 def _acks(reports: list[ReplicaReport]) -> list[pb.ReplicaAck]:
@@ -41,7 +42,7 @@ def _versions(reports: list[ReplicaReport]) -> list[pb.ReplicaVersion]:
 T = TypeVar("T")
 
 
-async def _measured(node: Node, op: str, options: pb.Options, work: Awaitable[T]) -> T:
+async def _measured(node: Node, op: str, call: CallOptions, work: Awaitable[T]) -> T:
     """Run one call, counting its outcome and timing it for the node's metrics."""
     metrics = node.metrics
     if metrics is None:
@@ -57,13 +58,8 @@ async def _measured(node: Node, op: str, options: pb.Options, work: Awaitable[T]
         outcome = "internal"
         raise
     finally:
-        level = node.level_label(options_from_pb(options), read=op == "get")
+        level = node.level_label(call, read=op == "get")
         metrics.observe(op, level, outcome, time.perf_counter() - began)
-
-
-def authorize(caller: Identity, need: str, op: str) -> None:
-    if not caller.may(need):
-        raise PermissionDenied(f"{caller} may not {op} (needs the {need!r} role or above)")
 
 
 async def put_reply(
@@ -71,11 +67,10 @@ async def put_reply(
 ) -> pb.PutReply:
     """Coordinate one put (``value`` None: a delete); raises ``KVError``."""
     op = "put" if value is not None else "delete"
-    authorize(caller, WRITE, op)
+    require(caller, WRITE, op)
+    call = options_from_pb(options)
     with node.admitted(op):
-        result = await _measured(
-            node, op, options, node.put(key, value, options_from_pb(options), trace=options.trace)
-        )
+        result = await _measured(node, op, call, node.put(key, value, call, trace=options.trace))
     reply = pb.PutReply(ts=ts_to_pb(result.ts), coordinator=node.id)
     if options.trace:
         reply.acks.extend(_acks(result.replicas))
@@ -84,14 +79,12 @@ async def put_reply(
 
 async def get_reply(node: Node, caller: Identity, request: pb.GetRequest) -> pb.GetReply:
     """Coordinate one get; raises ``KVError``."""
-    authorize(caller, READ, "get")
+    require(caller, READ, "get")
     options = request.options
+    call = options_from_pb(options)
     with node.admitted("get"):
         result = await _measured(
-            node,
-            "get",
-            options,
-            node.get(request.key, options_from_pb(options), trace=options.trace),
+            node, "get", call, node.get(request.key, call, trace=options.trace)
         )
     reply = pb.GetReply(coordinator=node.id)
     record = result.record

@@ -33,7 +33,14 @@ from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.runtime import Node
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
-from kvstore.security.identity import ADMIN, INSECURE, PEER, Identity, from_auth_context
+from kvstore.security.identity import (
+    ADMIN,
+    INSECURE,
+    PEER,
+    Identity,
+    from_auth_context,
+    require,
+)
 
 T = TypeVar("T")
 
@@ -74,9 +81,10 @@ class Gate:
     async def require(self, context: grpc.aio.ServicerContext[Any, Any], need: str,
                       what: str) -> Identity:  # fmt: skip
         identity = await self.caller(context)
-        if not identity.may(need):
-            role = "a node certificate" if need == PEER else f"the {need!r} role"
-            await _refuse(context, PermissionDenied(f"{identity} may not {what} (needs {role})"))
+        try:
+            require(identity, need, what)
+        except PermissionDenied as exc:
+            await _refuse(context, exc)
         return identity
 
 

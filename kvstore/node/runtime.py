@@ -16,7 +16,8 @@ Rules:
   message gets an error reply; the stream and the node carry on.
 - A node whose clock is further than ``max_clock_drift_ms`` from its peers' (estimated
   from heartbeats, ``kvstore.core.clock_guard``) refuses to coordinate writes
-  (``Unavailable``, definite) until it is back within the bound; reads still work.
+  (``CoordinatorRefused``, definite: the client tries another coordinator) until it is
+  back within the bound; reads still work.
 - Work is bounded: at most ``max_inflight_calls`` client calls are coordinated at
   once (more are refused with ``Overloaded`` before any work), and each peer link holds
   at most ``max_peer_pending`` unanswered requests (more fail at once, not sent).

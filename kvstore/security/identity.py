@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from kvstore.errors import PermissionDenied
 from kvstore.security.certs import NODE, ORGANIZATION, ROLES
 
 # what each operation needs; "peer" is the replica protocol
@@ -41,6 +42,15 @@ class Identity:
 
 
 INSECURE = Identity("", "insecure")
+
+
+def require(caller: Identity, need: str, what: str) -> None:
+    """Raise ``PermissionDenied`` unless ``caller`` may do ``what`` (which needs ``need``)."""
+    if not caller.may(need):
+        role = "a node certificate" if need == PEER else f"the {need!r} role or above"
+        raise PermissionDenied(f"{caller} may not {what} (needs {role})")
+
+
 _cache: dict[bytes, Identity | None] = {}
 
 
