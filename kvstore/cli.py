@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from kvstore.node.server import run
+    from kvstore.server.main import run
 
     cfg = config_mod.load(args.config)
     cfg.node(args.id)  # a clear error for an unknown id, before anything starts

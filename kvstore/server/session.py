@@ -24,12 +24,12 @@ import logging
 from collections.abc import AsyncIterator
 
 from kvstore.errors import InvalidArgument, KVError, Overloaded
-from kvstore.net.kv_calls import get_reply, put_reply
 from kvstore.net.outbox import Outbox
 from kvstore.net.status import to_call_error
 from kvstore.node.runtime import Node
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.security.identity import Identity
+from kvstore.server.kv_calls import get_reply, put_reply
 
 log = logging.getLogger("kvstore.session")
 

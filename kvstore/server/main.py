@@ -24,12 +24,12 @@ import grpc
 from kvstore.config import ClusterConfig
 from kvstore.errors import ConfigError
 from kvstore.net.channel import Dialer, message_limit, server_options
-from kvstore.net.servicers import AdminServicer, Gate, KVServicer, ReplicaServicer
 from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.metrics import NodeMetrics
 from kvstore.node.runtime import Node
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.security.tls import node_files, server_credentials
+from kvstore.server.servicers import AdminServicer, Gate, KVServicer, ReplicaServicer
 from kvstore.storage import open_engine_async
 from kvstore.storage.lock import DataDirLock, prepare_data_dir
 

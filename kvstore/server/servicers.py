@@ -24,10 +24,8 @@ from kvstore.errors import InvalidArgument, KVError, PermissionDenied, Unauthent
 from kvstore.net import replica_codec
 from kvstore.net.convert import ts_to_pb
 from kvstore.net.faults import PLANTED_BUGS
-from kvstore.net.kv_calls import get_reply, put_reply
 from kvstore.net.outbox import Outbox
 from kvstore.net.peer import PEER_METADATA
-from kvstore.net.session import serve_session
 from kvstore.net.status import to_status
 from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.runtime import Node
@@ -41,6 +39,8 @@ from kvstore.security.identity import (
     from_auth_context,
     require,
 )
+from kvstore.server.kv_calls import get_reply, put_reply
+from kvstore.server.session import serve_session
 
 T = TypeVar("T")
 
