@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kvstore.harness.cli import register as register_test
 
     register_test(sub)
+    from kvstore.sim.cli import register as register_sim
+
+    register_sim(sub)
     try:
         from kvstore.checker.cli import register as register_check
     except ImportError:  # the checker is optional for a store-only install

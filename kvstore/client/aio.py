@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +134,7 @@ class Client:
         self._skip_until: dict[str, float] = {}
         self._rotation = itertools.cycle(range(len(self.addresses)))
         self._dialer = Dialer(tls, message_limit(max_key_bytes, max_value_bytes))
+        self._rng = random.Random()  # backoff jitter; the simulator seeds it
 
     @classmethod
     def from_config(
@@ -332,7 +332,7 @@ class Client:
         else:
             start = next(self._rotation)
             order = list(self.node_ids[start:] + self.node_ids[:start])
-        now = time.monotonic()
+        now = _now()
         healthy = [node for node in order if self._skip_until.get(node, 0.0) <= now]
         return healthy + [node for node in order if node not in healthy]
 
@@ -383,14 +383,14 @@ class Client:
         timeout: float | None,
     ) -> pb.PutReply | pb.GetReply:
         budget = (timeout if timeout is not None else self.timeout) + DEADLINE_MARGIN_S
-        end = time.monotonic() + budget
+        end = _now() + budget
         backoff = OVERLOAD_BACKOFF_S[0]
         while True:
             try:
-                return await self._attempt(key, method, request, end - time.monotonic())
+                return await self._attempt(key, method, request, end - _now())
             except Overloaded:
-                pause = backoff * (0.5 + random.random())
-                if time.monotonic() + pause >= end:
+                pause = backoff * (0.5 + self._rng.random())
+                if _now() + pause >= end:
                     raise
                 await asyncio.sleep(pause)
                 backoff = min(backoff * 2, OVERLOAD_BACKOFF_S[1])
@@ -409,7 +409,7 @@ class Client:
             except (CoordinatorUnreachable, CoordinatorRefused) as error:
                 if not error.definite:
                     raise
-                self._skip_until[node] = time.monotonic() + SKIP_UNREACHABLE_S
+                self._skip_until[node] = _now() + SKIP_UNREACHABLE_S
                 last = error
         assert last is not None
         if isinstance(last, CoordinatorRefused):
@@ -420,6 +420,11 @@ class Client:
             f"no coordinator reachable (tried {len(self.addresses)}): {last.message}",
             definite=True,
         )
+
+
+def _now() -> float:
+    # the loop's clock (time.monotonic under asyncio; virtual time in the simulator)
+    return asyncio.get_running_loop().time()
 
 
 def _put_result(reply: pb.PutReply) -> PutResult:

@@ -33,6 +33,21 @@ def _level(text: str) -> int | str:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("test", help="run the cluster under faults and check a guarantee")
+    add_run_arguments(p)
+    p.add_argument("--time-limit", type=float, default=60.0, help="seconds of load")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--partitions",
+        choices=("auto", "netns", "seam"),
+        default="auto",
+        help="netns: real partitions (root, iptables); seam: gRPC fault layer; auto: netns "
+        "when available",
+    )
+    p.set_defaults(func=run)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options ``kvstore test`` and ``kvstore sim`` share, meaning the same in both."""
     p.add_argument("--consistency", choices=MATRIX_CONSISTENCY)
     p.add_argument("--r", type=_level, metavar="N|LEVEL")
     p.add_argument("--w", type=_level, metavar="N|LEVEL")
@@ -53,27 +68,18 @@ def register(sub: Any) -> None:
         choices=PLANTED_BUGS,
         help="test the harness: plant a known bug in every node for the run (repeatable)",
     )
-    p.add_argument("--time-limit", type=float, default=60.0, help="seconds of load")
     p.add_argument("--rate", type=float, default=200.0, help="ops/s over all clients")
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--keys", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--expect", choices=GUARANTEES, help="hold the run to this guarantee")
     p.add_argument("--store", type=Path, default=Path("store"), help="where run folders go")
     p.add_argument("--nemesis-interval", type=float, help="seconds per healthy/faulty period")
     p.add_argument("--check-time-limit", type=float, default=30.0)
-    p.add_argument(
-        "--partitions",
-        choices=("auto", "netns", "seam"),
-        default="auto",
-        help="netns: real partitions (root, iptables); seam: gRPC fault layer; auto: netns "
-        "when available",
-    )
     p.add_argument("--matrix", action="store_true", help="every consistency x every nemesis")
-    p.set_defaults(func=run)
 
 
-def _options(args: argparse.Namespace, **override: Any) -> RunOptions:
+def options_from(args: argparse.Namespace, **override: Any) -> RunOptions:
+    """The run options the shared arguments (and any ``override``) describe."""
     if args.consistency and (args.r is not None or args.w is not None):
         raise ValueError("give either --consistency or --r/--w, not both")
     consistency = override.get("consistency", args.consistency)
@@ -99,12 +105,12 @@ def _options(args: argparse.Namespace, **override: Any) -> RunOptions:
         rate=args.rate,
         concurrency=args.concurrency,
         keys=args.keys,
-        seed=args.seed,
+        seed=override.get("seed", getattr(args, "seed", 0)),
         expect=args.expect,
         store=args.store,
         nemesis_interval=args.nemesis_interval,
         check_time_limit=args.check_time_limit,
-        partitions=args.partitions,
+        partitions=getattr(args, "partitions", "auto"),
         plant=tuple(args.plant),
     )
 
@@ -186,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.matrix:
             return _matrix(args)
-        options = _options(args)
+        options = options_from(args)
         results = _run_one(options)
     except ValueError as exc:
         print(f"kvstore test: {exc}", file=sys.stderr)
@@ -202,7 +208,7 @@ def _matrix(args: argparse.Namespace) -> int:
     failures = 0
     for consistency in MATRIX_CONSISTENCY:
         for nemesis in MATRIX_NEMESES:
-            options = _options(args, consistency=consistency, nemeses=[nemesis])
+            options = options_from(args, consistency=consistency, nemeses=[nemesis])
             results = _run_one(options)
             failures += results["verdict"] != "held"
             table.add_row(

@@ -1,11 +1,13 @@
-"""Nemeses: faults injected into a running local cluster, each small and combinable.
+"""Nemeses: faults injected into a running cluster, each small and combinable.
 
 Rules and invariants:
+- A nemesis acts through a ``kvstore.harness.control.Control``: the same nemesis runs
+  against real processes (``LocalControl``) and in the simulator (``SimControl``).
 - Every nemesis has ``start`` (inject) and ``heal`` (undo); ``heal`` is idempotent and
   the runner calls it for every nemesis at the end, whatever happened, so a run always
   ends with every node running, resumed, connected and on a true clock.
-- kill and pause are real signals to real processes (SIGKILL then restart; SIGSTOP then
-  SIGCONT). partition uses iptables DROP rules between network namespaces when the nodes
+- On real processes, kill and pause are real signals (SIGKILL then restart; SIGSTOP
+  then SIGCONT). partition uses iptables DROP rules between network namespaces when the nodes
   run in them (``kvstore.cluster.netns``, root only), else each node's gRPC seam; clock
   and the seam partitions go through ``Admin.SetFaults`` (no root needed); a node's
   fault state is kept here and pushed whole, so a partition and a clock skew on the same
@@ -21,15 +23,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
-
-from kvstore.cluster.local import LocalCluster
 from kvstore.cluster.netns import NetnsNetwork
-from kvstore.pb import kvstore_pb2 as pb
-from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.harness.control import Control, NodeFaults
+
+__all__ = ["NEMESES", "FaultState", "Nemesis", "NodeFaults", "build", "parse_nemeses"]
 
 NEMESES = (
     "none",
@@ -45,43 +44,16 @@ NEMESES = (
 PARTITION_KINDS = ("halves", "one", "majorities-ring", "bridge")
 
 
-@dataclass(slots=True)
-class NodeFaults:
-    isolated: set[str] = field(default_factory=set)
-    clock_offset_ms: int = 0
-    delay_ms: int = 0  # outgoing replica messages wait this long
-    drop: float = 0.0  # this fraction of outgoing replica messages is lost
-    lying_disk: bool = False
-    lose_hints: bool = False
-    planted: tuple[str, ...] = ()  # known bugs switched on for the whole run
-
-
 class FaultState:
     """What each node's seam should be doing; pushed whole on every change."""
 
-    def __init__(self, cluster: LocalCluster, network: NetnsNetwork | None = None) -> None:
-        self.cluster = cluster
+    def __init__(self, control: Control, network: NetnsNetwork | None = None) -> None:
+        self.control = control
         self.network = network  # real partitions (iptables) when nodes run in namespaces
-        self.nodes = {n: NodeFaults() for n in cluster.config.node_ids}
+        self.nodes = {n: NodeFaults() for n in control.node_ids}
 
     async def push(self, node: str) -> None:
-        state = self.nodes[node]
-        request = pb.Faults(
-            isolate_from=sorted(state.isolated),
-            clock_offset_ms=state.clock_offset_ms,
-            delay_ms=state.delay_ms,
-            drop=state.drop,
-            lying_disk=state.lying_disk,
-            lose_hints=state.lose_hints,
-            planted_bugs=list(state.planted),
-        )
-        channel = self.cluster.aio_channel(node)
-        try:
-            await pb_grpc.AdminStub(channel).SetFaults(request, timeout=2, wait_for_ready=True)
-        except grpc.aio.AioRpcError:
-            pass  # a dead or paused node: its state is pushed again when healed
-        finally:
-            await channel.close(None)
+        await self.control.set_faults(node, self.nodes[node])
 
     async def push_all(self) -> None:
         await asyncio.gather(*(self.push(n) for n in self.nodes))
@@ -90,11 +62,11 @@ class FaultState:
 class Nemesis:
     name = "none"
 
-    def __init__(self, cluster: LocalCluster, faults: FaultState, rng: random.Random) -> None:
-        self.cluster = cluster
+    def __init__(self, control: Control, faults: FaultState, rng: random.Random) -> None:
+        self.control = control
         self.faults = faults
         self.rng = rng
-        self.nodes = list(cluster.config.node_ids)
+        self.nodes = list(control.node_ids)
 
     async def start(self) -> dict[str, Any]:
         """Inject the fault; returns a description for the history."""
@@ -119,13 +91,13 @@ class KillNemesis(Nemesis):
     async def start(self) -> dict[str, Any]:
         self.killed = self._some(1, 2)
         for node in self.killed:
-            await asyncio.to_thread(self.cluster.kill, node)
+            await self.control.kill(node)
         return {"killed": self.killed}
 
     async def heal(self) -> dict[str, Any]:
         restarted, self.killed = self.killed, []
         for node in restarted:
-            await asyncio.to_thread(self.cluster.start_node, node)
+            await self.control.restart(node)
             await self.faults.push(node)  # a restarted node forgets its faults
         return {"restarted": restarted}
 
@@ -142,13 +114,13 @@ class PauseNemesis(Nemesis):
     async def start(self) -> dict[str, Any]:
         self.paused = self._some(1, 2)
         for node in self.paused:
-            self.cluster.pause(node)
+            await self.control.pause(node)
         return {"paused": self.paused}
 
     async def heal(self) -> dict[str, Any]:
         resumed, self.paused = self.paused, []
         for node in resumed:
-            self.cluster.resume(node)
+            await self.control.resume(node)
         return {"resumed": resumed}
 
 
@@ -306,13 +278,13 @@ class LyingDiskNemesis(Nemesis):
         liar, self.liar = self.liar, None
         if liar is None:
             return {}
-        await asyncio.to_thread(self.cluster.kill, liar)  # the unsynced writes die here
+        await self.control.kill(liar)  # the unsynced writes die here
         for node, state in self.faults.nodes.items():
             state.isolated.discard(liar)
             if node == liar:
                 state.isolated = set()
                 state.lying_disk = False
-        await asyncio.to_thread(self.cluster.start_node, liar)
+        await self.control.restart(liar)
         await self.faults.push_all()
         return {"crashed_and_restarted": liar}
 
@@ -334,7 +306,7 @@ class HintLossNemesis(Nemesis):
         for node, state in self.faults.nodes.items():
             state.lose_hints = node != self.killed
         await asyncio.gather(*(self.faults.push(n) for n in self.nodes if n != self.killed))
-        await asyncio.to_thread(self.cluster.kill, self.killed)
+        await self.control.kill(self.killed)
         return {"killed": self.killed, "hints_lost_by": "every other node"}
 
     async def heal(self) -> dict[str, Any]:
@@ -342,7 +314,7 @@ class HintLossNemesis(Nemesis):
         for state in self.faults.nodes.values():
             state.lose_hints = False
         if restarted is not None:
-            await asyncio.to_thread(self.cluster.start_node, restarted)
+            await self.control.restart(restarted)
         await self.faults.push_all()
         return {"restarted": restarted}
 
@@ -374,6 +346,6 @@ def parse_nemeses(spec: str) -> list[str]:
 
 
 def build(
-    names: list[str], cluster: LocalCluster, faults: FaultState, rng: random.Random
+    names: list[str], control: Control, faults: FaultState, rng: random.Random
 ) -> list[Nemesis]:
-    return [_KINDS[name](cluster, faults, rng) for name in names]
+    return [_KINDS[name](control, faults, rng) for name in names]

@@ -1,15 +1,16 @@
 """The history recorder: every event, in order, with one monotonic clock.
 
-Rules: times are nanoseconds since the test started, from ``time.monotonic_ns`` (never
-the wall clock, which the clock nemesis may skew for nodes and which can jump); events
-get consecutive indices in the order they are recorded; each event is appended to
-``history.jsonl`` as it happens (flushed), so a crashed run still leaves its history.
+Rules: times are nanoseconds since the test started, from ``time.monotonic_ns`` (or the
+simulator's virtual clock, given as ``clock_ns``), never the wall clock, which the clock
+nemesis may skew for nodes and which can jump; events get consecutive indices in the
+order they are recorded; each event is appended to ``history.jsonl`` as it happens
+(flushed), so a crashed run still leaves its history.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,14 @@ from kvstore.checker import Event, History, JsonlWriter
 
 
 class Recorder:
-    def __init__(self, path: Path, extra: dict[str, Any] | None = None) -> None:
-        self.t0 = time.monotonic_ns()
+    def __init__(
+        self,
+        path: Path,
+        extra: dict[str, Any] | None = None,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.clock_ns = clock_ns
+        self.t0 = clock_ns()
         self.events: list[Event] = []
         self.extra = extra or {}
         self._writer = JsonlWriter(str(path))
@@ -27,10 +34,10 @@ class Recorder:
         """Make time 0 now; only before the first event, so times stay monotonic."""
         if self.events:
             raise RuntimeError("the clock can only restart before the first event")
-        self.t0 = time.monotonic_ns()
+        self.t0 = self.clock_ns()
 
     def now(self) -> int:
-        return time.monotonic_ns() - self.t0
+        return self.clock_ns() - self.t0
 
     def record(
         self,

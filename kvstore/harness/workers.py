@@ -17,7 +17,6 @@ Rules (Jepsen's):
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,7 +91,8 @@ async def run_workers(
     op_timeout: float,
     tally: Tally,
 ) -> None:
-    start = time.monotonic()
+    clock = asyncio.get_running_loop().time  # virtual time in the simulator
+    start = clock()
     stop_at = start + seconds
     issued = 0
 
@@ -103,18 +103,18 @@ async def run_workers(
             slot = issued
             issued += 1
             due = start + slot / rate
-            if due >= stop_at or time.monotonic() >= stop_at:
+            if due >= stop_at or clock() >= stop_at:
                 return
-            delay = due - time.monotonic()
+            delay = due - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             op = workload.next_op()
-            began = time.monotonic()
+            began = clock()
             node, client = clients[process % len(clients)]
             outcome = await run_op(client, op, process, recorder, options, op_timeout, node)
             tally.ops += 1
             tally.outcomes[outcome] += 1
-            tally.latencies.append((began - start, time.monotonic() - began, op.f, outcome))
+            tally.latencies.append((began - start, clock() - began, op.f, outcome))
             if outcome == "info":
                 process += concurrency
 

@@ -32,6 +32,7 @@ import grpc
 from kvstore.net import replica_codec
 from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.net.faults import FaultRules
+from kvstore.net.link import Link, PeerError
 from kvstore.net.outbox import BATCH_LIMIT_BYTES, cut
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
@@ -40,11 +41,7 @@ CONNECT_TIMEOUT_S = 0.5
 BACKOFF_S = (0.1, 1.0)
 PEER_METADATA = "kv-peer"  # names the sending node on a replica stream
 
-
-class PeerError(Exception):
-    def __init__(self, message: str, *, sent: bool) -> None:
-        super().__init__(message)
-        self.sent = sent
+__all__ = ["GrpcTransport", "PeerError", "PeerLink"]
 
 
 class PeerLink:
@@ -237,3 +234,27 @@ class PeerLink:
         self._fail_all(f"link to {self.peer_id} closed", sent=True)
         if self._channel is not None:
             await self._channel.close(None)
+
+
+class GrpcTransport:
+    """Production transport: a ``PeerLink`` per peer, dialled as ``local_id``, with the
+    node's network faults (``FaultRules``, shared and mutated in place by SetFaults)."""
+
+    def __init__(
+        self, local_id: str, faults: FaultRules, *, dialer: Dialer = PLAINTEXT, max_pending: int
+    ) -> None:
+        self.local_id = local_id
+        self.faults = faults
+        self.dialer = dialer
+        self.max_pending = max_pending
+
+    def link(self, peer_id: str, address: str, on_heard: Callable[[str], None]) -> Link:
+        return PeerLink(
+            peer_id,
+            address,
+            on_heard,
+            local_id=self.local_id,
+            faults=self.faults,
+            dialer=self.dialer,
+            max_pending=self.max_pending,
+        )

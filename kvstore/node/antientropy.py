@@ -59,6 +59,7 @@ from kvstore.core.merkle import Entry, MerkleTree, TopDown
 from kvstore.core.peer_input import PeerInputError, PeerLimits, fields, integer
 from kvstore.core.ring import Ring
 from kvstore.core.version import Record, Timestamp
+from kvstore.node.clock import on_thread
 from kvstore.storage.base import Engine
 
 if TYPE_CHECKING:
@@ -204,8 +205,12 @@ class Replica:
         counters: collections.Counter[str] | None = None,
         observe: Callable[[Timestamp], None] | None = None,
         limits: PeerLimits | None = None,
+        offload: Callable[..., Awaitable[Any]] = on_thread,
+        now: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.id = node_id
+        self._offload = offload  # Merkle trees: a thread in production, inline in simulation
+        self._now = now
         self.limits = limits or permissive_limits(ring)
         self.engine = engine
         self.ring = ring
@@ -271,7 +276,7 @@ class Replica:
         cutoff_us = integer(cutoff_us, "ae.open cutoff", -(1 << 63), (1 << 63) - 1)
         entries = (await self.shared_entries([initiator], cutoff_us))[initiator]
         # Hashing 100k entries takes a while: off the loop, so heartbeats keep flowing.
-        tree = await asyncio.to_thread(MerkleTree, depth, entries)
+        tree = await self._offload(MerkleTree, depth, entries)
         self._sessions[session] = tree
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
@@ -329,7 +334,7 @@ class Replica:
     ) -> PeerRound:
         """One full exchange with ``peer`` over ``entries`` (the keys both replicate)."""
         result = PeerRound(peer)
-        began = time.perf_counter()
+        began = self._now()
 
         async def counted(op: str, args: list[Any]) -> Any:
             sent = wire_size([op, *args])
@@ -344,7 +349,7 @@ class Replica:
             depth = merkle.depth_for(len(entries))
         session = f"{self.id}:{next(self._ids)}"
         # Both sides build their trees at the same time: the peer while it serves ae.open.
-        building = asyncio.ensure_future(asyncio.to_thread(MerkleTree, depth, entries))
+        building = asyncio.ensure_future(self._offload(MerkleTree, depth, entries))
         try:
             root, _count = await counted("ae.open", [session, self.id, depth, cutoff_us])
         except BaseException:
@@ -373,7 +378,7 @@ class Replica:
                 await counted("ae.close", [session])
             except Exception:  # the peer drops old sessions on its own
                 log.debug("ae.close to %s failed", peer, exc_info=True)
-        result.seconds = time.perf_counter() - began
+        result.seconds = self._now() - began
         self.counters["ae.exchanges"] += 1
         return result
 
@@ -422,6 +427,8 @@ class AntiEntropy:
             node.counters,
             observe=node.observe_peer_ts,
             limits=node.limits,
+            offload=node.offload,
+            now=node.time.monotonic,
         )
         self._lock = asyncio.Lock()
         node.replica_ops.update(self.replica.ops())

@@ -35,7 +35,6 @@ import contextlib
 import functools
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -55,7 +54,9 @@ from kvstore.errors import CoordinatorRefused, KVError, Overloaded
 from kvstore.net import replica_codec
 from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.net.faults import FaultRules
-from kvstore.net.peer import PeerError, PeerLink
+from kvstore.net.link import Link, PeerError, Transport
+from kvstore.net.peer import GrpcTransport
+from kvstore.node.clock import SYSTEM_CLOCK, Clock, on_thread
 from kvstore.node.metrics import NodeMetrics
 from kvstore.storage.base import Engine
 
@@ -112,14 +113,15 @@ class _Fanout(Generic[RoundT]):
 class _Deadline:
     """One call's time budget, shared by all its rounds (ABD has two)."""
 
-    __slots__ = ("end", "timeout_ms")
+    __slots__ = ("clock", "end", "timeout_ms")
 
-    def __init__(self, timeout_ms: int) -> None:
+    def __init__(self, timeout_ms: int, clock: Clock) -> None:
+        self.clock = clock
         self.timeout_ms = timeout_ms
-        self.end = time.monotonic() + timeout_ms / 1000
+        self.end = clock.monotonic() + timeout_ms / 1000
 
     def left(self) -> float:
-        return max(0.001, self.end - time.monotonic())
+        return max(0.001, self.end - self.clock.monotonic())
 
 
 class Node:
@@ -132,7 +134,12 @@ class Node:
         clock_offset_us: int = 0,
         enable_faults: bool = False,
         dialer: Dialer = PLAINTEXT,
+        transport: Transport | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        offload: Callable[..., Awaitable[Any]] = on_thread,
     ) -> None:
+        """``transport``, ``clock`` and ``offload`` are the node's seams to its world:
+        gRPC, real time and threads by default; the simulator passes its own."""
         if clock_offset_us and not enable_faults:
             raise ValueError("a clock offset is a fault: it needs enable_faults")
         self.config = config
@@ -164,21 +171,19 @@ class Node:
             config.max_clock_drift_ms * 1000,
             fresh_s=max(2.0, 2 * config.failure_detection_ms / 1000),
         )
+        self.time = clock
+        self.offload = offload
         self.clock = HybridClock(node_id)
         self.clock_offset_us = clock_offset_us
-        self.started = time.monotonic()
+        self.started = clock.monotonic()
         self.counters: collections.Counter[str] = collections.Counter()
         self.faults = FaultRules()
-        self.links = {
-            peer.id: PeerLink(
-                peer.id,
-                peer.address,
-                on_heard=self._heard,
-                local_id=node_id,
-                faults=self.faults,
-                dialer=dialer,
-                max_pending=config.max_peer_pending,
+        if transport is None:
+            transport = GrpcTransport(
+                node_id, self.faults, dialer=dialer, max_pending=config.max_peer_pending
             )
+        self.links: dict[str, Link] = {
+            peer.id: transport.link(peer.id, peer.address, self._heard)
             for peer in config.nodes
             if peer.id != node_id
         }
@@ -192,15 +197,16 @@ class Node:
             list(self.links),
             config.heartbeat_interval_ms / 1000,
             config.failure_detection_ms / 1000,
-            time.monotonic(),
+            clock.monotonic(),
         )
-        self._background: set[asyncio.Future[Any]] = set()
+        # a dict, not a set: crash and close cancel in creation order (determinism)
+        self._background: dict[asyncio.Future[Any], None] = {}
         self._loops: list[asyncio.Task[None]] = []
 
     # ----------------------------------------------------------------- time & health
 
     def physical_us(self) -> int:
-        return time.time_ns() // 1000 + self.clock_offset_us
+        return self.time.wall_us() + self.clock_offset_us
 
     async def start(self) -> None:
         """Start the node's background work; the gRPC server is already serving."""
@@ -212,10 +218,10 @@ class Node:
 
     def down(self) -> frozenset[str]:
         """Peers the failure detector calls down right now (never contacted on a request)."""
-        return self.membership.down(time.monotonic())
+        return self.membership.down(self.time.monotonic())
 
     def _heard(self, peer: str) -> None:
-        self.membership.heard(peer, time.monotonic())
+        self.membership.heard(peer, self.time.monotonic())
 
     async def _heartbeats(self) -> None:
         interval = self.config.heartbeat_interval_ms / 1000
@@ -229,7 +235,7 @@ class Node:
         """Why this node must not make timestamps now, or None: its physical clock is
         too far from its peers', or its hybrid clock ran ahead of real time (say, while
         its clock was wrong) by more than peers accept."""
-        problem = self.clock_guard.problem(time.monotonic())
+        problem = self.clock_guard.problem(self.time.monotonic())
         if problem is not None:
             return problem
         ahead = self.clock.wall - self.physical_us()
@@ -247,7 +253,7 @@ class Node:
             return
         answer = future.result()
         if isinstance(answer, list) and len(answer) == 2 and type(answer[1]) is int:
-            now = time.monotonic()
+            now = self.time.monotonic()
             self.clock_guard.sample(peer, sent_us, self.physical_us(), answer[1], now)
 
     # ------------------------------------------------------------- hinted handoff
@@ -257,8 +263,8 @@ class Node:
         while True:
             await asyncio.sleep(HANDOFF_TICK_S)
             try:
-                if time.monotonic() - last_expiry >= EXPIRY_EVERY_S:
-                    last_expiry = time.monotonic()
+                if self.time.monotonic() - last_expiry >= EXPIRY_EVERY_S:
+                    last_expiry = self.time.monotonic()
                     await self.expire_hints()
                 await self.replay_hints(max(1, int(self.config.hint_replay_rate * HANDOFF_TICK_S)))
             except Exception:  # a failing tick must not end handoff for good
@@ -282,7 +288,7 @@ class Node:
     async def replay_hints(self, budget: int) -> int:
         """Send up to ``budget`` hints to owners seen up; delete the acknowledged ones."""
         delivered_total = 0
-        now = time.monotonic()
+        now = self.time.monotonic()
         counts = await self.engine.hint_counts()
         self.hints_pending = counts  # for the metrics, read without the loop
         for owner, pending in sorted(counts.items()):
@@ -371,7 +377,7 @@ class Node:
             self.counters[f"{op}.{exc.code}"] += 1
             raise
         opts, key_bytes, targets = self._prepare(op, key, call, read=False)
-        deadline = _Deadline(opts.timeout_ms)
+        deadline = _Deadline(opts.timeout_ms, self.time)
         if opts.linearizable and "abd-no-query" not in self.faults.planted:
             # ABD phase 1: learn the highest timestamp a quorum holds, and write above it,
             # so this write orders after every write that completed before it began,
@@ -392,7 +398,7 @@ class Node:
         self, key: object, call: consistency.CallOptions, *, trace: bool = False
     ) -> ReadResult:
         opts, key_bytes, targets = self._prepare("get", key, call, read=True)
-        deadline = _Deadline(opts.timeout_ms)
+        deadline = _Deadline(opts.timeout_ms, self.time)
         # Repair, tracing and ABD need every replica's answer; a plain read needs R.
         targeted = not (trace or opts.linearizable or opts.read_repair != "off")
         read = self._fan_out_read(
@@ -527,7 +533,7 @@ class Node:
         self, fan: _Fanout[ReadRound], key: bytes, deadline: _Deadline, reason: str, count: int = 0
     ) -> None:
         """Ask ``count`` more of a targeted read's spare replicas (0: all of them)."""
-        if fan.decided.done() or not fan.spare or time.monotonic() >= deadline.end:
+        if fan.decided.done() or not fan.spare or self.time.monotonic() >= deadline.end:
             return  # decided, nothing left, or the call is over (its caller has an answer)
         take = len(fan.spare) if count <= 0 else count
         asked, fan.spare = fan.spare[:take], fan.spare[take:]
@@ -737,10 +743,13 @@ class Node:
         else:
             reply([rid, replica_codec.OK, result])
 
+    def _forget(self, task: asyncio.Future[Any]) -> None:
+        self._background.pop(task, None)
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background[task] = None
+        task.add_done_callback(self._forget)
 
     async def _apply_batch(
         self, writes: list[tuple[int, Record]], reply: Callable[[list[Any]], None]
@@ -801,15 +810,15 @@ class Node:
     # ---------------------------------------------------------------------- admin
 
     async def status(self) -> dict[str, Any]:
-        views = self.membership.views(time.monotonic())
+        views = self.membership.views(self.time.monotonic())
         return {
             "node": self.id,
             "cluster": self.config.name,
             "address": self.me.address,
             "pid": os.getpid(),
             "faults_enabled": self.faults_enabled,
-            "clock_offset_us": self.clock_guard.offset_us(time.monotonic()),
-            "uptime_s": time.monotonic() - self.started,
+            "clock_offset_us": self.clock_guard.offset_us(self.time.monotonic()),
+            "uptime_s": self.time.monotonic() - self.started,
             "keys": await self.engine.count(),
             "counters": {
                 **self.counters,

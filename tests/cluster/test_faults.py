@@ -43,13 +43,17 @@ async def test_one_replica_killed(start_cluster: ClusterFactory) -> None:
         # the failed W=all write is on the live replicas: indefinite was right
         assert await client.get(key, r="quorum") == b"c"
         cluster.start_node(victim)
-        # A restarted node coordinates W=all once it has heard from its peers (its
-        # links connect in the background; until then a write to them is not sent).
-        await asyncio.to_thread(
-            wait_until,
-            lambda: set(views(cluster, victim).values()) == {"up"},
-            f"{victim} sees every peer up",
-        )
+        # W=all works once every coordinator has heard from every peer: the restarted
+        # node's links connect in the background, and the others' links to it may sit
+        # in their reconnect backoff (up to 1 s) after failing while it was dead; until
+        # then a write to it is not sent. (Waiting for the victim's view alone failed
+        # one run in five: the client's coordinator was another node.)
+        for node in cluster.config.node_ids:
+            await asyncio.to_thread(
+                wait_until,
+                lambda node=node: set(views(cluster, node).values()) == {"up"},
+                f"{node} sees every peer up",
+            )
         await client.put(key, "d", w="all")
         assert await client.get(key, r="all") == b"d"
 

@@ -1,0 +1,156 @@
+"""What the harness needs from a cluster, real or simulated: one small interface.
+
+Rules: the nemeses, the settle phase, the repair round and the convergence check speak
+only to a ``Control``; ``LocalControl`` carries it out on real processes (signals and
+the Admin service over mutual TLS), ``kvstore.sim.control.SimControl`` in the
+simulator. A node that does not answer is reported as such (``health`` None, a
+version ``unreachable: ...``), never raised, so a check sees the cluster as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+
+from kvstore.cluster.local import LocalCluster
+from kvstore.core.version import Record
+from kvstore.pb import kvstore_pb2 as pb
+from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+
+
+@dataclass(slots=True)
+class NodeFaults:
+    isolated: set[str] = field(default_factory=set)
+    clock_offset_ms: int = 0
+    delay_ms: int = 0  # outgoing replica messages wait this long
+    drop: float = 0.0  # this fraction of outgoing replica messages is lost
+    lying_disk: bool = False
+    lose_hints: bool = False
+    planted: tuple[str, ...] = ()  # known bugs switched on for the whole run
+
+
+@dataclass(slots=True)
+class NodeHealth:
+    peers_not_up: list[str]  # "n2 down", "n4 suspect"
+    hints_pending: int
+
+
+@dataclass(slots=True)
+class RepairOutcome:
+    keys_repaired: int
+    errors: list[str]
+
+
+def describe(record: Record | None) -> str:
+    """A replica's version as the convergence check compares it."""
+    if record is None:
+        return "absent"
+    ts = record.ts
+    return f"{ts.wall}.{ts.logical}@{ts.node}" + (" tombstone" if record.value is None else "")
+
+
+class Control(Protocol):
+    node_ids: list[str]
+
+    async def kill(self, node: str) -> None: ...
+
+    async def restart(self, node: str) -> None: ...
+
+    async def pause(self, node: str) -> None: ...
+
+    async def resume(self, node: str) -> None: ...
+
+    async def set_faults(self, node: str, faults: NodeFaults) -> None:
+        """Put the node's fault state in place, whole; a node that is down is skipped."""
+        ...
+
+    async def health(self, node: str) -> NodeHealth | None:
+        """Peers the node does not see up and its pending hints; None: not answering."""
+        ...
+
+    async def repair(self, node: str) -> RepairOutcome: ...
+
+    async def version(self, node: str, key: bytes) -> str:
+        """The node's own version of ``key`` (``describe``), or ``unreachable: ...``."""
+        ...
+
+
+class LocalControl:
+    """``Control`` over a ``LocalCluster``: real signals, real Admin calls."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.node_ids = list(cluster.config.node_ids)
+
+    async def kill(self, node: str) -> None:
+        await asyncio.to_thread(self.cluster.kill, node)
+
+    async def restart(self, node: str) -> None:
+        await asyncio.to_thread(self.cluster.start_node, node)
+
+    async def pause(self, node: str) -> None:
+        self.cluster.pause(node)
+
+    async def resume(self, node: str) -> None:
+        self.cluster.resume(node)
+
+    async def set_faults(self, node: str, faults: NodeFaults) -> None:
+        request = pb.Faults(
+            isolate_from=sorted(faults.isolated),
+            clock_offset_ms=faults.clock_offset_ms,
+            delay_ms=faults.delay_ms,
+            drop=faults.drop,
+            lying_disk=faults.lying_disk,
+            lose_hints=faults.lose_hints,
+            planted_bugs=list(faults.planted),
+        )
+        channel = self.cluster.aio_channel(node)
+        try:
+            await pb_grpc.AdminStub(channel).SetFaults(request, timeout=2, wait_for_ready=True)
+        except grpc.aio.AioRpcError:
+            pass  # a dead or paused node: its state is pushed again when healed
+        finally:
+            await channel.close(None)
+
+    async def health(self, node: str) -> NodeHealth | None:
+        try:
+            reply = await asyncio.to_thread(self.cluster.status, node)
+        except grpc.RpcError:
+            return None
+        return NodeHealth(
+            [f"{p.node} {p.state}" for p in reply.peers if p.state != "up"],
+            sum(reply.hints_pending.values()),
+        )
+
+    async def repair(self, node: str) -> RepairOutcome:
+        channel = self.cluster.aio_channel(node)
+        try:
+            reply = await pb_grpc.AdminStub(channel).Repair(
+                pb.RepairRequest(), timeout=60, wait_for_ready=True
+            )
+        except grpc.aio.AioRpcError as exc:
+            return RepairOutcome(0, [f"{node}: {exc.code().name}"])
+        finally:
+            await channel.close(None)
+        errors = [f"{node}->{p.peer}: {p.error}" for p in reply.peers if p.error]
+        return RepairOutcome(reply.keys_repaired, errors)
+
+    async def version(self, node: str, key: bytes) -> str:
+        channel = self.cluster.aio_channel(node)
+        try:
+            # wait_for_ready: a node restarted moments ago may still be in its
+            # channel's reconnect backoff
+            reply = await pb_grpc.AdminStub(channel).ReadLocal(
+                pb.LocalReadRequest(key=key), timeout=5, wait_for_ready=True
+            )
+        except grpc.aio.AioRpcError as exc:
+            return f"unreachable: {exc.code().name}"
+        finally:
+            await channel.close(None)
+        v = reply.version
+        if not v.found:
+            return "absent"
+        return f"{v.ts.wall}.{v.ts.logical}@{v.ts.node}" + (" tombstone" if v.tombstone else "")

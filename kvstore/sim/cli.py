@@ -1,0 +1,245 @@
+"""``kvstore sim``: the harness's tests on the simulated cluster, many seeds at a time.
+
+Exit status as ``kvstore test``: 0 every seed held its promise, 1 some seed broke it,
+2 bad usage, 3 a check came back unknown (and none broke). Every option shared with
+``kvstore test`` means the same here; ``--time-limit`` is simulated seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import shlex
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from kvstore.harness.cli import MATRIX_CONSISTENCY, MATRIX_NEMESES, add_run_arguments, options_from
+from kvstore.harness.drive import RunOptions
+from kvstore.sim.run import SeedRun, run_seed
+from kvstore.sim.shrink import shrink
+
+console = Console(stderr=True)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0-999``, ``3,17,40-45`` or ``417``: the seeds, in order, without repeats."""
+    seeds: dict[int, None] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        low, dash, high = part.partition("-")
+        if not low.isdigit() or (dash and not high.isdigit()):
+            raise ValueError(f"--seeds: {part!r} is not N or N-M")
+        first, last = int(low), int(high) if dash else int(low)
+        if last < first:
+            raise ValueError(f"--seeds: {part!r} runs backwards")
+        if last - first >= 1_000_000:
+            raise ValueError(f"--seeds: {part!r} is more than a million seeds")
+        seeds.update(dict.fromkeys(range(first, last + 1)))
+    if not seeds:
+        raise ValueError("--seeds: no seed given")
+    return list(seeds)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "sim", help="run the harness's tests on a simulated cluster, on virtual time"
+    )
+    add_run_arguments(p)
+    p.add_argument("--time-limit", type=float, default=10.0, help="simulated seconds of load")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--seeds", default="0-9", help="seeds to run: 0-999, 3,17,40-45")
+    which.add_argument("--seed", type=int, help="one seed (replays it exactly)")
+    p.add_argument("--shrink", action="store_true", help="reduce the first failing seed")
+    p.add_argument("--keep", action="store_true", help="keep the folders of seeds that held")
+    p.add_argument(
+        "--stop-after", type=int, default=0, metavar="K", help="stop after K failing seeds"
+    )
+    p.set_defaults(func=run)
+
+
+def _seed_folder(base: Path, seed: int) -> Path:
+    return base / f"seed-{seed}"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        seeds = [args.seed] if args.seed is not None else parse_seeds(args.seeds)
+        if args.matrix:
+            return _matrix(args, seeds)
+        options = options_from(args)
+    except ValueError as exc:
+        print(f"kvstore sim: {exc}", file=sys.stderr)
+        return 2
+    base = _base(options)
+    runs = _run_seeds(options, seeds, base, args)
+    Console().print(_summary(options, runs, base))
+    failed = [r for r in runs if r.results["verdict"] == "violated"]
+    if failed:
+        first = failed[0]
+        Console().print(f"replay the first failing seed:\n  {replay_command(first.seed)}")
+        if args.shrink:
+            small, tries = shrink(dataclasses.replace(options, seed=first.seed), base / "shrink")
+            Console().print(
+                f"shrunk in {tries} runs to: time {small.time_limit:g} s, "
+                f"{small.concurrency} processes, {small.keys} keys, "
+                f"nemeses {','.join(small.nemeses) or 'none'}\n  {shrunk_command(small)}"
+            )
+        return 1
+    return 3 if any(r.results["verdict"] == "unknown" for r in runs) else 0
+
+
+def _base(options: RunOptions) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S.%f")[:-3]
+    name = options.name or f"sim-{options.setting.describe(3)}".replace(" ", "-")
+    return options.store / name / stamp
+
+
+def _run_seeds(
+    options: RunOptions, seeds: list[int], base: Path, args: argparse.Namespace
+) -> list[SeedRun]:
+    runs: list[SeedRun] = []
+    failures = 0
+    columns = (
+        TextColumn("[bold]seeds"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("seeds", total=len(seeds), status="")
+        for seed in seeds:
+            result = run_seed(
+                dataclasses.replace(options, seed=seed), _seed_folder(base, seed), keep=args.keep
+            )
+            runs.append(result)
+            failures += result.results["verdict"] == "violated"
+            first = next((r.seed for r in runs if r.results["verdict"] == "violated"), None)
+            progress.update(
+                task,
+                advance=1,
+                status=f"violations {failures}" + (f", first at seed {first}" if first else ""),
+            )
+            if args.stop_after and failures >= args.stop_after:
+                break
+    return runs
+
+
+def _summary(options: RunOptions, runs: list[SeedRun], base: Path) -> Table:
+    table = Table(title=f"simulated: {options.setting.describe(3)} under {options.nemeses}")
+    table.add_column("figure")
+    table.add_column("value")
+    table.add_row("seeds run", str(len(runs)))
+    checks: dict[str, Counter[str]] = {}
+    for r in runs:
+        for name, verdict in r.results["checks"].items():
+            checks.setdefault(name, Counter())[str(verdict)] += 1
+    for name, counts in checks.items():
+        table.add_row(f"check: {name}", ", ".join(f"{v} {n}" for v, n in counts.most_common()))
+    verdicts = Counter(r.results["verdict"] for r in runs)
+    violated = [r.seed for r in runs if r.results["verdict"] == "violated"]
+    table.add_row(
+        f"promise: {runs[0].results['promise'] if runs else '-'}",
+        ", ".join(f"{v} {n}" for v, n in verdicts.most_common()),
+    )
+    table.add_row("violating seeds", _seed_list(violated) or "none")
+    if violated:
+        table.add_row("first failing seed", f"{violated[0]}: {_seed_folder(base, violated[0])}")
+    simulated = sum(r.simulated_s for r in runs)
+    wall = sum(r.wall_s for r in runs)
+    table.add_row(
+        "simulated vs wall time",
+        f"{simulated:.1f} s simulated in {wall:.1f} s wall ({simulated / max(wall, 1e-9):.1f}x)",
+    )
+    return table
+
+
+def _seed_list(seeds: list[int]) -> str:
+    shown = ", ".join(str(s) for s in seeds[:20])
+    return shown + (f" and {len(seeds) - 20} more" if len(seeds) > 20 else "")
+
+
+def replay_command(seed: int, argv: list[str] | None = None) -> str:
+    """This command line with its seeds replaced by ``--seed seed``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    out: list[str] = []
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if arg in ("--seeds", "--seed"):
+            skip = i + 1 < len(args)
+            continue
+        if arg.startswith(("--seeds=", "--seed=")) or arg in ("--shrink", "--stop-after"):
+            continue
+        out.append(arg)
+    return shlex.join(["kvstore", *out, "--seed", str(seed)])
+
+
+def shrunk_command(options: RunOptions) -> str:
+    setting = options.setting
+    parts = ["kvstore", "sim"]
+    if setting.consistency is not None:
+        parts += ["--consistency", setting.consistency]
+    else:
+        parts += ["--r", str(setting.r), "--w", str(setting.w)]
+    if setting.sloppy:
+        parts.append("--sloppy")
+    if setting.read_repair != "off":
+        parts += ["--read-repair", setting.read_repair]
+    parts += ["--workload", options.workload, "--nemesis", ",".join(options.nemeses) or "none"]
+    for bug in options.plant:
+        parts += ["--plant", bug]
+    parts += [
+        "--time-limit",
+        f"{options.time_limit:g}",
+        "--rate",
+        f"{options.rate:g}",
+        "--concurrency",
+        str(options.concurrency),
+        "--keys",
+        str(options.keys),
+    ]
+    if options.nemesis_interval:
+        parts += ["--nemesis-interval", f"{options.nemesis_interval:g}"]
+    if options.expect:
+        parts += ["--expect", options.expect]
+    return shlex.join([*parts, "--seed", str(options.seed)])
+
+
+def _matrix(args: argparse.Namespace, seeds: list[int]) -> int:
+    table = Table(title=f"promised vs observed, simulated ({len(seeds)} seeds per cell)")
+    for column in ("consistency", "nemesis", "promise", "held", "violated", "stale", "lost"):
+        table.add_column(column)
+    failures = 0
+    started = time.perf_counter()
+    for consistency in MATRIX_CONSISTENCY:
+        for nemesis in MATRIX_NEMESES:
+            options = options_from(args, consistency=consistency, nemeses=[nemesis])
+            base = _base(dataclasses.replace(options, name=f"sim-matrix-{consistency}-{nemesis}"))
+            runs = _run_seeds(options, seeds, base, args)
+            verdicts = Counter(r.results["verdict"] for r in runs)
+            failures += verdicts["violated"]
+            table.add_row(
+                consistency,
+                nemesis,
+                runs[0].results["promise"] if runs else "-",
+                str(verdicts["held"]),
+                str(verdicts["violated"]),
+                str(sum(r.results["staleness"]["stale_reads"] for r in runs)),
+                str(sum(r.results["staleness"]["lost_writes"] for r in runs)),
+            )
+    Console().print(table)
+    console.print(f"matrix wall time {time.perf_counter() - started:.1f} s")
+    return 0 if failures == 0 else 1

@@ -1,0 +1,246 @@
+"""A simulated cluster: real ``Node``s on the simulated network, disks and clocks.
+
+Rules and invariants:
+- Each node incarnation is a simulated process (``n3#2``: node n3, second start). Its
+  tasks, timers and message deliveries run in that process's context, so ``pause``
+  freezes them and ``kill`` ends them (``kvstore.sim.loop``).
+- ``kill`` is a crash: the incarnation's memory is dropped, its disk keeps what was
+  synced (a lying disk loses what it held), peers' requests to it fail as a reset
+  stream would. ``start_node`` builds a new ``Node`` on the same disk.
+- The node's world faults live in the world, not in the node: partitions, drops and
+  delays in the network, skew in the node's clock, the lying disk in its disk. Only
+  what is node logic (planted bugs, lost hints) is set on the node, and a restarted
+  node forgets it, as a real one does (the harness pushes it again).
+- Clients reach a node's coordinator through ``kvstore.server.kv_calls``, the same
+  code a gRPC call runs, so admission, roles and error classes are production's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kvstore.config import ClusterConfig
+from kvstore.core.version import Record
+from kvstore.errors import CoordinatorUnreachable, RequestTimeout
+from kvstore.net.faults import FaultRules
+from kvstore.node.antientropy import AntiEntropy
+from kvstore.node.clock import inline
+from kvstore.node.runtime import Node
+from kvstore.sim.disk import SimDisk, SimEngine
+from kvstore.sim.loop import VirtualLoop, process_context
+from kvstore.sim.network import SimNetwork
+
+T = TypeVar("T")
+
+
+class SimClock:
+    """One node's clocks: virtual time for deadlines, virtual time plus skew (and
+    optional drift) for the physical clock the hybrid clock reads."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.skew_us = 0
+        self.drift = 0.0  # fraction: 1e-4 runs 100 us fast per second
+        self._drift_from = loop.time()
+
+    def monotonic(self) -> float:
+        return self.loop.time()
+
+    def wall_us(self) -> int:
+        now = self.loop.time()
+        return (
+            int(now * 1_000_000) + self.skew_us + int((now - self._drift_from) * self.drift * 1e6)
+        )
+
+
+@dataclass(slots=True)
+class WorldFaults:
+    """What the harness asked for one node (``kvstore.harness.nemesis.NodeFaults``)."""
+
+    isolated: frozenset[str] = frozenset()
+    clock_offset_ms: int = 0
+    delay_ms: int = 0
+    drop: float = 0.0
+    duplicate: float = 0.0
+    lying_disk: bool = False
+    lose_hints: bool = False
+    planted: tuple[str, ...] = ()
+
+
+class SimCluster:
+    def __init__(self, config: ClusterConfig, rng: random.Random, *, trace: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        if not isinstance(loop, VirtualLoop):
+            raise RuntimeError("a SimCluster runs on kvstore.sim.loop.VirtualLoop")
+        self.loop = loop
+        self.config = config
+        self.node_ids = list(config.node_ids)
+        self.rng = rng
+        self.network = SimNetwork(rng, self.node_ids, trace=trace)
+        self.disks = {n: SimDisk() for n in self.node_ids}
+        self.clocks = {n: SimClock(loop) for n in self.node_ids}
+        self.nodes: dict[str, Node | None] = dict.fromkeys(self.node_ids)
+        self.repairers: dict[str, AntiEntropy] = {}
+        self.processes: dict[str, str] = {}
+        self.contexts: dict[str, contextvars.Context] = {}
+        self.starts = dict.fromkeys(self.node_ids, 0)
+        self.paused: set[str] = set()
+        self.faults = {n: WorldFaults() for n in self.node_ids}
+        self._client_calls: dict[str, dict[asyncio.Future[Any], None]] = {}
+
+    # --------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        for node_id in self.node_ids:
+            self.start_node(node_id)
+
+    def start_node(self, node_id: str) -> None:
+        if self.nodes[node_id] is not None:
+            return
+        self.starts[node_id] += 1
+        process = f"{node_id}#{self.starts[node_id]}"
+        context = process_context(process)
+        node = context.run(self._build, node_id, context)
+        self.nodes[node_id] = node
+        self.processes[node_id] = process
+        self.contexts[node_id] = context
+        self.network.attach(node_id, process, context, node.handle_frame)
+        context.run(self.loop.create_task, node.start(), name=f"{process} start")
+
+    def _build(self, node_id: str, context: contextvars.Context) -> Node:
+        node = Node(
+            self.config,
+            node_id,
+            SimEngine(self.disks[node_id]),
+            enable_faults=True,
+            transport=self.network.transport(node_id, context, self.config.max_peer_pending),
+            clock=self.clocks[node_id],
+            offload=inline,
+        )
+        self.repairers[node_id] = AntiEntropy(node)
+        return node
+
+    def kill(self, node_id: str) -> None:
+        if self.nodes[node_id] is None:
+            return
+        self.loop.kill(self.processes[node_id])
+        self.network.detach(node_id)
+        self.disks[node_id].crash()
+        self.nodes[node_id] = None
+        self.paused.discard(node_id)
+        for call in self._client_calls.pop(node_id, {}):
+            if not call.done():
+                call.set_exception(
+                    CoordinatorUnreachable(f"{node_id}: the connection reset", definite=False)
+                )
+
+    def pause(self, node_id: str) -> None:
+        if self.nodes[node_id] is not None:
+            self.paused.add(node_id)
+            self.loop.pause(self.processes[node_id])
+
+    def resume(self, node_id: str) -> None:
+        self.paused.discard(node_id)
+        if node_id in self.processes:
+            self.loop.resume(self.processes[node_id])
+
+    def running(self, node_id: str) -> Node | None:
+        """The node, if it is up and not paused (so it can answer now)."""
+        return None if node_id in self.paused else self.nodes[node_id]
+
+    # ------------------------------------------------------------------ faults
+
+    async def set_faults(self, node_id: str, faults: WorldFaults) -> None:
+        """Put ``node_id``'s faults in place whole (as ``Admin.SetFaults`` does)."""
+        old = self.faults[node_id]
+        self.faults[node_id] = faults
+        self.clocks[node_id].skew_us = faults.clock_offset_ms * 1000
+        disk = self.disks[node_id]
+        if faults.lying_disk:
+            disk.lying = True
+        elif old.lying_disk and disk.lying:
+            await disk.stop_lying()
+        self._apply_network()
+        node = self.nodes[node_id]
+        if node is not None:
+            node.faults.lose_hints = faults.lose_hints
+            node.faults.planted = frozenset(faults.planted)
+
+    def _apply_network(self) -> None:
+        self.network.heal()
+        for src, faults in self.faults.items():
+            for dst in self.node_ids:
+                if dst == src:
+                    continue
+                link = self.network.link_faults(src, dst)
+                link.delay_s = faults.delay_ms / 1000
+                link.drop = faults.drop
+                link.duplicate = faults.duplicate
+                if dst in faults.isolated:
+                    # the seam cuts both ways at the node that holds the rule
+                    link.cut = True
+                    self.network.link_faults(dst, src).cut = True
+
+    # ----------------------------------------------------------------- calls
+
+    async def call(self, node_id: str, work: Callable[[Node], Awaitable[T]], timeout_s: float) -> T:
+        """Run ``work(node)`` on ``node_id`` as a client call would: a hop there, the
+        work in the node's process, a hop back. Raises ``CoordinatorUnreachable`` (a node
+        that is down: definite; one that died during the call: indefinite) and
+        ``RequestTimeout`` at ``timeout_s``."""
+        node = self.nodes[node_id]
+        if node is None:
+            raise CoordinatorUnreachable(f"{node_id}: connection refused", definite=True)
+        loop = self.loop
+        answer: asyncio.Future[T] = loop.create_future()
+        calls = self._client_calls.setdefault(node_id, {})
+        calls[answer] = None
+        back = contextvars.copy_context()
+        process = self.processes[node_id]
+
+        def deliver(task: asyncio.Task[T]) -> None:
+            if answer.done():
+                return
+            error = task.exception()
+            if error is not None:
+                answer.set_exception(error)
+            else:
+                answer.set_result(task.result())
+
+        def finished(task: asyncio.Task[T]) -> None:
+            if not task.cancelled():
+                loop.call_later(
+                    self.network.latency(node_id, "client"), deliver, task, context=back
+                )
+
+        def arrive() -> None:
+            if self.processes.get(node_id) != process or self.nodes[node_id] is None:
+                return  # it crashed while the request travelled: the kill failed the call
+            task = loop.create_task(_run(work, node))
+            task.add_done_callback(finished)
+
+        loop.call_later(
+            self.network.latency("client", node_id), arrive, context=self.contexts[node_id]
+        )
+        try:
+            return await asyncio.wait_for(answer, timeout_s)
+        except TimeoutError:
+            raise RequestTimeout(f"no answer from {node_id} before the deadline") from None
+        finally:
+            calls.pop(answer, None)
+
+    async def read_local(self, node_id: str, key: bytes, timeout_s: float = 5.0) -> Record | None:
+        return await self.call(node_id, lambda node: node.local_version(key), timeout_s)
+
+    def fault_rules(self, node_id: str) -> FaultRules | None:
+        node = self.nodes[node_id]
+        return None if node is None else node.faults
+
+
+async def _run(work: Callable[[Node], Awaitable[T]], node: Node) -> T:
+    return await work(node)

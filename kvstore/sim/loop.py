@@ -1,0 +1,194 @@
+"""A deterministic asyncio event loop on virtual time.
+
+Rules and invariants:
+- No threads, no real I/O, no real time: ``time()`` is virtual seconds. When nothing is
+  ready, time jumps to the next timer. Code runs in zero virtual time; only timers (the
+  simulated network's latencies, sleeps, deadlines) move the clock.
+- Timers fire in (deadline, sequence) order, ready callbacks in FIFO order, so one
+  program and one seed give one schedule: nothing depends on hash seeds or addresses.
+- Every callback belongs to a simulated *process* (a node incarnation, a client, the
+  harness), named by the ``PROCESS`` context variable it was scheduled under. A paused
+  process's callbacks are parked, in order, and run when it resumes (SIGSTOP / SIGCONT:
+  its timers fire late, its peers' messages wait). A killed process's callbacks never
+  run again, and its tasks are forgotten, not cancelled (SIGKILL runs no ``finally``).
+- A run where nothing is ready, no timer is set and the main future is not done is a
+  deadlock, reported as ``SimDeadlock`` with the tasks still waiting.
+- ``run_in_executor`` and ``to_thread`` are refused: a thread would make the run depend
+  on the operating system's scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import heapq
+import itertools
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+PROCESS: contextvars.ContextVar[str] = contextvars.ContextVar("sim_process", default="main")
+
+# Virtual time starts here rather than at 0, so that wall clocks derived from it look
+# like this century's and nothing special-cases small numbers.
+EPOCH_S = 1_800_000_000.0
+
+
+class SimDeadlock(RuntimeError):
+    """Every simulated process is blocked and no timer is set: the run can never finish."""
+
+
+class VirtualLoop(asyncio.BaseEventLoop):
+    def __init__(self, start: float = 0.0) -> None:
+        super().__init__()
+        self._now = start
+        self._timers: list[tuple[float, int, asyncio.TimerHandle]] = []
+        self._sequence = itertools.count()
+        self._paused: set[str] = set()
+        self._dead: set[str] = set()
+        self._parked: dict[str, list[asyncio.Handle]] = {}
+        self._tasks: dict[str, dict[asyncio.Task[Any], None]] = {}
+        self.steps = 0  # callbacks run: a cheap fingerprint of the schedule
+        self.set_task_factory(self._make_task)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ time
+
+    def time(self) -> float:
+        return self._now
+
+    def call_at(  # type: ignore[override]
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        self._check_closed()  # type: ignore[attr-defined]
+        timer = asyncio.TimerHandle(when, callback, args, self, context)
+        heapq.heappush(self._timers, (when, next(self._sequence), timer))
+        timer._scheduled = True  # type: ignore[attr-defined]
+        return timer
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        pass  # cancelled timers are skipped when they come up
+
+    # ------------------------------------------------------------- processes
+
+    def _make_task(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any],
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, context=context)
+        owner = PROCESS.get() if context is None else context.get(PROCESS, "main")
+        if owner in self._dead:
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+        tasks = self._tasks.setdefault(owner, {})
+        tasks[task] = None
+        task.add_done_callback(lambda t: tasks.pop(t, None))
+        return task
+
+    def pause(self, process: str) -> None:
+        self._paused.add(process)
+
+    def resume(self, process: str) -> None:
+        self._paused.discard(process)
+        self._ready.extend(self._parked.pop(process, []))  # type: ignore[attr-defined]
+
+    def kill(self, process: str) -> None:
+        """The process is gone: none of its callbacks run again, its tasks are dropped."""
+        self._dead.add(process)
+        self._paused.discard(process)
+        self._parked.pop(process, None)
+        for task in self._tasks.pop(process, {}):
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+
+    def is_dead(self, process: str) -> bool:
+        return process in self._dead
+
+    # ------------------------------------------------------------------ loop
+
+    def _run_once(self) -> None:
+        ready = self._ready  # type: ignore[attr-defined]
+        timers = self._timers
+        while timers and timers[0][2].cancelled():
+            heapq.heappop(timers)
+        if not ready and not self._stopping:  # type: ignore[attr-defined]
+            if not timers:
+                raise SimDeadlock(self._describe_blocked())
+            self._now = max(self._now, timers[0][0])
+        while timers and timers[0][0] <= self._now:
+            _, _, timer = heapq.heappop(timers)
+            timer._scheduled = False  # type: ignore[attr-defined]
+            if not timer.cancelled():
+                ready.append(timer)
+        for _ in range(len(ready)):
+            handle: asyncio.Handle = ready.popleft()
+            if handle.cancelled():
+                continue
+            context = handle._context  # type: ignore[attr-defined]
+            owner = context.get(PROCESS, "main") if context is not None else "main"
+            if owner in self._dead:
+                continue
+            if owner in self._paused:
+                self._parked.setdefault(owner, []).append(handle)
+                continue
+            self.steps += 1
+            handle._run()
+
+    def _describe_blocked(self) -> str:
+        waiting = [
+            f"{owner}: {task.get_name()}"
+            for owner, tasks in self._tasks.items()
+            if owner not in self._dead
+            for task in tasks
+        ]
+        parked = sorted(self._parked)
+        return (
+            f"deadlock at t={self._now - EPOCH_S:.6f}s: nothing ready and no timer set; "
+            f"{len(waiting)} tasks waiting ({'; '.join(waiting[:8])})"
+            + (f"; paused forever: {', '.join(parked)}" if parked else "")
+        )
+
+    # -------------------------------------------------------- refused: threads
+
+    def _write_to_self(self) -> None:
+        pass  # nothing to wake: there is no selector and no other thread
+
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> Any:  # type: ignore[override]
+        raise RuntimeError(
+            "the simulator runs no threads (run_in_executor/to_thread): run the work "
+            "inline, or inject an offload that does"
+        )
+
+    def _process_events(self, event_list: list[Any]) -> None:
+        pass
+
+
+def run(main: Callable[[], Coroutine[Any, Any, T]], *, start: float = EPOCH_S) -> T:
+    """Run ``main()`` to completion on a fresh virtual loop; returns its result."""
+    loop = VirtualLoop(start)
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main())
+    finally:
+        for process in list(loop._tasks):
+            loop.kill(process)  # the simulated world ends: its processes with it
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def in_process(process: str, fn: Callable[..., T], *args: Any) -> T:
+    """Call ``fn`` with ``PROCESS`` set to ``process``: tasks, timers and callbacks it
+    creates belong to that process (paused, resumed and killed with it)."""
+    context = contextvars.copy_context()
+    context.run(PROCESS.set, process)
+    return context.run(fn, *args)
+
+
+def process_context(process: str) -> contextvars.Context:
+    context = contextvars.copy_context()
+    context.run(PROCESS.set, process)
+    return context
