@@ -3,22 +3,27 @@ which error a failed round is.
 
 Rules:
 - A write goes to every replica of the annotated preference list; a read asks the same
-  replicas, or, targeted, R of them first (``contact_order``: its own replica first)
-  and the others only when needed. Only primaries count toward R/W for a strict call;
-  a sloppy call counts fallbacks too. Replicas known to be down are never asked (no
-  waiting on timeouts).
+  replicas, or, targeted, R of them first (``targeted_split``, in ``contact_order``: its
+  own replica first) and the others only when needed. Only primaries count toward R/W
+  for a strict call; a sloppy call counts fallbacks too. Replicas known to be down are
+  never asked (no waiting on timeouts).
 - If fewer replicas that could count are known live than the call needs, the call fails
   *before sending* with ``Unavailable`` (definite).
 - A failed write round is definite (``Unavailable``) only when no replica can have
   applied it: every target (fallbacks included: a hint is a write too) has answered
   "not sent". A round can fail early, while requests to other replicas are still in
   flight; those may still land, so such a failure is ``QuorumFailed`` (indefinite).
+- Read repair writes the winner only to primaries that answered with an older version
+  (``read_repair_targets``); a fallback's copy is a hint, handed back to its owner.
+- An ABD read's write-back (``write_back``) makes the winner held by a quorum: it asks
+  the primaries not known to hold it for as many acknowledgements as the quorum lacks.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Container
+from collections.abc import Container, Mapping
+from dataclasses import dataclass
 
 from kvstore.core.quorum import Outcome, Tally
 from kvstore.core.resolve import Resolution, resolve
@@ -66,6 +71,47 @@ def contact_order(targets: list[Replica], local: str, sloppy: bool) -> list[Repl
     Targets that cannot count are left out."""
     usable = [t for t in targets if sloppy or t.primary]
     return sorted(usable, key=lambda t: (not t.primary, t.node != local))
+
+
+def targeted_split(
+    targets: list[Replica], local: str, r: int, sloppy: bool
+) -> tuple[list[Replica], list[Replica]]:
+    """A targeted read's first ``r`` replicas to ask, and its spares (asked only if one of
+    the first fails or is slow), both in ``contact_order``."""
+    order = contact_order(targets, local, sloppy)
+    return order[:r], order[r:]
+
+
+def read_repair_targets(targets: list[Replica], resolution: Resolution) -> list[Replica]:
+    """The replicas a read repair writes the winner to: the primaries that answered with
+    an older version or none. Fallbacks are left out: writing to one only adds a hint."""
+    if resolution.winner is None:
+        return []
+    return [t for t in targets if t.primary and t.node in resolution.stale]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBack:
+    """What an ABD read must still do before it answers."""
+
+    needed: int  # acknowledgements of the winner the quorum still lacks (0: none)
+    ask: list[Replica]  # the primaries not known to hold the winner
+
+
+def write_back(
+    targets: list[Replica], replies: Mapping[str, Record | None], winner: Record, quorum: int
+) -> WriteBack:
+    """The write-back of an ABD read whose round saw ``replies`` and chose ``winner``.
+
+    A replica that answered the winner's timestamp already holds it; the primaries that
+    did not are asked, and ``needed`` of them must acknowledge. With at least ``quorum``
+    primaries among ``targets`` (``plan`` ensures it for a strict read), there are
+    always that many to ask."""
+    holders = {n for n, r in replies.items() if r is not None and r.ts >= winner.ts}
+    missing = quorum - len(holders)
+    if missing <= 0:
+        return WriteBack(0, [])
+    return WriteBack(missing, [t for t in targets if t.primary and t.node not in holders])
 
 
 class WriteRound:

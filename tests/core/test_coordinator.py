@@ -1,13 +1,26 @@
-"""Coordinator rounds: planning, strict vs sloppy counting, definite vs indefinite."""
+"""Coordinator rounds: planning, strict vs sloppy counting, definite vs indefinite; and the
+replica choices of a targeted read, a read repair and an ABD write-back, against models."""
 
 from __future__ import annotations
 
 import itertools
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given
 
-from kvstore.core.coordinator import ReadRound, Reply, WriteRound, plan
+from kvstore.core.coordinator import (
+    ReadRound,
+    Reply,
+    WriteBack,
+    WriteRound,
+    plan,
+    read_repair_targets,
+    targeted_split,
+    write_back,
+)
 from kvstore.core.quorum import Outcome
+from kvstore.core.resolve import resolve
 from kvstore.core.ring import Replica, Ring
 from kvstore.core.version import Record, Timestamp
 from kvstore.errors import QuorumFailed, Unavailable
@@ -81,3 +94,77 @@ def test_early_failure_with_requests_in_flight_is_indefinite() -> None:
     assert not round_.error().definite
     round_.reply(with_fallback[1], Reply.NOT_SENT)
     assert round_.error().definite
+
+
+NODES = ["n1", "n2", "n3", "n4", "n5", "n6"]
+
+
+@st.composite
+def preference_lists(draw: st.DrawFn) -> list[Replica]:
+    """Distinct nodes, each a primary or a fallback standing in for some owner."""
+    nodes = draw(st.lists(st.sampled_from(NODES), min_size=1, max_size=5, unique=True))
+    kinds = draw(st.lists(st.booleans(), min_size=len(nodes), max_size=len(nodes)))
+    return [Replica(n, p, None if p else "n9") for n, p in zip(nodes, kinds, strict=True)]
+
+
+versions = st.one_of(
+    st.none(), st.builds(lambda w: Record(KEY, b"v%d" % w, Timestamp(w, 0, "w")), st.integers(0, 3))
+)
+
+
+@st.composite
+def answered(draw: st.DrawFn) -> tuple[list[Replica], dict[str, Record | None]]:
+    """A preference list and the versions some of its replicas answered."""
+    targets = draw(preference_lists())
+    who = draw(st.lists(st.sampled_from([t.node for t in targets]), unique=True))
+    return targets, {n: draw(versions) for n in who}
+
+
+@given(preference_lists(), st.sampled_from([*NODES, "elsewhere"]), st.integers(1, 5), st.booleans())
+def test_targeted_split_matches_obvious_model(
+    targets: list[Replica], local: str, r: int, sloppy: bool
+) -> None:
+    # primaries, then (sloppy only) fallbacks; in each, the local one, then list order
+    order: list[Replica] = []
+    for primaries in (True, False) if sloppy else (True,):
+        group = [t for t in targets if t.primary is primaries]
+        order += [t for t in group if t.node == local] + [t for t in group if t.node != local]
+    first, spares = targeted_split(targets, local, r, sloppy)
+    assert (first, spares) == (order[:r], order[r:])
+
+
+@given(answered())
+def test_read_repair_writes_exactly_the_stale_primaries(
+    case: tuple[list[Replica], dict[str, Record | None]],
+) -> None:
+    targets, replies = case
+    repaired = read_repair_targets(targets, resolve(replies))
+    present = [r.ts for r in replies.values() if r is not None]
+    if not present:
+        assert repaired == []  # nothing to repair with
+        return
+    newest = max(present)
+    behind = {n for n, r in replies.items() if r is None or r.ts < newest}
+    assert repaired == [t for t in targets if t.primary and t.node in behind]
+
+
+@given(answered(), st.integers(1, 5))
+def test_write_back_reaches_a_quorum_and_asks_only_who_lacks_the_winner(
+    case: tuple[list[Replica], dict[str, Record | None]], quorum: int
+) -> None:
+    targets, replies = case
+    winner = resolve(replies).winner
+    if winner is None:
+        return  # an ABD read with no winner writes nothing back
+    todo = write_back(targets, replies, winner, quorum)
+    holders = {n for n, r in replies.items() if r == winner}
+    asked = {t.node for t in todo.ask}
+    if len(holders) >= quorum:
+        assert todo == WriteBack(0, [])
+        return
+    assert todo.needed == quorum - len(holders)
+    assert asked == {t.node for t in targets if t.primary} - holders
+    # any ``needed`` of those acknowledging makes a quorum hold the winner
+    primaries = sum(t.primary for t in targets)
+    if primaries >= quorum:
+        assert len(todo.ask) >= todo.needed

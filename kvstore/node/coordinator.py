@@ -1,0 +1,438 @@
+"""The coordinator side of a node: a client call's put or get, fanned out to replicas.
+
+Rules:
+- Decisions come from ``kvstore.core.coordinator`` (plan, quorum rounds, read
+  resolution, which replicas a repair or an ABD write-back writes to); this module only
+  sends what they ask for and feeds the replies back.
+- A coordinator never blocks the loop and never waits past the call's timeout: replica
+  futures report into a round through callbacks, and the call waits on one future.
+- Replica work still in flight when a round is decided carries on in the background
+  (a write keeps spreading to the remaining replicas, as Dynamo's does).
+- A node whose clock is further than ``max_clock_drift_ms`` from its peers' refuses to
+  coordinate writes (``CoordinatorRefused``, definite: the client tries another
+  coordinator) until it is back within the bound; reads still work.
+- At most ``max_inflight_calls`` client calls are coordinated at once; more are refused
+  with ``Overloaded`` before any work.
+- Peers the failure detector calls down are never asked (``plan`` leaves them out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from kvstore.config import ClusterConfig
+from kvstore.core import consistency
+from kvstore.core.coordinator import (
+    ReadRound,
+    Reply,
+    WriteRound,
+    plan,
+    read_repair_targets,
+    targeted_split,
+    write_back,
+)
+from kvstore.core.hlc import HybridClock
+from kvstore.core.keys import as_key, as_value
+from kvstore.core.peer_input import PeerInputError
+from kvstore.core.quorum import Outcome
+from kvstore.core.ring import Replica, Ring
+from kvstore.core.version import Record, Timestamp
+from kvstore.errors import CoordinatorRefused, KVError, Overloaded
+from kvstore.net import replica_codec
+from kvstore.net.faults import FaultRules
+from kvstore.net.link import Link, PeerError
+from kvstore.node.clock import Clock
+from kvstore.node.metrics import NodeMetrics
+
+# Replica requests outlive their call by this much, so that the call's own deadline, not
+# a replica request expiring at the same instant, decides how a slow call fails
+# (RequestTimeout, which says how many answered, rather than a QuorumFailed).
+REPLICA_GRACE_S = 0.05
+TRACE_GRACE_S = 0.25
+
+
+@dataclass(slots=True)
+class ReplicaReport:
+    """What one replica did for a call (consistency tracing)."""
+
+    node: str
+    ok: bool
+    fallback: bool
+    record: Record | None = None
+    error: str = ""
+
+
+@dataclass(slots=True)
+class WriteResult:
+    ts: Timestamp
+    replicas: list[ReplicaReport] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ReadResult:
+    record: Record | None  # the winner, tombstones included
+    replicas: list[ReplicaReport] = field(default_factory=list)
+
+
+RoundT = TypeVar("RoundT", WriteRound, ReadRound)
+
+
+class _Fanout(Generic[RoundT]):
+    """One round of replica requests in flight: the core's round plus the I/O around it."""
+
+    __slots__ = ("decided", "futures", "reports", "round", "spare", "targets")
+
+    def __init__(self, round_: RoundT, targets: list[Replica]) -> None:
+        self.round: RoundT = round_
+        self.targets = targets
+        self.decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.futures: list[asyncio.Future[Any]] = []
+        self.reports: list[ReplicaReport] = []
+        self.spare: list[Replica] = []  # a targeted read's replicas not asked yet
+
+
+class _Deadline:
+    """One call's time budget, shared by all its rounds (ABD has two)."""
+
+    __slots__ = ("clock", "end", "timeout_ms")
+
+    def __init__(self, timeout_ms: int, clock: Clock) -> None:
+        self.clock = clock
+        self.timeout_ms = timeout_ms
+        self.end = clock.monotonic() + timeout_ms / 1000
+
+    def left(self) -> float:
+        return max(0.001, self.end - self.clock.monotonic())
+
+
+class CoordinatorMixin:
+    """``Node``'s coordinator methods; the state they use is the node's (declared here)."""
+
+    config: ClusterConfig
+    id: str
+    ring: Ring
+    defaults: consistency.Defaults
+    inflight: int
+    metrics: NodeMetrics | None
+    time: Clock
+    clock: HybridClock
+    faults: FaultRules
+    links: dict[str, Link]
+    counters: collections.Counter[str]
+
+    if TYPE_CHECKING:  # the node's own, and the replica side's
+
+        def physical_us(self) -> int: ...
+        def clock_problem(self) -> str | None: ...
+        def down(self) -> frozenset[str]: ...
+        def _spawn(self, coro: Any) -> None: ...
+        def _peer_record(self, key: bytes, raw: Any, node: str) -> Record | None: ...
+        async def apply_local(self, record: Record, hint_for: str | None) -> bool: ...
+        async def _read_local(
+            self, key: bytes, hint_for: str | None = None
+        ) -> list[Any] | None: ...
+
+    def level_label(self, call: consistency.CallOptions, read: bool) -> str:
+        """A call's consistency as a bounded metrics label."""
+        try:
+            opts = consistency.resolve(call, self.defaults)
+        except KVError:
+            return "invalid"
+        if opts.linearizable:
+            return "linearizable"
+        return f"r{opts.r}" if read else f"w{opts.w}"
+
+    @contextlib.contextmanager
+    def admitted(self, op: str) -> Iterator[None]:
+        """Hold one of the node's ``max_inflight_calls`` slots for a client call."""
+        if self.inflight >= self.config.max_inflight_calls:
+            self.counters[f"{op}.overloaded"] += 1
+            raise Overloaded(
+                f"{self.id} is coordinating {self.inflight} calls (max_inflight_calls="
+                f"{self.config.max_inflight_calls}); nothing was done, retry later"
+            )
+        self.inflight += 1
+        try:
+            yield
+        finally:
+            self.inflight -= 1
+
+    def _prepare(
+        self, op: str, key: object, call: consistency.CallOptions, read: bool
+    ) -> tuple[consistency.Resolved, bytes, list[Replica]]:
+        """Validate a call and plan its targets; count a refusal under ``op``."""
+        try:
+            opts = consistency.resolve(call, self.defaults)
+            key_bytes = as_key(key, self.config.max_key_bytes)
+            needed = opts.r if read else opts.w
+            targets = plan(
+                self.ring, key_bytes, self.config.n, needed, opts.sloppy, self.down(), op
+            )
+        except KVError as exc:
+            self.counters[f"{op}.{exc.code}"] += 1
+            raise
+        return opts, key_bytes, targets
+
+    async def put(
+        self,
+        key: object,
+        value: object | None,
+        call: consistency.CallOptions,
+        *,
+        trace: bool = False,
+    ) -> WriteResult:
+        """Coordinate a write (``value`` None: a delete, i.e. a tombstone)."""
+        op = "put" if value is not None else "delete"
+        try:
+            value_bytes = None if value is None else as_value(value, self.config.max_value_bytes)
+            problem = self.clock_problem()
+            if problem is not None:
+                raise CoordinatorRefused(problem)
+        except KVError as exc:
+            self.counters[f"{op}.{exc.code}"] += 1
+            raise
+        opts, key_bytes, targets = self._prepare(op, key, call, read=False)
+        deadline = _Deadline(opts.timeout_ms, self.time)
+        if opts.linearizable and "abd-no-query" not in self.faults.planted:
+            # ABD phase 1: learn the highest timestamp a quorum holds, and write above it,
+            # so this write orders after every write that completed before it began,
+            # whatever the clocks say.
+            query = self._fan_out_read(targets, key_bytes, opts.w, False, deadline)
+            await self._await_round(query.decided, query.round, deadline, op, count_ok=False)
+            highest = query.round.resolution().winner
+            if highest is not None:
+                self.clock.observe(highest.ts, self.physical_us())
+        record = Record(key_bytes, value_bytes, self.clock.now(self.physical_us()))
+        write = self._fan_out_write(targets, record, opts.w, opts.sloppy, deadline)
+        await self._await_round(write.decided, write.round, deadline, op)
+        if trace:
+            await self._settle(write, TRACE_GRACE_S, report=True)
+        return WriteResult(record.ts, write.reports)
+
+    async def get(
+        self, key: object, call: consistency.CallOptions, *, trace: bool = False
+    ) -> ReadResult:
+        opts, key_bytes, targets = self._prepare("get", key, call, read=True)
+        deadline = _Deadline(opts.timeout_ms, self.time)
+        # Repair, tracing and ABD need every replica's answer; a plain read needs R.
+        targeted = not (trace or opts.linearizable or opts.read_repair != "off")
+        read = self._fan_out_read(
+            targets, key_bytes, opts.r, opts.sloppy, deadline, targeted=targeted
+        )
+        await self._await_round(read.decided, read.round, deadline, "get", count_ok=False)
+        winner = read.round.resolution().winner
+        if opts.linearizable:
+            if winner is not None and "abd-no-write-back" not in self.faults.planted:
+                await self._write_back(read, winner, opts.r, deadline)
+        elif opts.read_repair == "blocking":
+            await self._read_repair(read, "blocking", deadline)
+        elif opts.read_repair == "async":
+            # the reply goes now; the repair (and its wait for late replies) after it
+            self._spawn(self._read_repair(read, "async", deadline))
+        self.counters["get.ok"] += 1
+        if trace:
+            await self._settle(read, TRACE_GRACE_S, report=True)
+        return ReadResult(winner, read.reports)
+
+    async def _read_repair(self, read: _Fanout[ReadRound], mode: str, deadline: _Deadline) -> None:
+        """Write the newest version to the primaries that answered with an older one.
+
+        First the replicas beyond R get ``read_repair_wait_ms`` to answer, so that the
+        repair sees them too. Blocking mode waits for the repair writes (bounded by the
+        call's deadline); async mode runs all of this after the reply was sent.
+        """
+        await self._settle(read, self.config.read_repair_wait_ms / 1000)
+        resolution = read.round.resolution()
+        winner = resolution.winner
+        stale = read_repair_targets(read.targets, resolution)
+        if winner is None or not stale:
+            return
+        repairs = self._fan_out_write(stale, winner, len(stale), False, deadline)
+        self.counters[f"read_repair.{mode}"] += len(stale)
+        if mode == "blocking":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(repairs.decided), deadline.left())
+        else:
+            await asyncio.wait(repairs.futures, timeout=deadline.left())
+
+    async def _write_back(
+        self, read: _Fanout[ReadRound], winner: Record, quorum: int, deadline: _Deadline
+    ) -> None:
+        """ABD phase 2 of a read: make sure a quorum holds ``winner`` before answering.
+
+        Without it, a read that saw a write on one replica could be followed by a read
+        that misses it: new-then-old, which a linearizable register never shows.
+        """
+        todo = write_back(read.targets, read.round.replies, winner, quorum)
+        if todo.needed <= 0:
+            return
+        self.counters["read_repair.linearizable"] += len(todo.ask)
+        back = self._fan_out_write(todo.ask, winner, todo.needed, False, deadline)
+        await self._await_round(back.decided, back.round, deadline, "get", count_ok=False)
+
+    def _fan_out_write(
+        self,
+        targets: list[Replica],
+        record: Record,
+        w: int,
+        sloppy: bool,
+        deadline: _Deadline,
+    ) -> _Fanout[WriteRound]:
+        fan: _Fanout[WriteRound] = _Fanout(WriteRound(targets, w, sloppy), targets)
+        timeout_s = deadline.left() + REPLICA_GRACE_S
+        for target in targets:
+            if target.node == self.id:
+                future: asyncio.Future[Any] = asyncio.ensure_future(
+                    self.apply_local(record, target.hint_for)
+                )
+            else:
+                future = self.links[target.node].request(
+                    replica_codec.write_args(record, target.hint_for), timeout_s
+                )
+            future.add_done_callback(functools.partial(self._on_write, fan, target))
+            if self.metrics is not None and target.node != self.id:
+                future.add_done_callback(self.metrics.round_trip("write", target.node))
+            fan.futures.append(future)
+        return fan
+
+    def _fan_out_read(
+        self,
+        targets: list[Replica],
+        key: bytes,
+        r: int,
+        sloppy: bool,
+        deadline: _Deadline,
+        *,
+        targeted: bool = False,
+    ) -> _Fanout[ReadRound]:
+        """Ask the replicas for ``key``: all of them, or (``targeted``) R of them first.
+
+        A targeted read asks the others when one of its first R fails, and all of them
+        once ``speculative_read_ms`` passed without the round decided (Cassandra's
+        speculative retry), so a slow or dead replica costs at most that much.
+        """
+        fan: _Fanout[ReadRound] = _Fanout(ReadRound(targets, r, sloppy), targets)
+        first = targets
+        if targeted and self.config.speculative_read_ms > 0:
+            first, fan.spare = targeted_split(targets, self.id, r, sloppy)
+        for target in first:
+            self._ask(fan, target, key, deadline)
+        if fan.spare:
+            delay = self.config.speculative_read_ms / 1000
+            handle = asyncio.get_running_loop().call_later(
+                delay, self._ask_spares, fan, key, deadline, "read.speculative"
+            )
+            fan.decided.add_done_callback(lambda _: handle.cancel())
+        return fan
+
+    def _ask(
+        self, fan: _Fanout[ReadRound], target: Replica, key: bytes, deadline: _Deadline
+    ) -> None:
+        if target.node == self.id:
+            future: asyncio.Future[Any] = asyncio.ensure_future(
+                self._read_local(key, target.hint_for)
+            )
+        else:
+            future = self.links[target.node].request(
+                replica_codec.read_args(key, target.hint_for), deadline.left() + REPLICA_GRACE_S
+            )
+        future.add_done_callback(functools.partial(self._on_read, fan, target, key, deadline))
+        if self.metrics is not None and target.node != self.id:
+            future.add_done_callback(self.metrics.round_trip("read", target.node))
+        fan.futures.append(future)
+
+    def _ask_spares(
+        self, fan: _Fanout[ReadRound], key: bytes, deadline: _Deadline, reason: str, count: int = 0
+    ) -> None:
+        """Ask ``count`` more of a targeted read's spare replicas (0: all of them)."""
+        if fan.decided.done() or not fan.spare or self.time.monotonic() >= deadline.end:
+            return  # decided, nothing left, or the call is over (its caller has an answer)
+        take = len(fan.spare) if count <= 0 else count
+        asked, fan.spare = fan.spare[:take], fan.spare[take:]
+        self.counters[reason] += len(asked)
+        for target in asked:
+            self._ask(fan, target, key, deadline)
+
+    async def _settle(self, fan: _Fanout[Any], grace_s: float, *, report: bool = False) -> None:
+        """Give replicas beyond R/W ``grace_s`` to answer; with ``report``, list the rest."""
+        pending = [f for f in fan.futures if not f.done()]
+        if pending and grace_s > 0:
+            await asyncio.wait(pending, timeout=grace_s)
+        if report:
+            answered = {r.node for r in fan.reports}
+            for target in fan.targets:
+                if target.node not in answered:
+                    fan.reports.append(
+                        ReplicaReport(target.node, False, not target.primary, error="no reply yet")
+                    )
+
+    def _on_write(
+        self, fan: _Fanout[WriteRound], target: Replica, future: asyncio.Future[Any]
+    ) -> None:
+        error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
+        if error is None:
+            outcome = fan.round.reply(target, Reply.ACK)
+            fan.reports.append(ReplicaReport(target.node, True, not target.primary))
+        else:
+            sent = error.sent if isinstance(error, PeerError) else True
+            outcome = fan.round.reply(target, Reply.FAILED if sent else Reply.NOT_SENT)
+            fan.reports.append(
+                ReplicaReport(target.node, False, not target.primary, error=str(error))
+            )
+        if outcome is not Outcome.PENDING and not fan.decided.done():
+            fan.decided.set_result(None)
+
+    async def _await_round(
+        self,
+        decided: asyncio.Future[None],
+        round_: WriteRound | ReadRound,
+        deadline: _Deadline,
+        op: str,
+        *,
+        count_ok: bool = True,
+    ) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(decided), deadline.left())
+        except TimeoutError:
+            self.counters[f"{op}.timeout"] += 1
+            raise round_.timeout_error(deadline.timeout_ms) from None
+        if round_.tally.outcome is Outcome.FAILED:
+            error = round_.error()
+            self.counters[f"{op}.{error.code}"] += 1
+            raise error
+        if count_ok:
+            self.counters[f"{op}.ok"] += 1
+
+    def _on_read(
+        self,
+        fan: _Fanout[ReadRound],
+        target: Replica,
+        key: bytes,
+        deadline: _Deadline,
+        future: asyncio.Future[Any],
+    ) -> None:
+        error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
+        if error is None:
+            try:
+                record = self._peer_record(key, future.result(), target.node)
+            except PeerInputError as exc:
+                error = PeerError(f"{target.node} answered a bad version: {exc}", sent=True)
+        if error is None:
+            outcome = fan.round.reply(target, record)
+            fan.reports.append(ReplicaReport(target.node, True, not target.primary, record))
+        else:
+            outcome = fan.round.fail(target, str(error))
+            fan.reports.append(
+                ReplicaReport(target.node, False, not target.primary, error=str(error))
+            )
+            if outcome is Outcome.PENDING and fan.spare:
+                # a targeted read lost one of its replicas: ask the next one now
+                self._ask_spares(fan, key, deadline, "read.replaced", 1)
+        if outcome is not Outcome.PENDING and not fan.decided.done():
+            fan.decided.set_result(None)
