@@ -73,8 +73,9 @@ def speed(sim_seconds: float, rounds: int) -> dict[str, Any]:
 
 def hunt(seeds: int, real_runs: int, seconds: float) -> dict[str, Any]:
     """Violations of quorum-as-linearizable per wall minute, simulated and real."""
-    sim = {"runs": 0, "violations": 0, "wall_s": 0.0, "first_violation_wall_s": None}
-    real = {"runs": 0, "violations": 0, "wall_s": 0.0, "first_violation_wall_s": None}
+    sim: dict[str, Any] = {"runs": 0, "violations": 0, "wall_s": 0.0}
+    real: dict[str, Any] = {"runs": 0, "violations": 0, "wall_s": 0.0}
+    sim["first_violation_wall_s"] = real["first_violation_wall_s"] = None
     per_real = max(1, seeds // max(real_runs, 1))
     nemeses = ["partition", "kill"]
     with tempfile.TemporaryDirectory(prefix="kvsim-") as tmp:

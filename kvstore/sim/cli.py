@@ -23,6 +23,7 @@ from rich.table import Table
 
 from kvstore.harness.cli import MATRIX_CONSISTENCY, MATRIX_NEMESES, add_run_arguments, options_from
 from kvstore.harness.drive import RunOptions
+from kvstore.harness.runner import test_name
 from kvstore.sim.run import SeedRun, run_seed
 from kvstore.sim.shrink import shrink
 
@@ -60,6 +61,9 @@ def register(sub: Any) -> None:
     which.add_argument("--seeds", default="0-9", help="seeds to run: 0-999, 3,17,40-45")
     which.add_argument("--seed", type=int, help="one seed (replays it exactly)")
     p.add_argument("--shrink", action="store_true", help="reduce the first failing seed")
+    p.add_argument(
+        "--shrink-budget", type=int, default=40, metavar="RUNS", help="at most this many tries"
+    )
     p.add_argument("--keep", action="store_true", help="keep the folders of seeds that held")
     p.add_argument(
         "--stop-after", type=int, default=0, metavar="K", help="stop after K failing seeds"
@@ -86,13 +90,18 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in runs if r.results["verdict"] == "violated"]
     if failed:
         first = failed[0]
-        Console().print(f"replay the first failing seed:\n  {replay_command(first.seed)}")
+        replay = command_for(dataclasses.replace(options, seed=first.seed))
+        print(f"replay the first failing seed:\n  {replay}")
         if args.shrink:
-            small, tries = shrink(dataclasses.replace(options, seed=first.seed), base / "shrink")
-            Console().print(
+            small, tries = shrink(
+                dataclasses.replace(options, seed=first.seed),
+                base / "shrink",
+                budget=args.shrink_budget,
+            )
+            print(
                 f"shrunk in {tries} runs to: time {small.time_limit:g} s, "
                 f"{small.concurrency} processes, {small.keys} keys, "
-                f"nemeses {','.join(small.nemeses) or 'none'}\n  {shrunk_command(small)}"
+                f"nemeses {','.join(small.nemeses) or 'none'}\n  {command_for(small)}"
             )
         return 1
     return 3 if any(r.results["verdict"] == "unknown" for r in runs) else 0
@@ -100,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _base(options: RunOptions) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S.%f")[:-3]
-    name = options.name or f"sim-{options.setting.describe(3)}".replace(" ", "-")
-    return options.store / name / stamp
+    return options.store / f"sim-{test_name(options, 3)}" / stamp
 
 
 def _run_seeds(
@@ -169,25 +177,8 @@ def _seed_list(seeds: list[int]) -> str:
     return shown + (f" and {len(seeds) - 20} more" if len(seeds) > 20 else "")
 
 
-def replay_command(seed: int, argv: list[str] | None = None) -> str:
-    """This command line with its seeds replaced by ``--seed seed``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    out: list[str] = []
-    skip = False
-    for i, arg in enumerate(args):
-        if skip:
-            skip = False
-            continue
-        if arg in ("--seeds", "--seed"):
-            skip = i + 1 < len(args)
-            continue
-        if arg.startswith(("--seeds=", "--seed=")) or arg in ("--shrink", "--stop-after"):
-            continue
-        out.append(arg)
-    return shlex.join(["kvstore", *out, "--seed", str(seed)])
-
-
-def shrunk_command(options: RunOptions) -> str:
+def command_for(options: RunOptions) -> str:
+    """The ``kvstore sim`` command line that replays exactly ``options`` (one seed)."""
     setting = options.setting
     parts = ["kvstore", "sim"]
     if setting.consistency is not None:
@@ -215,6 +206,7 @@ def shrunk_command(options: RunOptions) -> str:
         parts += ["--nemesis-interval", f"{options.nemesis_interval:g}"]
     if options.expect:
         parts += ["--expect", options.expect]
+    parts += ["--store", str(options.store)]
     return shlex.join([*parts, "--seed", str(options.seed)])
 
 
@@ -227,7 +219,7 @@ def _matrix(args: argparse.Namespace, seeds: list[int]) -> int:
     for consistency in MATRIX_CONSISTENCY:
         for nemesis in MATRIX_NEMESES:
             options = options_from(args, consistency=consistency, nemeses=[nemesis])
-            base = _base(dataclasses.replace(options, name=f"sim-matrix-{consistency}-{nemesis}"))
+            base = _base(dataclasses.replace(options, name=f"matrix-{consistency}-{nemesis}"))
             runs = _run_seeds(options, seeds, base, args)
             verdicts = Counter(r.results["verdict"] for r in runs)
             failures += verdicts["violated"]

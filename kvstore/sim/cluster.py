@@ -204,9 +204,9 @@ class SimCluster:
         process = self.processes[node_id]
 
         def deliver(task: asyncio.Task[T]) -> None:
+            error = task.exception()  # retrieved even when the caller gave up already
             if answer.done():
                 return
-            error = task.exception()
             if error is not None:
                 answer.set_exception(error)
             else:

@@ -48,7 +48,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
         self._paused: set[str] = set()
         self._dead: set[str] = set()
         self._parked: dict[str, list[asyncio.Handle]] = {}
-        self._tasks: dict[str, dict[asyncio.Task[Any], None]] = {}
+        self._tasks: dict[str, list[asyncio.Task[Any]]] = {}
         self.steps = 0  # callbacks run: a cheap fingerprint of the schedule
         self.set_task_factory(self._make_task)  # type: ignore[arg-type]
 
@@ -85,9 +85,12 @@ class VirtualLoop(asyncio.BaseEventLoop):
         owner = PROCESS.get() if context is None else context.get(PROCESS, "main")
         if owner in self._dead:
             task._log_destroy_pending = False  # type: ignore[attr-defined]
-        tasks = self._tasks.setdefault(owner, {})
-        tasks[task] = None
-        task.add_done_callback(lambda t: tasks.pop(t, None))
+        tasks = self._tasks.get(owner)
+        if tasks is None:
+            tasks = self._tasks[owner] = []
+        elif len(tasks) >= 4096:
+            tasks[:] = [t for t in tasks if not t.done()]  # pruned now and then, not per task
+        tasks.append(task)
         return task
 
     def pause(self, process: str) -> None:
@@ -102,7 +105,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
         self._dead.add(process)
         self._paused.discard(process)
         self._parked.pop(process, None)
-        for task in self._tasks.pop(process, {}):
+        for task in self._tasks.pop(process, []):
             task._log_destroy_pending = False  # type: ignore[attr-defined]
 
     def is_dead(self, process: str) -> bool:
@@ -144,6 +147,7 @@ class VirtualLoop(asyncio.BaseEventLoop):
             for owner, tasks in self._tasks.items()
             if owner not in self._dead
             for task in tasks
+            if not task.done()
         ]
         parked = sorted(self._parked)
         return (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 
@@ -43,16 +44,18 @@ async def test_one_replica_killed(start_cluster: ClusterFactory) -> None:
         # the failed W=all write is on the live replicas: indefinite was right
         assert await client.get(key, r="quorum") == b"c"
         cluster.start_node(victim)
+
         # W=all works once every coordinator has heard from every peer: the restarted
         # node's links connect in the background, and the others' links to it may sit
         # in their reconnect backoff (up to 1 s) after failing while it was dead; until
         # then a write to it is not sent. (Waiting for the victim's view alone failed
         # one run in five: the client's coordinator was another node.)
+        def all_up(node: str) -> bool:
+            return set(views(cluster, node).values()) == {"up"}
+
         for node in cluster.config.node_ids:
             await asyncio.to_thread(
-                wait_until,
-                lambda node=node: set(views(cluster, node).values()) == {"up"},
-                f"{node} sees every peer up",
+                wait_until, functools.partial(all_up, node), f"{node} sees every peer up"
             )
         await client.put(key, "d", w="all")
         assert await client.get(key, r="all") == b"d"
