@@ -256,8 +256,7 @@ class CoordinatorMixin:
         repairs = self._fan_out_write(stale, winner, len(stale), False, deadline)
         self.counters[f"read_repair.{mode}"] += len(stale)
         if mode == "blocking":
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(repairs.decided), deadline.left())
+            await _decided_in_time(repairs.decided, deadline.left())
         else:
             await asyncio.wait(repairs.futures, timeout=deadline.left())
 
@@ -397,11 +396,9 @@ class CoordinatorMixin:
         *,
         count_ok: bool = True,
     ) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(decided), deadline.left())
-        except TimeoutError:
+        if not await _decided_in_time(decided, deadline.left()):
             self.counters[f"{op}.timeout"] += 1
-            raise round_.timeout_error(deadline.timeout_ms) from None
+            raise round_.timeout_error(deadline.timeout_ms)
         if round_.tally.outcome is Outcome.FAILED:
             error = round_.error()
             self.counters[f"{op}.{error.code}"] += 1
@@ -436,3 +433,29 @@ class CoordinatorMixin:
                 self._ask_spares(fan, key, deadline, "read.replaced", 1)
         if outcome is not Outcome.PENDING and not fan.decided.done():
             fan.decided.set_result(None)
+
+
+async def _decided_in_time(decided: asyncio.Future[None], timeout_s: float) -> bool:
+    """Wait for ``decided`` at most ``timeout_s``; False when time ran out first.
+
+    One timer and one callback, where ``wait_for(shield(...))`` costs a shield future,
+    two callbacks and a waiter per round: this runs once or twice per client call.
+    ``decided`` is never cancelled here (replica work carries on after a timeout).
+    """
+    if decided.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(timeout_s, wake)
+    decided.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        decided.remove_done_callback(wake)
+    return decided.done()

@@ -130,8 +130,9 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
             config.failure_detection_ms / 1000,
             clock.monotonic(),
         )
-        # a dict, not a set: crash and close cancel in creation order (determinism)
-        self._background: dict[asyncio.Future[Any], None] = {}
+        # a list, not a set: close cancels in creation order (determinism); pruned of
+        # finished tasks now and then rather than by a done-callback on every task
+        self._background: list[asyncio.Future[Any]] = []
         self._loops: list[asyncio.Task[None]] = []
 
     # ----------------------------------------------------------------- time & health
@@ -189,13 +190,10 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
 
     # ----------------------------------------------------------- background tasks
 
-    def _forget(self, task: asyncio.Future[Any]) -> None:
-        self._background.pop(task, None)
-
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background[task] = None
-        task.add_done_callback(self._forget)
+        if len(self._background) >= 1024:
+            self._background = [t for t in self._background if not t.done()]
+        self._background.append(asyncio.ensure_future(coro))
 
     # ---------------------------------------------------------------------- admin
 
@@ -232,6 +230,6 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
 
     async def close(self) -> None:
         await self.close_links()
-        for task in list(self._background):
+        for task in self._background:
             task.cancel()
         await self.engine.close()

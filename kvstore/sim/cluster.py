@@ -224,14 +224,20 @@ class SimCluster:
             task = loop.create_task(_run(work, node))
             task.add_done_callback(finished)
 
+        def expire() -> None:
+            if not answer.done():
+                answer.set_exception(
+                    RequestTimeout(f"no answer from {node_id} before the deadline")
+                )
+
         loop.call_later(
             self.network.latency("client", node_id), arrive, context=self.contexts[node_id]
         )
+        timer = loop.call_later(timeout_s, expire)
         try:
-            return await asyncio.wait_for(answer, timeout_s)
-        except TimeoutError:
-            raise RequestTimeout(f"no answer from {node_id} before the deadline") from None
+            return await answer
         finally:
+            timer.cancel()
             calls.pop(answer, None)
 
     async def read_local(self, node_id: str, key: bytes, timeout_s: float = 5.0) -> Record | None:

@@ -5,9 +5,11 @@ Rules and invariants:
   holds is a ``MemoryEngine`` (the reference last-writer-wins engine), so the sim
   disk stores exactly what any engine would.
 - ``SimEngine`` is one node incarnation's engine on that disk. A write is durable only
-  when its simulated fsync finishes: ``apply`` waits ``fsync_s`` of virtual time, then
-  writes to the disk and returns. A crash in between (the node's tasks dropped) loses
-  the write, which was never acknowledged: nothing acknowledged is lost.
+  when its simulated fsync finishes: writes wait for the disk's next sync, at most
+  ``fsync_s`` of virtual time away and shared by every write waiting (group commit, as
+  the SQLite engine does), then go to the disk and return. A crash in between (the
+  node's tasks dropped) loses the write, which was never acknowledged: nothing
+  acknowledged is lost.
 - The lying disk is a wrapper state, not node logic: while ``disk.lying``, writes of the
   node's own data are acknowledged at once and held in ``volatile`` (reads see them);
   ``crash()`` drops them (the lie found out), ``stop_lying()`` writes them for real.
@@ -51,6 +53,7 @@ class SimEngine(Engine):
     def __init__(self, disk: SimDisk) -> None:
         self.disk = disk
         self._closed = False
+        self._sync: asyncio.Future[None] | None = None  # the next group commit
 
     def _check_open(self) -> None:
         if self._closed:
@@ -59,7 +62,11 @@ class SimEngine(Engine):
     async def _fsync(self) -> None:
         self._check_open()
         if self.disk.fsync_s > 0:
-            await asyncio.sleep(self.disk.fsync_s)
+            sync = self._sync
+            if sync is None or sync.done():
+                sync = self._sync = asyncio.get_running_loop().create_future()
+                asyncio.get_running_loop().call_later(self.disk.fsync_s, _synced, sync)
+            await sync
         self._check_open()
 
     def _lie(self, record: Record) -> bool:
@@ -133,3 +140,8 @@ class SimEngine(Engine):
 
     async def close(self) -> None:
         self._closed = True  # the disk stays: a restarted node opens it again
+
+
+def _synced(sync: asyncio.Future[None]) -> None:
+    if not sync.done():
+        sync.set_result(None)
