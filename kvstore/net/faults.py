@@ -16,9 +16,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-# Test hooks, not faults of the world: known bugs of the linearizable level (ABD) that
-# the harness must catch. Like every fault, they exist only with --enable-faults.
-PLANTED_BUGS = ("abd-no-query", "abd-no-write-back")
+# Test hooks, not faults of the world: classic Dynamo bugs the harness must catch. Like
+# every fault, they exist only with --enable-faults.
+#   abd-no-query             linearizable writes skip ABD's first round (trust the clock)
+#   abd-no-write-back        linearizable reads skip ABD's write-back
+#   strict-counts-fallbacks  strict writes count fallbacks' acks toward W
+#   first-reply-wins         reads return the first replica's answer, not the newest
+PLANTED_BUGS = ("abd-no-query", "abd-no-write-back", "strict-counts-fallbacks", "first-reply-wins")
 
 
 @dataclass(slots=True)

@@ -172,12 +172,23 @@ class CoordinatorMixin:
             key_bytes = as_key(key, self.config.max_key_bytes)
             needed = opts.r if read else opts.w
             targets = plan(
-                self.ring, key_bytes, self.config.n, needed, opts.sloppy, self.down(), op
+                self.ring,
+                key_bytes,
+                self.config.n,
+                needed,
+                self._sloppy(opts, read),
+                self.down(),
+                op,
             )
         except KVError as exc:
             self.counters[f"{op}.{exc.code}"] += 1
             raise
         return opts, key_bytes, targets
+
+    def _sloppy(self, opts: consistency.Resolved, read: bool) -> bool:
+        # the planted bug "strict-counts-fallbacks": strict writes take fallbacks' acks
+        planted = not read and "strict-counts-fallbacks" in self.faults.planted
+        return opts.sloppy or planted
 
     async def put(
         self,
@@ -209,7 +220,9 @@ class CoordinatorMixin:
             if highest is not None:
                 self.clock.observe(highest.ts, self.physical_us())
         record = Record(key_bytes, value_bytes, self.clock.now(self.physical_us()))
-        write = self._fan_out_write(targets, record, opts.w, opts.sloppy, deadline)
+        write = self._fan_out_write(
+            targets, record, opts.w, self._sloppy(opts, read=False), deadline
+        )
         await self._await_round(write.decided, write.round, deadline, op)
         if trace:
             await self._settle(write, TRACE_GRACE_S, report=True)
@@ -227,6 +240,8 @@ class CoordinatorMixin:
         )
         await self._await_round(read.decided, read.round, deadline, "get", count_ok=False)
         winner = read.round.resolution().winner
+        if "first-reply-wins" in self.faults.planted:  # a planted bug: no resolution at all
+            winner = next((r.record for r in read.reports if r.ok), winner)
         if opts.linearizable:
             if winner is not None and "abd-no-write-back" not in self.faults.planted:
                 await self._write_back(read, winner, opts.r, deadline)

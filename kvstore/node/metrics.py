@@ -66,7 +66,7 @@ class _NodeCollector(Collector):
         for owner, count in sorted(dict(node.hints_pending).items()):
             hints.add_metric([owner], count)
         yield hints
-        queued = getattr(node.engine, "queued", None)
+        queued = getattr(node.base_engine, "queued", None)
         if isinstance(queued, int):
             yield GaugeMetricFamily(
                 "kvstore_storage_queued_calls", "Storage calls waiting or running now", queued

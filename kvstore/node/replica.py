@@ -9,8 +9,8 @@ Rules:
 - A write for another owner (``hint_for``) is stored as a durable hint, not applied; a
   read as a fallback answers the newer of the node's own version and its hints for the
   owner, so a write a fallback took is visible while the owner is away.
-- A lying disk (a fault) acknowledges writes it holds only in memory; reads see them
-  until ``stop_lying`` writes them for real.
+- A lying disk is a fault of the storage seam (``kvstore.storage.lying``, wrapped
+  around the engine of a node with faults enabled), not logic here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from kvstore.core.version import Record, Timestamp, newer
 from kvstore.net import replica_codec
 from kvstore.net.faults import FaultRules
 from kvstore.storage.base import Engine
+from kvstore.storage.lying import LyingDisk
 
 
 class ReplicaMixin:
@@ -36,7 +37,7 @@ class ReplicaMixin:
     clock: HybridClock
     faults: FaultRules
     counters: collections.Counter[str]
-    volatile: dict[bytes, Record]
+    lying_disk: LyingDisk | None
     replica_ops: dict[str, Callable[[list[Any]], Awaitable[Any]]]
 
     if TYPE_CHECKING:  # the node's own
@@ -75,28 +76,17 @@ class ReplicaMixin:
             await self.engine.add_hint(hint_for, record, self.physical_us())
             self.counters["hints.stored"] += 1
             return True
-        if self.faults.lying_disk:
-            return self._lie(record)
         return await self.engine.apply(record)
 
-    def _lie(self, record: Record) -> bool:
-        """Acknowledge a write kept only in memory (the lying-disk fault)."""
-        held = self.volatile.get(record.key)
-        if newer(held, record) is held and held is not None:
-            return False
-        self.volatile[record.key] = record
-        self.counters["lying_disk.writes"] += 1
-        return True
-
     async def stop_lying(self) -> None:
-        """The disk stops lying: what it held in memory is written for real."""
-        held, self.volatile = list(self.volatile.values()), {}
-        if held:
-            await self.engine.apply_many(held)
+        """The disk stops lying (a fault, ``kvstore.storage.lying``): what it held in
+        memory is written for real."""
+        if self.lying_disk is not None:
+            await self.lying_disk.stop_lying()
 
     async def local_version(self, key: bytes) -> Record | None:
-        """This node's own version of ``key``, including writes a lying disk holds."""
-        return newer(await self.engine.get(key), self.volatile.get(key))
+        """This node's own version of ``key`` (a lying disk's held writes included)."""
+        return await self.engine.get(key)
 
     async def _read_local(self, key: bytes, hint_for: str | None = None) -> list[Any] | None:
         """This node's version of ``key``; as a fallback for ``hint_for``, the newer of
@@ -173,10 +163,7 @@ class ReplicaMixin:
         for _, record in writes:
             self.clock.observe(record.ts, now)
         try:
-            if self.faults.lying_disk:
-                applied = [self._lie(record) for _, record in writes]
-            else:
-                applied = await self.engine.apply_many([record for _, record in writes])
+            applied = await self.engine.apply_many([record for _, record in writes])
         except Exception as exc:
             for rid, _ in writes:
                 reply([rid, replica_codec.ERROR, f"storage failed: {exc}"])
@@ -209,11 +196,6 @@ class ReplicaMixin:
     ) -> None:
         try:
             records = await self.engine.get_many([key for _, key in reads])
-            if self.volatile:
-                records = [
-                    newer(r, self.volatile.get(key))
-                    for r, (_, key) in zip(records, reads, strict=True)
-                ]
         except Exception as exc:
             for rid, _ in reads:
                 reply([rid, replica_codec.ERROR, f"storage failed: {exc}"])

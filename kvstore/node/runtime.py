@@ -40,7 +40,6 @@ from kvstore.core.failure import Membership
 from kvstore.core.hlc import HybridClock
 from kvstore.core.peer_input import PeerLimits
 from kvstore.core.ring import Ring
-from kvstore.core.version import Record
 from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.net.faults import FaultRules
 from kvstore.net.link import Link, Transport
@@ -51,6 +50,7 @@ from kvstore.node.handoff import HandoffMixin
 from kvstore.node.metrics import NodeMetrics
 from kvstore.node.replica import ReplicaMixin
 from kvstore.storage.base import Engine
+from kvstore.storage.lying import LyingDisk
 
 __all__ = ["Node", "ReadResult", "ReplicaReport", "WriteResult"]
 
@@ -109,6 +109,13 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
         self.started = clock.monotonic()
         self.counters: collections.Counter[str] = collections.Counter()
         self.faults = FaultRules()
+        # The lying disk is a fault of the storage seam: only a node with faults enabled
+        # has the wrapper, which lies while ``faults.lying_disk`` says so.
+        self.lying_disk: LyingDisk | None = None
+        self.base_engine = engine  # under any fault wrapper: what the metrics look at
+        if enable_faults:
+            self.lying_disk = LyingDisk(engine, lambda: self.faults.lying_disk)
+            self.engine = self.lying_disk
         if transport is None:
             transport = GrpcTransport(
                 node_id, self.faults, dialer=dialer, max_pending=config.max_peer_pending
@@ -120,7 +127,6 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
         }
         # Extension points for services built on the node (anti-entropy): extra replica
         # message handlers (args -> reply payload) and background loops run by start().
-        self.volatile: dict[bytes, Record] = {}  # writes held by a lying disk
         self.replica_ops: dict[str, Callable[[list[Any]], Awaitable[Any]]] = {}
         self.services: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.membership = Membership(
@@ -210,6 +216,11 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
             "keys": await self.engine.count(),
             "counters": {
                 **self.counters,
+                **(
+                    {"lying_disk.writes": self.lying_disk.held_writes}
+                    if self.lying_disk is not None and self.lying_disk.held_writes
+                    else {}
+                ),
                 # batching on the replica streams: messages per frame is what pays
                 "replica.frames_out": sum(link.frames_sent for link in self.links.values()),
                 "replica.messages_out": sum(link.messages_sent for link in self.links.values()),

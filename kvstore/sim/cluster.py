@@ -8,9 +8,9 @@ Rules and invariants:
   synced (a lying disk loses what it held), peers' requests to it fail as a reset
   stream would. ``start_node`` builds a new ``Node`` on the same disk.
 - The node's world faults live in the world, not in the node: partitions, drops and
-  delays in the network, skew in the node's clock, the lying disk in its disk. Only
-  what is node logic (planted bugs, lost hints) is set on the node, and a restarted
-  node forgets it, as a real one does (the harness pushes it again).
+  delays in the network, skew in the node's clock. What the node holds (the lying-disk
+  wrapper's switch, lost hints, planted bugs) is set on it as Admin.SetFaults does,
+  and a restarted node forgets it, as a real one does (the harness pushes it again).
 - Clients reach a node's coordinator through ``kvstore.server.kv_calls``, the same
   code a gRPC call runs, so admission, roles and error classes are production's.
 """
@@ -130,7 +130,6 @@ class SimCluster:
             return
         self.loop.kill(self.processes[node_id])
         self.network.detach(node_id)
-        self.disks[node_id].crash()
         self.nodes[node_id] = None
         self.paused.discard(node_id)
         for call in self._client_calls.pop(node_id, {}):
@@ -157,19 +156,18 @@ class SimCluster:
 
     async def set_faults(self, node_id: str, faults: WorldFaults) -> None:
         """Put ``node_id``'s faults in place whole (as ``Admin.SetFaults`` does)."""
-        old = self.faults[node_id]
         self.faults[node_id] = faults
         self.clocks[node_id].skew_us = faults.clock_offset_ms * 1000
-        disk = self.disks[node_id]
-        if faults.lying_disk:
-            disk.lying = True
-        elif old.lying_disk and disk.lying:
-            await disk.stop_lying()
         self._apply_network()
         node = self.nodes[node_id]
         if node is not None:
+            # node-held faults, as Admin.SetFaults sets them (the lying disk included:
+            # it is the node's storage wrapper, and its held writes die with the node)
+            node.faults.lying_disk = faults.lying_disk
             node.faults.lose_hints = faults.lose_hints
             node.faults.planted = frozenset(faults.planted)
+            if not faults.lying_disk:
+                await node.stop_lying()
 
     def _apply_network(self) -> None:
         self.network.heal()

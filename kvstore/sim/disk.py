@@ -1,4 +1,4 @@
-"""A simulated disk: what survives a node's crash, and what a lying disk loses.
+"""A simulated disk: what survives a node's crash.
 
 Rules and invariants:
 - ``SimDisk`` is the durable medium; it outlives every ``Node`` built on it. What it
@@ -10,9 +10,9 @@ Rules and invariants:
   the SQLite engine does), then go to the disk and return. A crash in between (the
   node's tasks dropped) loses the write, which was never acknowledged: nothing
   acknowledged is lost.
-- The lying disk is a wrapper state, not node logic: while ``disk.lying``, writes of the
-  node's own data are acknowledged at once and held in ``volatile`` (reads see them);
-  ``crash()`` drops them (the lie found out), ``stop_lying()`` writes them for real.
+- The lying disk is not here: it is the production fault wrapper
+  (``kvstore.storage.lying``) around this engine, in the node's memory, so a crash
+  loses what it held as it does on real processes.
 - Every method keeps the ``Engine`` contract (``tests/storage/contract.py`` runs on
   this engine too), including ``EngineClosed`` after ``close``.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from kvstore.core.version import Record, newer
+from kvstore.core.version import Record
 from kvstore.storage.base import Engine, EngineClosed, Hint
 from kvstore.storage.memory import MemoryEngine, check_record
 
@@ -33,27 +33,13 @@ class SimDisk:
     def __init__(self, fsync_s: float = FSYNC_S) -> None:
         self.store = MemoryEngine()
         self.fsync_s = fsync_s
-        self.lying = False
-        self.volatile: dict[bytes, Record] = {}
-        self.lost_on_crash = 0  # acknowledged writes a crash of a lying disk lost
-
-    def crash(self) -> None:
-        """Power cut: what was only in memory is gone."""
-        self.lost_on_crash += len(self.volatile)
-        self.volatile = {}
-
-    async def stop_lying(self) -> None:
-        self.lying = False
-        held, self.volatile = list(self.volatile.values()), {}
-        if held:
-            await self.store.apply_many(held)
 
 
 class SimEngine(Engine):
     def __init__(self, disk: SimDisk) -> None:
         self.disk = disk
         self._closed = False
-        self._sync: asyncio.Future[None] | None = None  # the next group commit
+        self._waiting: list[asyncio.Future[None]] = []  # writes in the next group commit
 
     def _check_open(self) -> None:
         if self._closed:
@@ -62,19 +48,21 @@ class SimEngine(Engine):
     async def _fsync(self) -> None:
         self._check_open()
         if self.disk.fsync_s > 0:
-            sync = self._sync
-            if sync is None or sync.done():
-                sync = self._sync = asyncio.get_running_loop().create_future()
-                asyncio.get_running_loop().call_later(self.disk.fsync_s, _synced, sync)
-            await sync
+            loop = asyncio.get_running_loop()
+            # one future per waiter (a cancelled caller must not cancel the others'),
+            # one timer per commit
+            waiter: asyncio.Future[None] = loop.create_future()
+            if not self._waiting:
+                loop.call_later(self.disk.fsync_s, self._commit)
+            self._waiting.append(waiter)
+            await waiter
         self._check_open()
 
-    def _lie(self, record: Record) -> bool:
-        held = self.disk.volatile.get(record.key)
-        if held is not None and newer(held, record) is held:
-            return False
-        self.disk.volatile[record.key] = record
-        return True
+    def _commit(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def apply(self, record: Record) -> bool:
         return (await self.apply_many([record]))[0]
@@ -83,8 +71,6 @@ class SimEngine(Engine):
         self._check_open()
         for record in records:
             check_record(record)
-        if self.disk.lying:
-            return [self._lie(record) for record in records]
         await self._fsync()
         return await self.disk.store.apply_many(records)
 
@@ -93,25 +79,17 @@ class SimEngine(Engine):
 
     async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         self._check_open()
-        stored = await self.disk.store.get_many(keys)
-        if not self.disk.volatile:
-            return stored
-        return [newer(r, self.disk.volatile.get(k)) for r, k in zip(stored, keys, strict=True)]
+        return await self.disk.store.get_many(keys)
 
     async def scan(self, start: bytes = b"", end: bytes | None = None) -> AsyncIterator[Record]:
         self._check_open()
-        merged = {r.key: r async for r in self.disk.store.scan(start, end)}
-        for key, record in self.disk.volatile.items():
-            if key >= start and (end is None or key < end):
-                merged[key] = newer(merged.get(key), record) or record
-        for key in sorted(merged):
-            yield merged[key]
+        async for record in self.disk.store.scan(start, end):
+            self._check_open()
+            yield record
 
     async def count(self) -> int:
         self._check_open()
-        if not self.disk.volatile:
-            return await self.disk.store.count()
-        return len([r async for r in self.scan()])
+        return await self.disk.store.count()
 
     async def purge_tombstones(self, older_than_wall_us: int) -> int:
         await self._fsync()
@@ -139,9 +117,9 @@ class SimEngine(Engine):
         return await self.disk.store.hint_counts()
 
     async def close(self) -> None:
-        self._closed = True  # the disk stays: a restarted node opens it again
-
-
-def _synced(sync: asyncio.Future[None]) -> None:
-    if not sync.done():
-        sync.set_result(None)
+        # writes waiting for the commit finish first (a clean close loses nothing);
+        # the disk stays: a restarted node opens it again
+        while self._waiting:
+            await asyncio.gather(*self._waiting, return_exceptions=True)
+            await asyncio.sleep(0)
+        self._closed = True

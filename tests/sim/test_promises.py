@@ -163,3 +163,38 @@ def test_a_linearizable_read_without_its_write_back_is_caught(tmp_path: Path) ->
     )
     assert seed is not None
     assert _run(tmp_path, _linearizable(seed, ["drop"], (), **kw))["verdict"] == "held"
+
+
+def _quorum(seed: int, nemeses: list[str], plant: tuple[str, ...], **kw: Any) -> RunOptions:
+    return RunOptions(_setting("quorum"), nemeses=nemeses, seed=seed, plant=plant, **kw)
+
+
+def test_strict_quorums_that_count_fallback_acks_are_caught(tmp_path: Path) -> None:
+    """Planted ``strict-counts-fallbacks``: a strict write acknowledged by a fallback is
+    missed by a strict read on the other side of a partition. Fault periods of 2 s (the
+    failure detector needs 0.8 s to call a peer down, and only then are fallbacks
+    used). Measured on seeds 0-19: caught in 19 (first: seed 1); unplanted, 0."""
+    kw: dict[str, Any] = {"time_limit": 8, "nemesis_interval": 2.0}
+    seed = _first(
+        tmp_path,
+        lambda s: _quorum(s, ["partition"], ("strict-counts-fallbacks",), **kw),
+        lambda r: r["verdict"] == "violated",
+        10,
+    )
+    assert seed is not None
+    assert _run(tmp_path, _quorum(seed, ["partition"], (), **kw))["verdict"] == "held"
+
+
+def test_read_resolution_that_keeps_the_first_reply_is_caught(tmp_path: Path) -> None:
+    """Planted ``first-reply-wins``: a quorum read returns whichever replica answered
+    first, not the newest version. Measured on seeds 0-19 under kill,partition: caught
+    in 20 (first: seed 0)."""
+    kw: dict[str, Any] = {"time_limit": 4, "nemesis_interval": 0.7}
+    seed = _first(
+        tmp_path,
+        lambda s: _quorum(s, ["kill", "partition"], ("first-reply-wins",), **kw),
+        lambda r: r["verdict"] == "violated",
+        5,
+    )
+    assert seed is not None
+    assert _run(tmp_path, _quorum(seed, ["kill", "partition"], (), **kw))["verdict"] == "held"

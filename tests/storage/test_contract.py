@@ -1,6 +1,9 @@
 """Runs the one storage contract (``contract.py``) against every engine kind.
 
 A new engine joins by adding its kind to ``ENGINE_KINDS`` and a branch to ``_open``.
+Two wrappers join the same way, as test-only kinds: the lying-disk fault wrapper when
+it is not lying (it must then be the engine it wraps) and the simulator's engine (a
+memory disk behind a modelled fsync).
 The SQLite engine pages scans in chunks of 4 here so that paging is exercised by every
 scan test, not only by large ones.
 """
@@ -12,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from kvstore.sim.disk import SimDisk, SimEngine
 from kvstore.storage import ENGINE_KINDS, Engine, MemoryEngine, SqliteEngine
+from kvstore.storage.lying import LyingDisk
 from tests.storage.contract import EngineContract, MakeEngine
 
 
@@ -21,10 +26,14 @@ async def _open(kind: str, directory: Path) -> Engine:
         return MemoryEngine()
     if kind == "sqlite":
         return await SqliteEngine.open(directory / "kv.sqlite3", scan_chunk=4)
+    if kind == "lying-disk-honest":
+        return LyingDisk(MemoryEngine(), lambda: False)
+    if kind == "sim":
+        return SimEngine(SimDisk(fsync_s=0.0001))
     raise AssertionError(f"no test opener for engine kind {kind!r}")
 
 
-@pytest.fixture(params=ENGINE_KINDS)
+@pytest.fixture(params=[*ENGINE_KINDS, "lying-disk-honest", "sim"])
 async def make_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeEngine]:
     kind: str = request.param
     opened: list[Engine] = []
