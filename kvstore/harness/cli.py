@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from kvstore import config as config_mod
 from kvstore.harness.guarantees import GUARANTEES, Setting
 from kvstore.harness.nemesis import LINEARIZABLE_NEMESES, parse_nemeses
 from kvstore.harness.runner import RunOptions, RunState, run_test
@@ -75,6 +76,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, default=Path("store"), help="where run folders go")
     p.add_argument("--nemesis-interval", type=float, help="seconds per healthy/faulty period")
     p.add_argument("--check-time-limit", type=float, default=30.0)
+    p.add_argument(
+        "--cluster",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [cluster] setting over the harness's own, e.g. tombstone_grace_s=1.5 "
+        "(repeatable; checked like cluster.toml)",
+    )
     p.add_argument("--matrix", action="store_true", help="every consistency x every nemesis")
 
 
@@ -112,7 +121,43 @@ def options_from(args: argparse.Namespace, **override: Any) -> RunOptions:
         check_time_limit=args.check_time_limit,
         partitions=getattr(args, "partitions", "auto"),
         plant=tuple(args.plant),
+        cluster=cluster_overrides(args.cluster),
     )
+
+
+def _value(text: str) -> object:
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cluster_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` settings, checked now by the config loader (ValueError names the
+    field), so a bad one stops the run before anything starts."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--cluster {pair!r}: expected KEY=VALUE")
+        overrides[key.strip()] = _value(text.strip())
+    if overrides:
+        config_mod.parse(
+            {
+                "cluster": {"name": "check", "n": 3, **overrides},
+                "tls": "off",
+                "nodes": [
+                    {"id": f"n{i}", "address": f"127.0.0.1:{i}", "data_dir": f"n{i}"}
+                    for i in range(1, 6)
+                ],
+            },
+            base=Path("/check"),
+        )
+    return overrides
 
 
 def _nemesis_spec(args: argparse.Namespace, consistency: str | None) -> str:

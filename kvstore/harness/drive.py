@@ -56,6 +56,9 @@ class RunOptions:
     # known bugs planted in every node for the whole run (kvstore.net.faults.PLANTED_BUGS):
     # the harness's own test, and what bench/harness.py measures the catch rate of
     plant: tuple[str, ...] = ()
+    # [cluster] settings over the harness's own (tombstone_grace_s, anti_entropy_interval_s,
+    # ...): validated by the config loader like any cluster.toml
+    cluster: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -313,6 +316,7 @@ def judge(
             "keys": options.keys,
             "seed": options.seed,
             "planted_bugs": list(options.plant),
+            "cluster": dict(options.cluster),
             **extra,
         },
     )

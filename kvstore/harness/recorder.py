@@ -23,12 +23,15 @@ class Recorder:
         path: Path,
         extra: dict[str, Any] | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
+        flush: bool = True,
     ) -> None:
         self.clock_ns = clock_ns
         self.t0 = clock_ns()
         self.events: list[Event] = []
         self.extra = extra or {}
-        self._writer = JsonlWriter(str(path))
+        # flushed per event so a crashed run leaves its history; the simulator, whose
+        # process is the whole world, writes through the buffer (flush=False)
+        self._writer = JsonlWriter(str(path), flush=flush)
 
     def restart_clock(self) -> None:
         """Make time 0 now; only before the first event, so times stay monotonic."""

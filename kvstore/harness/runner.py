@@ -70,20 +70,24 @@ def choose_network(options: RunOptions, folder: Path) -> NetnsNetwork | None:
     return NetnsNetwork(tag, [f"n{i}" for i in range(1, 6)])
 
 
-def cluster_config(folder: Path, network: NetnsNetwork | None = None) -> Path:
+def cluster_config(
+    folder: Path, network: NetnsNetwork | None = None, overrides: dict[str, Any] | None = None
+) -> Path:
     """A 5-node SQLite cluster living inside the run folder: on free loopback ports, or
-    one node per network namespace."""
+    one node per network namespace; ``overrides`` replace any [cluster] setting."""
+    settings: dict[str, Any] = {
+        "name": "harness",
+        "n": 3,
+        "engine": "sqlite",
+        "run_dir": ".",
+        "request_timeout_ms": 1000,
+        "heartbeat_interval_ms": 100,
+        "failure_detection_ms": 800,
+        "hint_replay_rate": 5000,
+        **(overrides or {}),
+    }
     return write_local_config(
-        folder,
-        addresses=network.addresses if network is not None else None,
-        name="harness",
-        n=3,
-        engine="sqlite",
-        run_dir=".",
-        request_timeout_ms=1000,
-        heartbeat_interval_ms=100,
-        failure_detection_ms=800,
-        hint_replay_rate=5000,
+        folder, addresses=network.addresses if network is not None else None, **settings
     )
 
 
@@ -93,7 +97,7 @@ async def run_test(
     """Run one test; returns the results dict (also written to results.json)."""
     folder = make_run_dir(options)
     network = choose_network(options, folder)
-    cfg_path = cluster_config(folder, network)
+    cfg_path = cluster_config(folder, network, options.cluster)
     cfg = config_mod.load(cfg_path)
     rng = random.Random(options.seed)
     workload = make_workload(options.workload, options.keys, options.seed)

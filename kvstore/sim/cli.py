@@ -206,6 +206,9 @@ def command_for(options: RunOptions) -> str:
         parts += ["--nemesis-interval", f"{options.nemesis_interval:g}"]
     if options.expect:
         parts += ["--expect", options.expect]
+    for key, value in options.cluster.items():
+        rendered = str(value).lower() if isinstance(value, bool) else str(value)
+        parts += ["--cluster", f"{key}={rendered}"]
     parts += ["--store", str(options.store)]
     return shlex.join([*parts, "--seed", str(options.seed)])
 

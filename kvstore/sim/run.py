@@ -97,7 +97,7 @@ def run_seed(options: RunOptions, folder: Path, *, keep: bool = False) -> SeedRu
 async def _simulate(options: RunOptions, folder: Path, keep: bool) -> tuple[dict[str, Any], float]:
     loop = asyncio.get_running_loop()
     seed = options.seed
-    cfg = sim_config()
+    cfg = sim_config(**options.cluster)
     cluster = SimCluster(cfg, stream(seed, "network"), trace=True)
     control = SimControl(cluster)
     started = loop.time()
@@ -107,6 +107,7 @@ async def _simulate(options: RunOptions, folder: Path, keep: bool) -> tuple[dict
         folder / "history.jsonl",
         extra={"consistency": options.setting.describe(cfg.n)},
         clock_ns=lambda: round(loop.time() * 1e9),
+        flush=False,
     )
     state = RunState()
     clients_rng = stream(seed, "clients")
