@@ -70,7 +70,8 @@ class SimNetwork:
         }
         self.faults: dict[tuple[str, str], LinkFaults] = {}
         self.links: list[SimLink] = []
-        self.trace_lines: list[str] | None = [] if trace else None
+        # (time, event, from, to, what): formatted only when a seed's folder is kept
+        self.trace: list[tuple[float, str, str, str, object]] | None = [] if trace else None
         self.sent = 0
         self.lost = 0
 
@@ -102,9 +103,12 @@ class SimNetwork:
         return 1
 
     def _trace(self, event: str, src: str, dst: str, what: object) -> None:
-        if self.trace_lines is not None:
-            now = asyncio.get_running_loop().time()
-            self.trace_lines.append(f"{now:.6f} {event} {src}->{dst} {what}")
+        if self.trace is not None:
+            self.trace.append((asyncio.get_running_loop().time(), event, src, dst, what))
+
+    def trace_lines(self) -> list[str]:
+        """The trace as text: ``<virtual time> <event> <from>-><to> <what>`` per line."""
+        return [f"{t:.6f} {e} {a}->{b} {w}" for t, e, a, b, w in self.trace or []]
 
     # ------------------------------------------------------------- nodes
 

@@ -149,6 +149,6 @@ async def _simulate(options: RunOptions, folder: Path, keep: bool) -> tuple[dict
         reports=None if not keep else True,
     )
     if results["verdict"] != "held" or keep:
-        lines = cluster.network.trace_lines or []
+        lines = cluster.network.trace_lines()
         (folder / "network.trace").write_text("\n".join(lines) + "\n")
     return results, simulated
