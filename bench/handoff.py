@@ -33,8 +33,6 @@ from kvstore import Client  # noqa: E402
 from kvstore import config as config_mod  # noqa: E402
 from kvstore.cluster.local import LocalCluster  # noqa: E402
 from kvstore.core.ring import Ring  # noqa: E402
-from kvstore.pb import kvstore_pb2 as pb  # noqa: E402
-from kvstore.pb import kvstore_pb2_grpc as pb_grpc  # noqa: E402
 
 VALUE = b"h" * 100
 VICTIM = "n5"
@@ -111,17 +109,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             first_delivery = first_delivery or drained_at
             drained_s = drained_at - restart_at
             owned = [k for k in down_keys if VICTIM in ring.primaries(k, cfg.n)]
-            channel = cluster.aio_channel(VICTIM)
-            stub = pb_grpc.AdminStub(channel)
             missing = 0
+            async with cluster.admin(VICTIM) as admin:
 
-            async def check(i: int) -> None:
-                nonlocal missing
-                reply = await stub.ReadLocal(pb.LocalReadRequest(key=owned[i]), timeout=10)
-                missing += reply.value != VALUE
+                async def check(i: int) -> None:
+                    nonlocal missing
+                    reply = await admin.read_local(owned[i], timeout=10)
+                    missing += reply.value != VALUE
 
-            await drive(check, 32, total=len(owned))
-            await channel.close(None)
+                await drive(check, 32, total=len(owned))
     replay_s = drained_at - first_delivery
     return {
         "benchmark": "handoff",

@@ -31,10 +31,10 @@ from bench._common import drive, free_ports, machine, median_of, write_cluster_c
 from kvstore import Client  # noqa: E402
 from kvstore import config as config_mod  # noqa: E402
 from kvstore.client.aio import Transport  # noqa: E402
+from kvstore.cluster.admin import AdminClient  # noqa: E402
 from kvstore.cluster.local import LocalCluster  # noqa: E402
-from kvstore.net.channel import SERVER_OPTIONS, open_channel  # noqa: E402
+from kvstore.net.channel import SERVER_OPTIONS  # noqa: E402
 from kvstore.pb import kvstore_pb2 as pb  # noqa: E402
-from kvstore.pb import kvstore_pb2_grpc as pb_grpc  # noqa: E402
 
 VALUE = b"x" * 100
 
@@ -91,18 +91,18 @@ async def _levels(client: Client, level: str, args: argparse.Namespace) -> dict[
 async def bench(args: argparse.Namespace, echo_port: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     # --- the ceiling: unary echo to a separate process
-    channel = open_channel(f"127.0.0.1:{echo_port}")
-    stub = pb_grpc.AdminStub(channel)
-    message = pb.EchoMessage(payload=VALUE)
+    async with AdminClient.at(f"127.0.0.1:{echo_port}") as echo:  # plaintext
 
-    async def echo_op(i: int) -> None:
-        await stub.Echo(message, timeout=5)
+        async def echo_op(i: int) -> None:
+            await echo.echo(VALUE, timeout=5)
 
-    await drive(echo_op, args.concurrency, seconds=0.5)  # warm-up
-    results["echo"] = median_of(
-        [await drive(echo_op, args.concurrency, seconds=args.seconds) for _ in range(args.rounds)]
-    )
-    await channel.close(None)
+        await drive(echo_op, args.concurrency, seconds=0.5)  # warm-up
+        results["echo"] = median_of(
+            [
+                await drive(echo_op, args.concurrency, seconds=args.seconds)
+                for _ in range(args.rounds)
+            ]
+        )
 
     # --- the cluster, through client sessions (the default), then through unary calls
     with tempfile.TemporaryDirectory(prefix="kvbench-") as tmp:

@@ -29,10 +29,9 @@ sys.path.insert(0, str(ROOT))
 from bench._common import drive, machine, median_of, write_cluster_config  # noqa: E402
 from kvstore import Client  # noqa: E402
 from kvstore import config as config_mod  # noqa: E402
+from kvstore.cluster.admin import AdminClient  # noqa: E402
 from kvstore.cluster.local import LocalCluster  # noqa: E402
 from kvstore.net.channel import Dialer  # noqa: E402
-from kvstore.pb import kvstore_pb2 as pb  # noqa: E402
-from kvstore.pb import kvstore_pb2_grpc as pb_grpc  # noqa: E402
 
 VALUE = b"x" * 100
 KEYS = [f"tls-{i}".encode() for i in range(1_000)]
@@ -55,8 +54,8 @@ async def first_call_ms(cfg: config_mod.ClusterConfig, samples: int) -> float:
     times = []
     for _ in range(samples):
         began = time.perf_counter()
-        async with dialer.aio(node.address, node.id) as channel:
-            await pb_grpc.AdminStub(channel).Echo(pb.EchoMessage(payload=VALUE), timeout=5)
+        async with AdminClient(cfg, node.id, dialer=dialer) as admin:
+            await admin.echo(VALUE, timeout=5)
         times.append((time.perf_counter() - began) * 1000)
     return round(statistics.median(times), 3)
 

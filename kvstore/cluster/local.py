@@ -11,8 +11,9 @@ Rules and invariants:
 - Readiness is a successful Admin.Status call, polled with a deadline, never a sleep.
 - Secure by default: before the first node starts, whatever certificates the config's
   ``[tls]`` folder lacks are made (a CA, one per node, the admin client's), and every
-  call this module makes dials as that admin client. Nodes get ``--enable-faults`` only
-  when the cluster is made with ``enable_faults`` (tests and the harness).
+  call this module makes dials as that admin client (``kvstore.cluster.admin``). Nodes
+  get ``--enable-faults`` only when the cluster is made with ``enable_faults`` (tests
+  and the harness).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from types import TracebackType
 
 import grpc
 
+from kvstore.cluster.admin import AdminClient, SyncAdminClient
 from kvstore.config import ClusterConfig
-from kvstore.net.channel import PLAINTEXT, Dialer
+from kvstore.net.channel import Dialer
 from kvstore.pb import kvstore_pb2 as pb
-from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.security import certs
 from kvstore.security.tls import TLSFiles
 
@@ -112,15 +113,6 @@ def ensure_certs(config: ClusterConfig) -> list[Path]:
     return certs.ensure_local(tls.certs_dir, config.name, nodes, tls.client)
 
 
-def status(
-    address: str, timeout: float = 1.0, *, dialer: Dialer = PLAINTEXT, node_id: str | None = None
-) -> pb.StatusReply:
-    """One Admin.Status call (blocking); raises grpc.RpcError when the node is not up."""
-    with dialer.sync(address, node_id) as channel:
-        reply: pb.StatusReply = pb_grpc.AdminStub(channel).Status(pb.Empty(), timeout=timeout)
-        return reply
-
-
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -185,10 +177,18 @@ class LocalCluster:
     def aio_channel(self, node_id: str) -> grpc.aio.Channel:
         return self.dialer.aio(self.config.node(node_id).address, node_id)
 
+    def admin(self, node_id: str) -> AdminClient:
+        """One node's Admin service (asyncio), as the admin client."""
+        return AdminClient(self.config, node_id, dialer=self.dialer)
+
+    def sync_admin(self, node_id: str) -> SyncAdminClient:
+        """One node's Admin service (blocking), as the admin client."""
+        return SyncAdminClient(self.config, node_id, dialer=self.dialer)
+
     def status(self, node_id: str, timeout: float = 1.0) -> pb.StatusReply:
-        return status(
-            self.config.node(node_id).address, timeout, dialer=self.dialer, node_id=node_id
-        )
+        """One Admin.Status call (blocking); raises grpc.RpcError when the node is not up."""
+        with self.sync_admin(node_id) as admin:
+            return admin.status(timeout=timeout)
 
     # ------------------------------------------------------------------ lifecycle
 

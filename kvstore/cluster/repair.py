@@ -17,10 +17,9 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from kvstore.cluster.admin import SyncAdminClient
 from kvstore.config import ClusterConfig
-from kvstore.net.channel import PLAINTEXT, Dialer
-from kvstore.pb import kvstore_pb2 as pb
-from kvstore.pb import kvstore_pb2_grpc as pb_grpc
+from kvstore.net.channel import Dialer
 from kvstore.security.tls import TLSFiles
 
 console = Console()
@@ -38,18 +37,6 @@ class NodeRepair:
     peers: list[dict[str, Any]] = field(default_factory=list)
 
 
-def repair_node(
-    address: str, peers: list[str] | None = None, *, dialer: Dialer = PLAINTEXT,
-    node_id: str | None = None,
-) -> pb.RepairReply:  # fmt: skip
-    """One blocking Admin.Repair call."""
-    with dialer.sync(address, node_id) as channel:
-        reply: pb.RepairReply = pb_grpc.AdminStub(channel).Repair(
-            pb.RepairRequest(peers=peers or []), timeout=REPAIR_TIMEOUT_S
-        )
-        return reply
-
-
 def run(
     config: ClusterConfig, node_id: str | None = None, tls: TLSFiles | None = None
 ) -> list[NodeRepair]:
@@ -59,7 +46,8 @@ def run(
     for node in targets:
         result = NodeRepair(node.id)
         try:
-            reply = repair_node(node.address, dialer=dialer, node_id=node.id)
+            with SyncAdminClient(config, node.id, dialer=dialer) as admin:
+                reply = admin.repair(timeout=REPAIR_TIMEOUT_S)
         except grpc.RpcError as exc:
             code = exc.code().name if isinstance(exc, grpc.Call) else "ERROR"
             details = exc.details() if isinstance(exc, grpc.Call) else str(exc)

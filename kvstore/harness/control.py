@@ -1,15 +1,17 @@
 """What the harness needs from a cluster, real or simulated: one small interface.
 
 Rules: the nemeses, the settle phase, the repair round and the convergence check speak
-only to a ``Control``; ``LocalControl`` carries it out on real processes (signals and
-the Admin service over mutual TLS), ``kvstore.sim.control.SimControl`` in the
-simulator. A node that does not answer is reported as such (``health`` None, a
-version ``unreachable: ...``), never raised, so a check sees the cluster as it is.
+only to a ``Control``; ``LocalControl`` carries it out on real processes (signals, and
+the Admin service over mutual TLS through ``kvstore.cluster.admin``),
+``kvstore.sim.control.SimControl`` in the simulator. A node that does not answer is
+reported as such (``health`` None, a version ``unreachable: ...``), never raised, so a
+check sees the cluster as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,7 +20,6 @@ import grpc
 from kvstore.cluster.local import LocalCluster
 from kvstore.core.version import Record
 from kvstore.pb import kvstore_pb2 as pb
-from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
 
 @dataclass(slots=True)
@@ -107,49 +108,39 @@ class LocalControl:
             lose_hints=faults.lose_hints,
             planted_bugs=list(faults.planted),
         )
-        channel = self.cluster.aio_channel(node)
-        try:
-            await pb_grpc.AdminStub(channel).SetFaults(request, timeout=2, wait_for_ready=True)
-        except grpc.aio.AioRpcError:
-            pass  # a dead or paused node: its state is pushed again when healed
-        finally:
-            await channel.close(None)
+        # a dead or paused node is skipped: its state is pushed again when healed
+        async with self.cluster.admin(node) as admin:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await admin.set_faults(request, timeout=2, wait_for_ready=True)
 
     async def health(self, node: str) -> NodeHealth | None:
-        try:
-            reply = await asyncio.to_thread(self.cluster.status, node)
-        except grpc.RpcError:
-            return None
+        async with self.cluster.admin(node) as admin:
+            try:
+                reply = await admin.status(timeout=1.0)
+            except grpc.aio.AioRpcError:
+                return None
         return NodeHealth(
             [f"{p.node} {p.state}" for p in reply.peers if p.state != "up"],
             sum(reply.hints_pending.values()),
         )
 
     async def repair(self, node: str) -> RepairOutcome:
-        channel = self.cluster.aio_channel(node)
-        try:
-            reply = await pb_grpc.AdminStub(channel).Repair(
-                pb.RepairRequest(), timeout=60, wait_for_ready=True
-            )
-        except grpc.aio.AioRpcError as exc:
-            return RepairOutcome(0, [f"{node}: {exc.code().name}"])
-        finally:
-            await channel.close(None)
+        async with self.cluster.admin(node) as admin:
+            try:
+                reply = await admin.repair(timeout=60, wait_for_ready=True)
+            except grpc.aio.AioRpcError as exc:
+                return RepairOutcome(0, [f"{node}: {exc.code().name}"])
         errors = [f"{node}->{p.peer}: {p.error}" for p in reply.peers if p.error]
         return RepairOutcome(reply.keys_repaired, errors)
 
     async def version(self, node: str, key: bytes) -> str:
-        channel = self.cluster.aio_channel(node)
-        try:
-            # wait_for_ready: a node restarted moments ago may still be in its
-            # channel's reconnect backoff
-            reply = await pb_grpc.AdminStub(channel).ReadLocal(
-                pb.LocalReadRequest(key=key), timeout=5, wait_for_ready=True
-            )
-        except grpc.aio.AioRpcError as exc:
-            return f"unreachable: {exc.code().name}"
-        finally:
-            await channel.close(None)
+        async with self.cluster.admin(node) as admin:
+            try:
+                # wait_for_ready: a node restarted moments ago may still be in its
+                # channel's reconnect backoff
+                reply = await admin.read_local(key, timeout=5, wait_for_ready=True)
+            except grpc.aio.AioRpcError as exc:
+                return f"unreachable: {exc.code().name}"
         v = reply.version
         if not v.found:
             return "absent"

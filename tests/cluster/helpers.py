@@ -13,7 +13,6 @@ from kvstore import SyncClient
 from kvstore.cluster.local import LocalCluster, pid_alive
 from kvstore.core.ring import Ring
 from kvstore.pb import kvstore_pb2 as pb
-from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.security.tls import client_files
 
 FAST = {"heartbeat_interval_ms": 100, "failure_detection_ms": 600}
@@ -53,10 +52,8 @@ def counters(cluster: LocalCluster, node: str) -> dict[str, int]:
 
 
 def read_local(cluster: LocalCluster, node: str, key: str) -> bytes | None:
-    with cluster.channel(node) as channel:
-        reply = pb_grpc.AdminStub(channel).ReadLocal(
-            pb.LocalReadRequest(key=key.encode()), timeout=2
-        )
+    with cluster.sync_admin(node) as admin:
+        reply = admin.read_local(key.encode(), timeout=2)
     if not reply.version.found or reply.version.tombstone:
         return None
     return reply.value
@@ -71,9 +68,8 @@ def layout(cluster: LocalCluster, key: str, down: set[str]) -> tuple[tuple[str, 
 
 
 def set_faults(cluster: LocalCluster, node: str, **faults: Any) -> pb.Faults:
-    with cluster.channel(node) as channel:
-        reply: pb.Faults = pb_grpc.AdminStub(channel).SetFaults(pb.Faults(**faults), timeout=2)
-        return reply
+    with cluster.sync_admin(node) as admin:
+        return admin.set_faults(pb.Faults(**faults), timeout=2)
 
 
 def only(cluster: LocalCluster, node: str) -> SyncClient:

@@ -20,7 +20,6 @@ from kvstore import SyncClient
 from kvstore.cluster.local import LocalCluster
 from kvstore.core.ring import Ring
 from kvstore.pb import kvstore_pb2 as pb
-from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from tests.cluster.conftest import ClusterFactory
 from tests.cluster.helpers import FAST, only, seen_by_all, set_faults, wait_until
 
@@ -30,19 +29,18 @@ Version = tuple[bool, bool, tuple[int, int, str], bytes]
 
 @contextmanager
 def local_reader(cluster: LocalCluster) -> Iterator[Any]:
-    channels = {n.id: cluster.channel(n.id) for n in cluster.config.nodes}
-    stubs = {node: pb_grpc.AdminStub(ch) for node, ch in channels.items()}
+    admins = {n.id: cluster.sync_admin(n.id) for n in cluster.config.nodes}
 
     def read(node: str, key: str) -> Version:
-        reply = stubs[node].ReadLocal(pb.LocalReadRequest(key=key.encode()), timeout=5)
+        reply = admins[node].read_local(key.encode(), timeout=5)
         v = reply.version
         return (v.found, v.tombstone, (v.ts.wall, v.ts.logical, v.ts.node), reply.value)
 
     try:
         yield read
     finally:
-        for ch in channels.values():
-            ch.close()
+        for admin in admins.values():
+            admin.close()
 
 
 def primaries(cluster: LocalCluster, key: str) -> tuple[str, ...]:
@@ -55,9 +53,8 @@ def replica_versions(cluster: LocalCluster, read: Any, key: str) -> dict[str, Ve
 
 
 def repair_rpc(cluster: LocalCluster, node: str) -> pb.RepairReply:
-    with cluster.channel(node) as channel:
-        reply: pb.RepairReply = pb_grpc.AdminStub(channel).Repair(pb.RepairRequest(), timeout=60)
-        return reply
+    with cluster.sync_admin(node) as admin:
+        return admin.repair(timeout=60)
 
 
 def repair_cli(cluster: LocalCluster, *extra: str) -> dict[str, Any]:
@@ -225,11 +222,9 @@ def resurrect(
         assert all(read(y, k)[3] == b"old" and not read(y, k)[1] for k in too_late)
 
         # x is repaired within the grace period (y, cut off, is not)
-        with cluster.channel(x) as channel:
+        with cluster.sync_admin(x) as admin:
             reachable = [n for n in cluster.config.node_ids if n not in (x, y)]
-            report = pb_grpc.AdminStub(channel).Repair(
-                pb.RepairRequest(peers=reachable), timeout=60
-            )
+            report = admin.repair(reachable, timeout=60)
         assert not [p.error for p in report.peers if p.error]
         assert all(read(x, k)[:2] == (True, True) for k in in_time)
 
