@@ -93,8 +93,9 @@ class Membership:
         self.me = me
         self.detectors = {p: PhiDetector(interval_s, detection_s, start_s) for p in peers}
         # down() is asked on every request: its answer is kept until the next instant a
-        # silent peer crosses its threshold, or until a heartbeat arrives (exact, not
-        # a time-based cache: nothing else changes a peer's state).
+        # silent peer crosses its threshold, or until a peer it calls down is heard
+        # (exact, not a time-based cache: nothing else changes a peer's state; hearing
+        # a peer that is up only moves its threshold later, so the answer stands).
         self._down: frozenset[str] = frozenset()
         self._down_valid_until = -math.inf
 
@@ -102,7 +103,8 @@ class Membership:
         detector = self.detectors.get(peer)
         if detector is not None:
             detector.heard(now_s)
-            self._down_valid_until = -math.inf
+            if peer in self._down:
+                self._down_valid_until = -math.inf
 
     def down(self, now_s: float) -> frozenset[str]:
         if now_s < self._down_valid_until:
