@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     from kvstore.sim.cli import register as register_sim
 
     register_sim(sub)
+    from kvstore.cluster.predict import register as register_predict
+
+    register_predict(sub)
     try:
         from kvstore.checker.cli import register as register_check
     except ImportError:  # the checker is optional for a store-only install

@@ -152,17 +152,19 @@ class VirtualLoop(asyncio.BaseEventLoop):
             timer._scheduled = False  # type: ignore[attr-defined]
             if not timer.cancelled():
                 ready.append(timer)
+        dead, paused = self._dead, self._paused
         for _ in range(len(ready)):
             handle: asyncio.Handle = ready.popleft()
-            if handle.cancelled():
+            if handle._cancelled:  # type: ignore[attr-defined]
                 continue
-            context = handle._context  # type: ignore[attr-defined]
-            owner = context.get(PROCESS, "main") if context is not None else "main"
-            if owner in self._dead:
-                continue
-            if owner in self._paused:
-                self._parked.setdefault(owner, []).append(handle)
-                continue
+            if dead or paused:  # most of a run has neither: skip the lookup
+                context = handle._context  # type: ignore[attr-defined]
+                owner = context.get(PROCESS, "main") if context is not None else "main"
+                if owner in dead:
+                    continue
+                if owner in paused:
+                    self._parked.setdefault(owner, []).append(handle)
+                    continue
             self.steps += 1
             handle._run()
 
