@@ -20,18 +20,18 @@ from kvstore.checker import Event, History, JsonlWriter
 class Recorder:
     def __init__(
         self,
-        path: Path,
+        path: Path | None,
         extra: dict[str, Any] | None = None,
         clock_ns: Callable[[], int] = time.monotonic_ns,
-        flush: bool = True,
     ) -> None:
+        """``path`` None keeps the history in memory only (``write``): the simulator's
+        choice, whose process is the whole world and whose passing seeds keep nothing."""
         self.clock_ns = clock_ns
         self.t0 = clock_ns()
         self.events: list[Event] = []
         self.extra = extra or {}
-        # flushed per event so a crashed run leaves its history; the simulator, whose
-        # process is the whole world, writes through the buffer (flush=False)
-        self._writer = JsonlWriter(str(path), flush=flush)
+        # flushed per event, so a crashed run still leaves its history
+        self._writer = JsonlWriter(str(path)) if path is not None else None
 
     def restart_clock(self) -> None:
         """Make time 0 now; only before the first event, so times stay monotonic."""
@@ -65,7 +65,8 @@ class Recorder:
             extra={**self.extra, **(extra or {})},
         )
         self.events.append(event)
-        self._writer.write(event)
+        if self._writer is not None:
+            self._writer.write(event)
         return event
 
     def nemesis(self, f: str, value: Any) -> None:
@@ -74,5 +75,13 @@ class Recorder:
     def history(self) -> History:
         return History(list(self.events), format="jsonl")
 
+    def write(self, path: Path) -> None:
+        """The whole history to ``path`` as JSON Lines: the same bytes the live writer
+        would have written."""
+        with JsonlWriter(str(path), flush=False) as writer:
+            for event in self.events:
+                writer.write(event)
+
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()

@@ -8,9 +8,9 @@ Rules:
 - The cluster is the harness's (5 nodes, N=3, the same timeouts and failure detector),
   on the memory engine behind a simulated disk; TLS is off because nothing leaves the
   process (roles are still checked: clients call as a ``write`` identity).
-- A seed's folder holds history.jsonl always (it is written as the run goes); a seed
-  that broke its promise (or ``keep``) also gets every report ``kvstore test`` writes,
-  plus ``network.trace``; a seed that held is removed unless ``keep``.
+- The history is kept in memory; a seed that broke its promise (or ``keep``) gets a
+  folder with history.jsonl, every report ``kvstore test`` writes and
+  ``network.trace``; a seed that held leaves nothing unless ``keep``.
 """
 
 from __future__ import annotations
@@ -104,10 +104,9 @@ async def _simulate(options: RunOptions, folder: Path, keep: bool) -> tuple[dict
     cluster.start()
     await asyncio.sleep(WARMUP_S)
     recorder = Recorder(
-        folder / "history.jsonl",
+        None,  # in memory: written below only for a seed whose folder is kept
         extra={"consistency": options.setting.describe(cfg.n)},
         clock_ns=lambda: round(loop.time() * 1e9),
-        flush=False,
     )
     state = RunState()
     clients_rng = stream(seed, "clients")
@@ -149,6 +148,7 @@ async def _simulate(options: RunOptions, folder: Path, keep: bool) -> tuple[dict
         reports=None if not keep else True,
     )
     if results["verdict"] != "held" or keep:
+        recorder.write(folder / "history.jsonl")
         lines = cluster.network.trace_lines()
         (folder / "network.trace").write_text("\n".join(lines) + "\n")
     return results, simulated
