@@ -131,6 +131,7 @@ def evaluate(
         "convergence": convergence,
         "durability": durability,
         "_lin_result": lin,
+        "_stale": stale,
     }
 
 

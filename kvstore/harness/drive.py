@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 from kvstore.client import Client
 from kvstore.core.ring import Ring
 from kvstore.harness import nemesis as nemesis_mod
+from kvstore.harness import prediction
 from kvstore.harness.control import Control
 from kvstore.harness.guarantees import Setting, promised
 from kvstore.harness.recorder import Recorder
@@ -282,9 +283,11 @@ def judge(
     check_seconds: Callable[[], float],
     extra: dict[str, Any],
     reports: bool | None = True,
+    expositions: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The checks and the verdict; with ``reports``, every report file in ``folder``
-    (None: only when the promise did not hold)."""
+    (None: only when the promise did not hold). ``expositions`` are the nodes' metrics
+    (Prometheus text) for the PBS prediction beside the observed staleness."""
     from kvstore.harness.checks import evaluate
     from kvstore.harness.report import write_reports
 
@@ -300,6 +303,11 @@ def judge(
         write_once=options.workload == "set",
         nemesis_intervals=phases.intervals,
     )
+    stale = results.pop("_stale")
+    results["pbs"] = {
+        "predicted": prediction.predicted(expositions, options.setting, n, options.seed),
+        "observed": prediction.observed(recorder.history(), stale, phases.intervals),
+    }
     results.update(
         check_seconds=round(check_seconds() - began, 3),
         folder=str(folder),

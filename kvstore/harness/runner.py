@@ -26,6 +26,7 @@ from kvstore import config as config_mod
 from kvstore.client import Client
 from kvstore.cluster.local import LocalCluster, write_local_config
 from kvstore.cluster.netns import NetnsNetwork, unavailable_reason
+from kvstore.cluster.predict import scrape
 from kvstore.core.ring import Ring
 from kvstore.harness import nemesis as nemesis_mod
 from kvstore.harness.control import LocalControl
@@ -87,7 +88,10 @@ def cluster_config(
         **(overrides or {}),
     }
     return write_local_config(
-        folder, addresses=network.addresses if network is not None else None, **settings
+        folder,
+        addresses=network.addresses if network is not None else None,
+        metrics=True,  # replica round trips, for the PBS prediction beside what was seen
+        **settings,
     )
 
 
@@ -156,6 +160,11 @@ async def run_test(
             on_progress=on_progress,
             chosen=chosen,
         )
+        try:
+            expositions = await asyncio.to_thread(scrape, cfg)
+        except (OSError, ValueError) as exc:
+            expositions = []
+            phases.settle["metrics_scrape"] = str(exc)
     finally:
         await clients.aclose()
         if faults is not None:
@@ -179,4 +188,5 @@ async def run_test(
             "partition_mechanism": "netns-iptables" if network is not None else "grpc-seam",
             "pid": os.getpid(),
         },
+        expositions=expositions,
     )

@@ -21,7 +21,6 @@ Rules and invariants:
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +70,7 @@ class _NodeCollector(Collector):
             yield GaugeMetricFamily(
                 "kvstore_storage_queued_calls", "Storage calls waiting or running now", queued
             )
-        offset = node.clock_guard.offset_us(time.monotonic())
+        offset = node.clock_guard.offset_us(node.time.monotonic())
         if offset is not None:
             yield GaugeMetricFamily(
                 "kvstore_clock_offset_seconds",
@@ -108,6 +107,7 @@ class NodeMetrics:
         )
         self.registry.register(_NodeCollector(node))
         self._server: Any = None
+        self._now = node.time.monotonic  # the node's clock: virtual in the simulator
 
     def observe(self, op: str, consistency: str, outcome: str, seconds: float) -> None:
         self.requests.labels(op, outcome).inc()
@@ -116,12 +116,13 @@ class NodeMetrics:
 
     def round_trip(self, op: str, peer: str) -> Callable[[asyncio.Future[Any]], None]:
         """A done-callback that times one replica request from now to its answer."""
-        began = time.perf_counter()
+        now = self._now
+        began = now()
         histogram = self.round_trips.labels(op, peer)
 
         def done(future: asyncio.Future[Any]) -> None:
             if not future.cancelled() and future.exception() is None:
-                histogram.observe(time.perf_counter() - began)
+                histogram.observe(now() - began)
 
         return done
 

@@ -9,7 +9,6 @@ check the caller's role here, in one place, and hold one of the node's in-flight
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -47,7 +46,7 @@ async def _measured(node: Node, op: str, call: CallOptions, work: Awaitable[T]) 
     metrics = node.metrics
     if metrics is None:
         return await work
-    began = time.perf_counter()
+    began = node.time.monotonic()
     outcome = "ok"
     try:
         return await work
@@ -59,7 +58,7 @@ async def _measured(node: Node, op: str, call: CallOptions, work: Awaitable[T]) 
         raise
     finally:
         level = node.level_label(call, read=op == "get")
-        metrics.observe(op, level, outcome, time.perf_counter() - began)
+        metrics.observe(op, level, outcome, node.time.monotonic() - began)
 
 
 async def put_reply(

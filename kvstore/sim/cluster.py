@@ -24,12 +24,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from prometheus_client import generate_latest
+
 from kvstore.config import ClusterConfig
 from kvstore.core.version import Record
 from kvstore.errors import CoordinatorUnreachable, RequestTimeout
 from kvstore.net.faults import FaultRules
 from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.clock import inline
+from kvstore.node.metrics import NodeMetrics
 from kvstore.node.runtime import Node
 from kvstore.sim.disk import SimDisk, SimEngine
 from kvstore.sim.loop import VirtualLoop, process_context
@@ -92,6 +95,7 @@ class SimCluster:
         self.paused: set[str] = set()
         self.faults = {n: WorldFaults() for n in self.node_ids}
         self._client_calls: dict[str, dict[asyncio.Future[Any], None]] = {}
+        self._dead_metrics: list[str] = []
 
     # --------------------------------------------------------------- lifecycle
 
@@ -123,11 +127,15 @@ class SimCluster:
             offload=inline,
         )
         self.repairers[node_id] = AntiEntropy(node)
+        node.metrics = NodeMetrics(node)  # a registry, not served: read by expositions()
         return node
 
     def kill(self, node_id: str) -> None:
-        if self.nodes[node_id] is None:
+        node = self.nodes[node_id]
+        if node is None:
             return
+        if node.metrics is not None:  # what it measured outlives it (a scraper had it)
+            self._dead_metrics.append(generate_latest(node.metrics.registry).decode())
         self.loop.kill(self.processes[node_id])
         self.network.detach(node_id)
         self.nodes[node_id] = None
@@ -240,6 +248,15 @@ class SimCluster:
 
     async def read_local(self, node_id: str, key: bytes, timeout_s: float = 5.0) -> Record | None:
         return await self.call(node_id, lambda node: node.local_version(key), timeout_s)
+
+    def expositions(self) -> list[str]:
+        """Every incarnation's metrics (Prometheus text), the dead ones' as they died."""
+        live = [
+            generate_latest(node.metrics.registry).decode()
+            for node in self.nodes.values()
+            if node is not None and node.metrics is not None
+        ]
+        return [*self._dead_metrics, *live]
 
     def fault_rules(self, node_id: str) -> FaultRules | None:
         node = self.nodes[node_id]

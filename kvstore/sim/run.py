@@ -146,6 +146,7 @@ async def _simulate(options: RunOptions, folder: Path, keep: bool) -> tuple[dict
         check_seconds=time.perf_counter,
         extra={"world": "simulated", "simulated_seconds": round(simulated, 3)},
         reports=None if not keep else True,
+        expositions=cluster.expositions(),
     )
     if results["verdict"] != "held" or keep:
         recorder.write(folder / "history.jsonl")

@@ -81,6 +81,12 @@ def test_one_under_partition_shows_stale_reads(tmp_path: Path) -> None:
     assert results["promise"] == "eventual" and results["verdict"] == "held"
     assert results["staleness"]["stale_reads"] > 0
     assert results["checks"]["no-stale-reads"] == "violated"
+    # PBS from the nodes' scraped replica round trips, beside what the reads saw
+    predicted, observed = results["pbs"]["predicted"], results["pbs"]["observed"]
+    assert predicted["available"], predicted
+    assert (predicted["r"], predicted["w"]) == (1, 1)
+    assert 0.0 <= predicted["p_stale_read"] <= 1.0
+    assert observed["faults"]["stale_reads"] + observed["healthy"]["stale_reads"] > 0
 
 
 def test_quorum_held_to_linearizable_under_partitions_and_kills(tmp_path: Path) -> None:

@@ -1,0 +1,115 @@
+"""Predicted beside observed: PBS for the run's own setting, next to what its reads saw.
+
+Rules:
+- The prediction comes from the run's replica round trips (every node's
+  ``kvstore_replica_round_trip_seconds``, scraped at the end of the run, or taken from
+  the simulated nodes' registries), through ``kvstore.core.pbs`` with the assumptions
+  ``kvstore predict`` states. It is for the setting's R and W; the linearizable level
+  is not what PBS models (ABD writes back), so it gets no prediction, and says why.
+- Observed is the run's own: ok reads of the load (final reads excluded) and the stale
+  ones among them (``kvstore.checker.staleness``), split by whether the read began in a
+  fault period or a healthy one, and, for the comparison with PBS's t = 0, the healthy
+  reads that began within 5 ms of a write to their key being acknowledged.
+- No round trips (no traffic, or metrics not collected) gives no prediction and the
+  reason, never a number from nothing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from kvstore.checker import History
+from kvstore.checker.staleness import StalenessReport
+from kvstore.cluster.predict import ASSUMPTIONS, parse_round_trips, replicas_from
+from kvstore.core.consistency import PRESETS, resolve_count
+from kvstore.core.pbs import predict
+from kvstore.harness.guarantees import Setting
+from kvstore.harness.workers import FINAL_PROCESS
+
+T_MS = (0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+# healthy reads that began this soon after a write to their key was acknowledged: the
+# observed counterpart of PBS's "a read right after a write" (t = 0)
+AFTER_WRITE_NS = 5_000_000
+TRIALS = 20_000
+
+
+def setting_rw(setting: Setting, n: int) -> tuple[int, int] | None:
+    """The run's R and W, or None for the linearizable level (not PBS's model)."""
+    if setting.consistency == "linearizable":
+        return None
+    if setting.consistency is not None and setting.consistency in PRESETS:
+        count = resolve_count(setting.consistency, n, "consistency")
+        return count, count
+    r = resolve_count(setting.r if setting.r is not None else "quorum", n, "r")
+    w = resolve_count(setting.w if setting.w is not None else "quorum", n, "w")
+    return r, w
+
+
+def predicted(
+    expositions: Sequence[str], setting: Setting, n: int, seed: int = 0
+) -> dict[str, Any]:
+    rw = setting_rw(setting, n)
+    if rw is None:
+        return {"available": False, "why": "linearizable reads write back (ABD): not PBS's model"}
+    try:
+        replicas = replicas_from(parse_round_trips(list(expositions)), n)
+    except ValueError as exc:
+        return {"available": False, "why": str(exc)}
+    p = predict(replicas, rw[0], rw[1], T_MS, (1, 2), TRIALS, random.Random(seed))
+    visible = next((t for t in T_MS if p.consistent[t] >= 0.999), None)
+    return {
+        "available": True,
+        "r": rw[0],
+        "w": rw[1],
+        "p_stale_read": round(1 - p.consistent[T_MS[0]], 4),
+        "p_consistent": {str(t): round(v, 4) for t, v in p.consistent.items()},
+        "t_visibility_ms_p999": visible,
+        "read_ms": {"p50": round(p.read_ms[0], 3), "p99": round(p.read_ms[1], 3)},
+        "write_ms": {"p50": round(p.write_ms[0], 3), "p99": round(p.write_ms[1], 3)},
+        "assumptions": ASSUMPTIONS,
+    }
+
+
+def observed(
+    history: History,
+    stale: StalenessReport,
+    intervals: Sequence[tuple[float, float, str]],
+) -> dict[str, Any]:
+    def in_fault(call_ns: int | None) -> bool:
+        t = (call_ns or 0) / 1e9
+        return any(start <= t < end for start, end, _ in intervals)
+
+    stale_ids = {(s.read.process, s.read.call_time) for s in stale.stale_reads}
+    acked: dict[Any, list[int]] = {}  # key -> ack times of its ok writes, ascending
+    operations = history.operations()
+    for op in operations:
+        if op.f in ("write", "delete") and op.status == "ok" and op.ret_time is not None:
+            acked.setdefault(op.key, []).append(op.ret_time)
+    for times in acked.values():
+        times.sort()
+    periods = {"healthy": [0, 0], "faults": [0, 0], "right_after_a_write": [0, 0]}
+    for op in operations:
+        if op.f != "read" or op.status != "ok" or op.call_time is None:
+            continue
+        if isinstance(op.process, int) and op.process >= FINAL_PROCESS:
+            continue
+        is_stale = (op.process, op.call_time) in stale_ids
+        for name in ("faults" if in_fault(op.call_time) else "healthy",):
+            periods[name][0] += 1
+            periods[name][1] += is_stale
+        times = acked.get(op.key, [])
+        i = bisect.bisect_right(times, op.call_time)
+        if i and op.call_time - times[i - 1] <= AFTER_WRITE_NS and not in_fault(op.call_time):
+            periods["right_after_a_write"][0] += 1
+            periods["right_after_a_write"][1] += is_stale
+    return {
+        name: {
+            "reads": reads,
+            "stale_reads": stale_count,
+            "stale_read_rate": round(stale_count / reads, 4) if reads else None,
+        }
+        for name, (reads, stale_count) in periods.items()
+    }
