@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from rich.live import Live
 from rich.table import Table
 
 from kvstore import config as config_mod
+from kvstore.harness import ledger
 from kvstore.harness.guarantees import GUARANTEES, Setting
 from kvstore.harness.nemesis import LINEARIZABLE_NEMESES, parse_nemeses
 from kvstore.harness.runner import RunOptions, RunState, run_test
@@ -251,10 +253,12 @@ def _matrix(args: argparse.Namespace) -> int:
     for column in ("consistency", "nemesis", "promise", "verdict", "linearizable", "stale", "lost"):
         table.add_column(column)
     failures = 0
+    rows = []
     for consistency in MATRIX_CONSISTENCY:
         for nemesis in MATRIX_NEMESES:
             options = options_from(args, consistency=consistency, nemeses=[nemesis])
             results = _run_one(options)
+            rows.append(ledger.row(consistency, nemesis, [results]))
             failures += results["verdict"] != "held"
             table.add_row(
                 consistency,
@@ -266,4 +270,9 @@ def _matrix(args: argparse.Namespace) -> int:
                 str(results["staleness"]["lost_writes"]),
             )
     Console().print(table)
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    folder = args.store / f"matrix-{stamp}"
+    folder.mkdir(parents=True, exist_ok=True)
+    page = ledger.write_ledger(folder / "ledger.html", rows, "kvstore test --matrix")
+    Console().print(f"ledger: {page}")
     return 0 if failures == 0 else 1

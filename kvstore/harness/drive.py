@@ -289,7 +289,7 @@ def judge(
     (None: only when the promise did not hold). ``expositions`` are the nodes' metrics
     (Prometheus text) for the PBS prediction beside the observed staleness."""
     from kvstore.harness.checks import evaluate
-    from kvstore.harness.report import write_reports
+    from kvstore.harness.report import latency_ms, write_reports
 
     state.phase = "checking"
     began = check_seconds()
@@ -328,6 +328,7 @@ def judge(
             **extra,
         },
     )
+    results["latency_ms"] = latency_ms(state.tally)
     if reports or (reports is None and results["verdict"] != "held"):
         write_reports(folder, recorder, results, state.tally, phases.intervals)
     else:

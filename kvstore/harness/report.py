@@ -32,6 +32,15 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def latency_ms(tally: Tally) -> dict[str, dict[str, float]]:
+    """Percentiles of the successful calls' latencies, per operation."""
+    by_f: dict[str, list[float]] = {}
+    for _, latency, f, outcome in tally.latencies:
+        if outcome == "ok":
+            by_f.setdefault(f, []).append(latency)
+    return {f: percentiles(v) for f, v in sorted(by_f.items())}
+
+
 def write_reports(
     folder: Path,
     recorder: Recorder,
@@ -40,11 +49,7 @@ def write_reports(
     intervals: list[tuple[float, float, str]],
 ) -> None:
     lin = results.pop("_lin_result", None)
-    by_f: dict[str, list[float]] = {}
-    for _, latency, f, outcome in tally.latencies:
-        if outcome == "ok":
-            by_f.setdefault(f, []).append(latency)
-    results["latency_ms"] = {f: percentiles(v) for f, v in sorted(by_f.items())}
+    results["latency_ms"] = latency_ms(tally)
     with open(folder / "history.edn", "w", encoding="utf-8") as fp:
         # Jepsen's convention for many registers: :value [k v], split per key by its
         # independent checker (and by ours)

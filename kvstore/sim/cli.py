@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kvstore.harness import ledger
 from kvstore.harness.cli import MATRIX_CONSISTENCY, MATRIX_NEMESES, add_run_arguments, options_from
 from kvstore.harness.drive import RunOptions
 from kvstore.harness.runner import test_name
@@ -218,6 +219,7 @@ def _matrix(args: argparse.Namespace, seeds: list[int]) -> int:
     for column in ("consistency", "nemesis", "promise", "held", "violated", "stale", "lost"):
         table.add_column(column)
     failures = 0
+    rows = []
     started = time.perf_counter()
     for consistency in MATRIX_CONSISTENCY:
         for nemesis in MATRIX_NEMESES:
@@ -226,6 +228,7 @@ def _matrix(args: argparse.Namespace, seeds: list[int]) -> int:
             runs = _run_seeds(options, seeds, base, args)
             verdicts = Counter(r.results["verdict"] for r in runs)
             failures += verdicts["violated"]
+            rows.append(ledger.row(consistency, nemesis, [r.results for r in runs]))
             table.add_row(
                 consistency,
                 nemesis,
@@ -236,5 +239,10 @@ def _matrix(args: argparse.Namespace, seeds: list[int]) -> int:
                 str(sum(r.results["staleness"]["lost_writes"] for r in runs)),
             )
     Console().print(table)
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    folder = args.store / f"sim-matrix-{stamp}"
+    folder.mkdir(parents=True, exist_ok=True)
+    title = f"kvstore sim --matrix ({len(seeds)} seeds per cell)"
+    print(f"ledger: {ledger.write_ledger(folder / 'ledger.html', rows, title)}")
     console.print(f"matrix wall time {time.perf_counter() - started:.1f} s")
     return 0 if failures == 0 else 1
