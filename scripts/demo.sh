@@ -5,7 +5,9 @@
 #  2. the harness: two short runs under faults, each checked against its promise
 #     (linearizable under partitions and kills; quorum under clock skew, which loses
 #     writes to last-writer-wins);
-#  3. the checker on its own, on the harness's recorded history.
+#  3. the checker on its own, on the harness's recorded history;
+#  4. the simulator: the same test on virtual time, many seeds in seconds, and the
+#     first failing seed replayed exactly.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -25,3 +27,8 @@ echo "== checker: the last history, checked on its own"
 latest=run/store/register-quorum-clock/latest/history.jsonl
 $kv check "$latest" --staleness --html run/store/check-report.html \
   || echo "(exit $?: not linearizable; report in run/store/check-report.html)"
+echo
+echo "== simulator: quorum held to linearizable, 10 seeds of 5 simulated seconds"
+$kv sim --consistency quorum --nemesis partition,kill,pause,clock,drop --expect linearizable \
+  --keys 2 --rate 300 --time-limit 5 --seeds 0-9 --store run/store \
+  || echo "(exit $?: some seed broke the promise; replay it with the command above)"
