@@ -102,19 +102,22 @@ def replicas_from(round_trips: dict[str, dict[str, list[float]]], n: int) -> lis
     return [Replica(write, write, read, read) for _ in range(n)]
 
 
+def prediction_json(p: Prediction) -> dict[str, Any]:
+    """One setting's prediction as JSON (``kvstore predict --json``, results.json)."""
+    return {
+        "r": p.r,
+        "w": p.w,
+        "p_consistent": {str(t): round(v, 4) for t, v in p.consistent.items()},
+        "k_staleness": {str(k): round(v, 4) for k, v in p.k_staleness.items()},
+        "read_ms": {"p50": round(p.read_ms[0], 3), "p99": round(p.read_ms[1], 3)},
+        "write_ms": {"p50": round(p.write_ms[0], 3), "p99": round(p.write_ms[1], 3)},
+    }
+
+
 def to_json(predictions: list[Prediction], fits: list[Prediction]) -> list[dict[str, Any]]:
     best = freshest(fits)
     return [
-        {
-            "r": p.r,
-            "w": p.w,
-            "p_consistent": {str(t): round(v, 4) for t, v in p.consistent.items()},
-            "k_staleness": {str(k): round(v, 4) for k, v in p.k_staleness.items()},
-            "read_ms": {"p50": round(p.read_ms[0], 3), "p99": round(p.read_ms[1], 3)},
-            "write_ms": {"p50": round(p.write_ms[0], 3), "p99": round(p.write_ms[1], 3)},
-            "in_budget": p in fits,
-            "freshest_in_budget": p is best,
-        }
+        {**prediction_json(p), "in_budget": p in fits, "freshest_in_budget": p is best}
         for p in predictions
     ]
 

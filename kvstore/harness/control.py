@@ -18,7 +18,8 @@ from typing import Protocol
 import grpc
 
 from kvstore.cluster.local import LocalCluster
-from kvstore.core.version import Record
+from kvstore.core.version import Timestamp
+from kvstore.net.convert import ts_from_pb
 from kvstore.pb import kvstore_pb2 as pb
 
 
@@ -45,12 +46,11 @@ class RepairOutcome:
     errors: list[str]
 
 
-def describe(record: Record | None) -> str:
-    """A replica's version as the convergence check compares it."""
-    if record is None:
+def describe(ts: Timestamp | None, tombstone: bool) -> str:
+    """A replica's version as the convergence check compares it (None: absent)."""
+    if ts is None:
         return "absent"
-    ts = record.ts
-    return f"{ts.wall}.{ts.logical}@{ts.node}" + (" tombstone" if record.value is None else "")
+    return f"{ts.wall}.{ts.logical}@{ts.node}" + (" tombstone" if tombstone else "")
 
 
 class Control(Protocol):
@@ -142,6 +142,4 @@ class LocalControl:
             except grpc.aio.AioRpcError as exc:
                 return f"unreachable: {exc.code().name}"
         v = reply.version
-        if not v.found:
-            return "absent"
-        return f"{v.ts.wall}.{v.ts.logical}@{v.ts.node}" + (" tombstone" if v.tombstone else "")
+        return describe(ts_from_pb(v.ts) if v.found else None, v.tombstone)

@@ -23,7 +23,7 @@ from typing import Any
 
 from kvstore.checker import History
 from kvstore.checker.staleness import StalenessReport
-from kvstore.cluster.predict import ASSUMPTIONS, parse_round_trips, replicas_from
+from kvstore.cluster.predict import ASSUMPTIONS, parse_round_trips, prediction_json, replicas_from
 from kvstore.core.consistency import PRESETS, resolve_count
 from kvstore.core.pbs import predict
 from kvstore.harness.guarantees import Setting
@@ -62,13 +62,9 @@ def predicted(
     visible = next((t for t in T_MS if p.consistent[t] >= 0.999), None)
     return {
         "available": True,
-        "r": rw[0],
-        "w": rw[1],
+        **prediction_json(p),
         "p_stale_read": round(1 - p.consistent[T_MS[0]], 4),
-        "p_consistent": {str(t): round(v, 4) for t, v in p.consistent.items()},
         "t_visibility_ms_p999": visible,
-        "read_ms": {"p50": round(p.read_ms[0], 3), "p99": round(p.read_ms[1], 3)},
-        "write_ms": {"p50": round(p.write_ms[0], 3), "p99": round(p.write_ms[1], 3)},
         "assumptions": ASSUMPTIONS,
     }
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -169,26 +170,18 @@ class CoordinatorMixin:
         """Validate a call and plan its targets; count a refusal under ``op``."""
         try:
             opts = consistency.resolve(call, self.defaults)
+            if not read and "strict-counts-fallbacks" in self.faults.planted:
+                # a planted bug: strict writes plan and count fallbacks as sloppy ones do
+                opts = dataclasses.replace(opts, sloppy=True)
             key_bytes = as_key(key, self.config.max_key_bytes)
             needed = opts.r if read else opts.w
             targets = plan(
-                self.ring,
-                key_bytes,
-                self.config.n,
-                needed,
-                self._sloppy(opts, read),
-                self.down(),
-                op,
+                self.ring, key_bytes, self.config.n, needed, opts.sloppy, self.down(), op
             )
         except KVError as exc:
             self.counters[f"{op}.{exc.code}"] += 1
             raise
         return opts, key_bytes, targets
-
-    def _sloppy(self, opts: consistency.Resolved, read: bool) -> bool:
-        # the planted bug "strict-counts-fallbacks": strict writes take fallbacks' acks
-        planted = not read and "strict-counts-fallbacks" in self.faults.planted
-        return opts.sloppy or planted
 
     async def put(
         self,
@@ -220,9 +213,7 @@ class CoordinatorMixin:
             if highest is not None:
                 self.clock.observe(highest.ts, self.physical_us())
         record = Record(key_bytes, value_bytes, self.clock.now(self.physical_us()))
-        write = self._fan_out_write(
-            targets, record, opts.w, self._sloppy(opts, read=False), deadline
-        )
+        write = self._fan_out_write(targets, record, opts.w, opts.sloppy, deadline)
         await self._await_round(write.decided, write.round, deadline, op)
         if trace:
             await self._settle(write, TRACE_GRACE_S, report=True)

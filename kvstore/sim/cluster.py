@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from prometheus_client import generate_latest
@@ -29,7 +29,7 @@ from prometheus_client import generate_latest
 from kvstore.config import ClusterConfig
 from kvstore.core.version import Record
 from kvstore.errors import CoordinatorUnreachable, RequestTimeout
-from kvstore.net.faults import FaultRules
+from kvstore.harness.control import NodeFaults
 from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.clock import inline
 from kvstore.node.metrics import NodeMetrics
@@ -61,20 +61,6 @@ class SimClock:
         )
 
 
-@dataclass(slots=True)
-class WorldFaults:
-    """What the harness asked for one node (``kvstore.harness.nemesis.NodeFaults``)."""
-
-    isolated: frozenset[str] = frozenset()
-    clock_offset_ms: int = 0
-    delay_ms: int = 0
-    drop: float = 0.0
-    duplicate: float = 0.0
-    lying_disk: bool = False
-    lose_hints: bool = False
-    planted: tuple[str, ...] = ()
-
-
 class SimCluster:
     def __init__(self, config: ClusterConfig, rng: random.Random, *, trace: bool = False) -> None:
         loop = asyncio.get_running_loop()
@@ -93,7 +79,7 @@ class SimCluster:
         self.contexts: dict[str, contextvars.Context] = {}
         self.starts = dict.fromkeys(self.node_ids, 0)
         self.paused: set[str] = set()
-        self.faults = {n: WorldFaults() for n in self.node_ids}
+        self.faults = {n: NodeFaults() for n in self.node_ids}
         self._client_calls: dict[str, dict[asyncio.Future[Any], None]] = {}
         self._dead_metrics: list[str] = []
 
@@ -162,8 +148,11 @@ class SimCluster:
 
     # ------------------------------------------------------------------ faults
 
-    async def set_faults(self, node_id: str, faults: WorldFaults) -> None:
-        """Put ``node_id``'s faults in place whole (as ``Admin.SetFaults`` does)."""
+    async def set_faults(self, node_id: str, faults: NodeFaults) -> None:
+        """Put ``node_id``'s faults in place whole (as ``Admin.SetFaults`` does). A copy
+        is kept: the harness edits its own state between pushes, and a node's seam
+        changes only when pushed."""
+        faults = dataclasses.replace(faults, isolated=set(faults.isolated))
         self.faults[node_id] = faults
         self.clocks[node_id].skew_us = faults.clock_offset_ms * 1000
         self._apply_network()
@@ -186,7 +175,6 @@ class SimCluster:
                 link = self.network.link_faults(src, dst)
                 link.delay_s = faults.delay_ms / 1000
                 link.drop = faults.drop
-                link.duplicate = faults.duplicate
                 if dst in faults.isolated:
                     # the seam cuts both ways at the node that holds the rule
                     link.cut = True
@@ -257,10 +245,6 @@ class SimCluster:
             if node is not None and node.metrics is not None
         ]
         return [*self._dead_metrics, *live]
-
-    def fault_rules(self, node_id: str) -> FaultRules | None:
-        node = self.nodes[node_id]
-        return None if node is None else node.faults
 
 
 async def _run(work: Callable[[Node], Awaitable[T]], node: Node) -> T:

@@ -14,7 +14,7 @@ import asyncio
 from kvstore.errors import KVError
 from kvstore.harness.control import NodeFaults, NodeHealth, RepairOutcome, describe
 from kvstore.node.runtime import Node
-from kvstore.sim.cluster import SimCluster, WorldFaults
+from kvstore.sim.cluster import SimCluster
 
 RESTART_S = 0.3
 ADMIN_TIMEOUT_S = 1.0
@@ -40,18 +40,7 @@ class SimControl:
         self.cluster.resume(node)
 
     async def set_faults(self, node: str, faults: NodeFaults) -> None:
-        await self.cluster.set_faults(
-            node,
-            WorldFaults(
-                isolated=frozenset(faults.isolated),
-                clock_offset_ms=faults.clock_offset_ms,
-                delay_ms=faults.delay_ms,
-                drop=faults.drop,
-                lying_disk=faults.lying_disk,
-                lose_hints=faults.lose_hints,
-                planted=faults.planted,
-            ),
-        )
+        await self.cluster.set_faults(node, faults)
 
     async def health(self, node: str) -> NodeHealth | None:
         async def work(n: Node) -> NodeHealth:
@@ -81,6 +70,9 @@ class SimControl:
 
     async def version(self, node: str, key: bytes) -> str:
         try:
-            return describe(await self.cluster.read_local(node, key))
+            record = await self.cluster.read_local(node, key)
+            if record is None:
+                return describe(None, False)
+            return describe(record.ts, record.value is None)
         except KVError as exc:
             return f"unreachable: {exc.code}"

@@ -77,13 +77,8 @@ class VirtualLoop(asyncio.BaseEventLoop):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
-        # the hot path of every simulated message and deadline: one call, no checks
-        # beyond what virtual time needs (a closed loop fails in run_until_complete)
-        when = self._now + delay
-        timer = asyncio.TimerHandle(when, callback, args, self, context)
-        heapq.heappush(self._timers, (when, next(self._sequence), timer))
-        timer._scheduled = True  # type: ignore[attr-defined]
-        return timer
+        # straight to call_at: BaseEventLoop's version adds checks virtual time needs not
+        return self.call_at(self._now + delay, callback, *args, context=context)
 
     def call_soon(  # type: ignore[override]
         self,
@@ -132,9 +127,6 @@ class VirtualLoop(asyncio.BaseEventLoop):
         self._parked.pop(process, None)
         for task in self._tasks.pop(process, []):
             task._log_destroy_pending = False  # type: ignore[attr-defined]
-
-    def is_dead(self, process: str) -> bool:
-        return process in self._dead
 
     # ------------------------------------------------------------------ loop
 
@@ -214,9 +206,7 @@ def run(main: Callable[[], Coroutine[Any, Any, T]], *, start: float = EPOCH_S) -
 def in_process(process: str, fn: Callable[..., T], *args: Any) -> T:
     """Call ``fn`` with ``PROCESS`` set to ``process``: tasks, timers and callbacks it
     creates belong to that process (paused, resumed and killed with it)."""
-    context = contextvars.copy_context()
-    context.run(PROCESS.set, process)
-    return context.run(fn, *args)
+    return process_context(process).run(fn, *args)
 
 
 def process_context(process: str) -> contextvars.Context:

@@ -75,27 +75,21 @@ def run_seed(options: RunOptions, folder: Path, *, keep: bool = False) -> SeedRu
     """Run ``options.seed`` on a fresh virtual loop; the history goes to ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    loop_box: list[sim_loop.VirtualLoop] = []
-
-    async def main() -> tuple[dict[str, Any], float]:
-        loop = asyncio.get_running_loop()
-        assert isinstance(loop, sim_loop.VirtualLoop)
-        loop_box.append(loop)
-        return await _simulate(options, folder, keep)
-
-    results, simulated = sim_loop.run(main)
+    results, simulated, steps = sim_loop.run(lambda: _simulate(options, folder, keep))
     held = results["verdict"] == "held"
     kept: Path | None = folder
     if held and not keep:
         shutil.rmtree(folder, ignore_errors=True)
         kept = None
-    return SeedRun(
-        options.seed, results, simulated, time.perf_counter() - began, kept, loop_box[0].steps
-    )
+    return SeedRun(options.seed, results, simulated, time.perf_counter() - began, kept, steps)
 
 
-async def _simulate(options: RunOptions, folder: Path, keep: bool) -> tuple[dict[str, Any], float]:
+async def _simulate(
+    options: RunOptions, folder: Path, keep: bool
+) -> tuple[dict[str, Any], float, int]:
+    """The seed's results, its simulated seconds and the callbacks the loop ran."""
     loop = asyncio.get_running_loop()
+    assert isinstance(loop, sim_loop.VirtualLoop)
     seed = options.seed
     cfg = sim_config(**options.cluster)
     cluster = SimCluster(cfg, stream(seed, "network"), trace=True)
@@ -152,4 +146,4 @@ async def _simulate(options: RunOptions, folder: Path, keep: bool) -> tuple[dict
         recorder.write(folder / "history.jsonl")
         lines = cluster.network.trace_lines()
         (folder / "network.trace").write_text("\n".join(lines) + "\n")
-    return results, simulated
+    return results, simulated, loop.steps
