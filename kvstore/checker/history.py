@@ -36,7 +36,7 @@ Rules and invariants:
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 EventType = Literal["invoke", "ok", "fail", "info"]
@@ -193,6 +193,10 @@ class History:
     fail_cas_is_false: bool = False
     source: str | None = None
     nil_read_is_unknown: bool = False
+    # operations() memoised: (events list, its length, fail_cas_is_false) -> operations
+    _paired: tuple[object, int, bool, tuple[Operation, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def key_encoding(self) -> KeyEncoding:
@@ -201,11 +205,20 @@ class History:
         return detect_key_encoding(self.events)
 
     def operations(self) -> list[Operation]:
-        return pair_operations(
-            self.events,
-            fail_cas_is_false=self.fail_cas_is_false,
-            independent=self.key_encoding == "independent",
-        )
+        """The paired operations, a fresh list each call. Paired once and memoised:
+        every check of a run asks, and pairing is its costliest pass. The memo is keyed
+        on the events list and its length, so replacing or appending to `events` is
+        seen; editing an event in place is not (events are frozen)."""
+        paired = self._paired
+        key = (self.events, len(self.events), self.fail_cas_is_false)
+        if paired is None or paired[0] is not key[0] or paired[1:3] != key[1:]:
+            ops = pair_operations(
+                self.events,
+                fail_cas_is_false=self.fail_cas_is_false,
+                independent=self.key_encoding == "independent",
+            )
+            paired = self._paired = (*key, tuple(ops))
+        return list(paired[3])
 
     @property
     def has_times(self) -> bool:
@@ -316,7 +329,7 @@ def pair_operations(
     Raises HistoryFormatError for a completion with no open invocation or whose `f` differs
     from its invocation's, and (independent) for an ok completion of another key.
     """
-    ops: list[Operation] = []
+    found: list[tuple[Any, ...]] = []
     open_calls: dict[Hashable, tuple[int, Event]] = {}
 
     def close(pos: int, inv: Event, comp: Event | None, comp_pos: int | None) -> None:
@@ -343,21 +356,21 @@ def pair_operations(
         if status == "fail" and fail_cas_is_false and inv.f == "cas":
             status = "ok"
             output = False
-        ops.append(
-            Operation(
-                id=len(ops),
-                process=inv.process,
-                f=inv.f,
-                key=key,
-                input=inp,
-                output=output,
-                status=status,
-                call=pos,
-                ret=comp_pos if status != "info" else None,
-                call_time=inv.time,
-                ret_time=comp.time if comp is not None and status != "info" else None,
-                error=comp.error if comp is not None else None,
-                line=inv.line,
+        # built once they are in call order: a frozen dataclass costs to construct twice
+        found.append(
+            (
+                pos,
+                inv.process,
+                inv.f,
+                key,
+                inp,
+                output,
+                status,
+                comp_pos if status != "info" else None,
+                inv.time,
+                comp.time if comp is not None and status != "info" else None,
+                comp.error if comp is not None else None,
+                inv.line,
             )
         )
 
@@ -386,5 +399,10 @@ def pair_operations(
             raise HistoryFormatError(ev.line, "type invoke, ok, fail or info", repr(ev.type))
     for pos, ev in open_calls.values():
         close(pos, ev, None, None)
-    ops.sort(key=lambda o: o.call)
-    return [replace(o, id=i) for i, o in enumerate(ops)]
+    found.sort(key=lambda o: o[0])  # positions are unique: a total order
+    return [
+        Operation(i, process, f, key, inp, out, status, call, ret, t0, t1, error, line)
+        for i, (call, process, f, key, inp, out, status, ret, t0, t1, error, line) in enumerate(
+            found
+        )
+    ]

@@ -85,17 +85,35 @@ RoundT = TypeVar("RoundT", WriteRound, ReadRound)
 
 
 class _Fanout(Generic[RoundT]):
-    """One round of replica requests in flight: the core's round plus the I/O around it."""
+    """One round of replica requests in flight: the core's round plus the I/O around it.
 
-    __slots__ = ("decided", "futures", "reports", "round", "spare", "targets")
+    ``decided`` is True once the round is decided, False if the call's deadline came
+    first: the fan-out's own timer says so, and a waiter awaits just this one future
+    (one wake-up per round, no waiter or shield of its own: this runs once or twice per
+    client call). Replica work carries on either way.
+    """
 
-    def __init__(self, round_: RoundT, targets: list[Replica]) -> None:
+    __slots__ = ("_timers", "decided", "futures", "reports", "round", "spare", "targets")
+
+    def __init__(self, round_: RoundT, targets: list[Replica], deadline: _Deadline) -> None:
+        loop = asyncio.get_running_loop()
         self.round: RoundT = round_
         self.targets = targets
-        self.decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.decided: asyncio.Future[bool] = loop.create_future()
         self.futures: list[asyncio.Future[Any]] = []
         self.reports: list[ReplicaReport] = []
         self.spare: list[Replica] = []  # a targeted read's replicas not asked yet
+        self._timers = [loop.call_later(deadline.left(), self.decide, False)]
+
+    def decide(self, in_time: bool) -> None:
+        if not self.decided.done():
+            self.decided.set_result(in_time)
+            for timer in self._timers:
+                timer.cancel()
+
+    def also_cancel(self, timer: asyncio.TimerHandle) -> None:
+        """Cancel ``timer`` (a speculative retry) once the round is decided."""
+        self._timers.append(timer)
 
 
 class _Deadline:
@@ -262,7 +280,7 @@ class CoordinatorMixin:
         repairs = self._fan_out_write(stale, winner, len(stale), False, deadline)
         self.counters[f"read_repair.{mode}"] += len(stale)
         if mode == "blocking":
-            await _decided_in_time(repairs.decided, deadline.left())
+            await repairs.decided
         else:
             await asyncio.wait(repairs.futures, timeout=deadline.left())
 
@@ -289,8 +307,9 @@ class CoordinatorMixin:
         sloppy: bool,
         deadline: _Deadline,
     ) -> _Fanout[WriteRound]:
-        fan: _Fanout[WriteRound] = _Fanout(WriteRound(targets, w, sloppy), targets)
+        fan: _Fanout[WriteRound] = _Fanout(WriteRound(targets, w, sloppy), targets, deadline)
         timeout_s = deadline.left() + REPLICA_GRACE_S
+        sent = self.time.monotonic()
         for target in targets:
             if target.node == self.id:
                 future: asyncio.Future[Any] = asyncio.ensure_future(
@@ -300,9 +319,7 @@ class CoordinatorMixin:
                 future = self.links[target.node].request(
                     replica_codec.write_args(record, target.hint_for), timeout_s
                 )
-            future.add_done_callback(functools.partial(self._on_write, fan, target))
-            if self.metrics is not None and target.node != self.id:
-                future.add_done_callback(self.metrics.round_trip("write", target.node))
+            future.add_done_callback(functools.partial(self._on_write, fan, target, sent))
             fan.futures.append(future)
         return fan
 
@@ -322,7 +339,7 @@ class CoordinatorMixin:
         once ``speculative_read_ms`` passed without the round decided (Cassandra's
         speculative retry), so a slow or dead replica costs at most that much.
         """
-        fan: _Fanout[ReadRound] = _Fanout(ReadRound(targets, r, sloppy), targets)
+        fan: _Fanout[ReadRound] = _Fanout(ReadRound(targets, r, sloppy), targets, deadline)
         first = targets
         if targeted and self.config.speculative_read_ms > 0:
             first, fan.spare = targeted_split(targets, self.id, r, sloppy)
@@ -330,10 +347,11 @@ class CoordinatorMixin:
             self._ask(fan, target, key, deadline)
         if fan.spare:
             delay = self.config.speculative_read_ms / 1000
-            handle = asyncio.get_running_loop().call_later(
-                delay, self._ask_spares, fan, key, deadline, "read.speculative"
+            fan.also_cancel(
+                asyncio.get_running_loop().call_later(
+                    delay, self._ask_spares, fan, key, deadline, "read.speculative"
+                )
             )
-            fan.decided.add_done_callback(lambda _: handle.cancel())
         return fan
 
     def _ask(
@@ -347,9 +365,9 @@ class CoordinatorMixin:
             future = self.links[target.node].request(
                 replica_codec.read_args(key, target.hint_for), deadline.left() + REPLICA_GRACE_S
             )
-        future.add_done_callback(functools.partial(self._on_read, fan, target, key, deadline))
-        if self.metrics is not None and target.node != self.id:
-            future.add_done_callback(self.metrics.round_trip("read", target.node))
+        future.add_done_callback(
+            functools.partial(self._on_read, fan, target, key, deadline, self.time.monotonic())
+        )
         fan.futures.append(future)
 
     def _ask_spares(
@@ -378,10 +396,12 @@ class CoordinatorMixin:
                     )
 
     def _on_write(
-        self, fan: _Fanout[WriteRound], target: Replica, future: asyncio.Future[Any]
+        self, fan: _Fanout[WriteRound], target: Replica, sent: float, future: asyncio.Future[Any]
     ) -> None:
         error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
         if error is None:
+            if self.metrics is not None and target.node != self.id:
+                self.metrics.round_trip("write", target.node, self.time.monotonic() - sent)
             outcome = fan.round.reply(target, Reply.ACK)
             fan.reports.append(ReplicaReport(target.node, True, not target.primary))
         else:
@@ -390,19 +410,19 @@ class CoordinatorMixin:
             fan.reports.append(
                 ReplicaReport(target.node, False, not target.primary, error=str(error))
             )
-        if outcome is not Outcome.PENDING and not fan.decided.done():
-            fan.decided.set_result(None)
+        if outcome is not Outcome.PENDING:
+            fan.decide(True)
 
     async def _await_round(
         self,
-        decided: asyncio.Future[None],
+        decided: asyncio.Future[bool],
         round_: WriteRound | ReadRound,
         deadline: _Deadline,
         op: str,
         *,
         count_ok: bool = True,
     ) -> None:
-        if not await _decided_in_time(decided, deadline.left()):
+        if not await decided:
             self.counters[f"{op}.timeout"] += 1
             raise round_.timeout_error(deadline.timeout_ms)
         if round_.tally.outcome is Outcome.FAILED:
@@ -418,10 +438,13 @@ class CoordinatorMixin:
         target: Replica,
         key: bytes,
         deadline: _Deadline,
+        sent: float,
         future: asyncio.Future[Any],
     ) -> None:
         error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
         if error is None:
+            if self.metrics is not None and target.node != self.id:
+                self.metrics.round_trip("read", target.node, self.time.monotonic() - sent)
             try:
                 record = self._peer_record(key, future.result(), target.node)
             except PeerInputError as exc:
@@ -437,31 +460,5 @@ class CoordinatorMixin:
             if outcome is Outcome.PENDING and fan.spare:
                 # a targeted read lost one of its replicas: ask the next one now
                 self._ask_spares(fan, key, deadline, "read.replaced", 1)
-        if outcome is not Outcome.PENDING and not fan.decided.done():
-            fan.decided.set_result(None)
-
-
-async def _decided_in_time(decided: asyncio.Future[None], timeout_s: float) -> bool:
-    """Wait for ``decided`` at most ``timeout_s``; False when time ran out first.
-
-    One timer and one callback, where ``wait_for(shield(...))`` costs a shield future,
-    two callbacks and a waiter per round: this runs once or twice per client call.
-    ``decided`` is never cancelled here (replica work carries on after a timeout).
-    """
-    if decided.done():
-        return True
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def wake(_: object = None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    timer = loop.call_later(timeout_s, wake)
-    decided.add_done_callback(wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        decided.remove_done_callback(wake)
-    return decided.done()
+        if outcome is not Outcome.PENDING:
+            fan.decide(True)

@@ -20,8 +20,7 @@ Rules and invariants:
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -107,24 +106,28 @@ class NodeMetrics:
         )
         self.registry.register(_NodeCollector(node))
         self._server: Any = None
-        self._now = node.time.monotonic  # the node's clock: virtual in the simulator
+        # label children by label values: labels() costs a lock and a tuple per call
+        self._counted: dict[tuple[str, str], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
+        self._trips: dict[tuple[str, str], Any] = {}
 
     def observe(self, op: str, consistency: str, outcome: str, seconds: float) -> None:
-        self.requests.labels(op, outcome).inc()
+        counter = self._counted.get((op, outcome))
+        if counter is None:
+            counter = self._counted[(op, outcome)] = self.requests.labels(op, outcome)
+        counter.inc()
         if outcome == "ok":
-            self.latency.labels(op, consistency).observe(seconds)
+            timed = self._timed.get((op, consistency))
+            if timed is None:
+                timed = self._timed[(op, consistency)] = self.latency.labels(op, consistency)
+            timed.observe(seconds)
 
-    def round_trip(self, op: str, peer: str) -> Callable[[asyncio.Future[Any]], None]:
-        """A done-callback that times one replica request from now to its answer."""
-        now = self._now
-        began = now()
-        histogram = self.round_trips.labels(op, peer)
-
-        def done(future: asyncio.Future[Any]) -> None:
-            if not future.cancelled() and future.exception() is None:
-                histogram.observe(now() - began)
-
-        return done
+    def round_trip(self, op: str, peer: str, seconds: float) -> None:
+        """One replica request answered ``seconds`` after it was sent."""
+        timed = self._trips.get((op, peer))
+        if timed is None:
+            timed = self._trips[(op, peer)] = self.round_trips.labels(op, peer)
+        timed.observe(seconds)
 
     def serve(self, address: str) -> None:
         host, _, port = address.rpartition(":")

@@ -197,26 +197,24 @@ class SimCluster:
         back = contextvars.copy_context()
         process = self.processes[node_id]
 
-        def deliver(task: asyncio.Task[T]) -> None:
-            error = task.exception()  # retrieved even when the caller gave up already
+        def deliver(error: BaseException | None, result: T | None) -> None:
             if answer.done():
                 return
             if error is not None:
                 answer.set_exception(error)
             else:
-                answer.set_result(task.result())
+                answer.set_result(result)  # type: ignore[arg-type]
 
-        def finished(task: asyncio.Task[T]) -> None:
-            if not task.cancelled():
-                loop.call_later(
-                    self.network.latency(node_id, "client"), deliver, task, context=back
-                )
+        def answered(error: BaseException | None, result: T | None) -> None:
+            # the hop back: runs in the node's process, so a node killed mid-call never
+            # answers (the client times out, as it would on a real connection)
+            latency = self.network.latency(node_id, "client")
+            loop.call_later(latency, deliver, error, result, context=back)
 
         def arrive() -> None:
             if self.processes.get(node_id) != process or self.nodes[node_id] is None:
                 return  # it crashed while the request travelled: the kill failed the call
-            task = loop.create_task(_run(work, node))
-            task.add_done_callback(finished)
+            loop.create_task(_serve(work, node, answered))
 
         def expire() -> None:
             if not answer.done():
@@ -247,5 +245,15 @@ class SimCluster:
         return [*self._dead_metrics, *live]
 
 
-async def _run(work: Callable[[Node], Awaitable[T]], node: Node) -> T:
-    return await work(node)
+async def _serve(
+    work: Callable[[Node], Awaitable[T]],
+    node: Node,
+    answered: Callable[[BaseException | None, T | None], None],
+) -> None:
+    """A client call inside the node's process; a cancelled one never answers."""
+    try:
+        result = await work(node)
+    except Exception as exc:
+        answered(exc, None)
+    else:
+        answered(None, result)
