@@ -152,7 +152,12 @@ def catch_rate(seeds: int) -> dict[str, Any]:
 
 def planted_catch_rate(seeds: int, seconds: float) -> dict[str, Any]:
     """Planted ABD bugs caught per wall minute, old default nemesis vs the new mix."""
-    mixes = {"partition,kill": ["partition", "kill"], "default mix": list(LINEARIZABLE_NEMESES)}
+    mixes = {
+        "partition,kill": ["partition", "kill"],
+        "default mix": list(LINEARIZABLE_NEMESES),
+        # drop is what exposes a skipped write-back in the simulator: does it in real time?
+        "mix + drop": [*LINEARIZABLE_NEMESES, "drop"],
+    }
     tally: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="kvharness-") as tmp:
         for seed in range(1, seeds + 1):

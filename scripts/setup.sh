@@ -16,9 +16,20 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet -e '.[dev]'
   touch "$stamp"
 fi
-# Real network partitions (kvstore.cluster.netns) need iptables; as root with apt-get we
-# install it, elsewhere the harness uses the gRPC-seam faults and those tests skip.
-if [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null && command -v apt-get >/dev/null; then
-  (apt-get update -qq && apt-get install -y -qq iptables iproute2) >/dev/null 2>&1 \
-    || echo "setup: could not install iptables; real network partitions stay off" >&2
+# Debian tools some tests and benchmarks use, installed as root with apt-get; elsewhere
+# those tests skip and say why:
+# - iptables, iproute2: real network partitions (kvstore.cluster.netns); without them the
+#   harness uses the gRPC-seam faults
+# - prometheus: a real Prometheus server scrapes every node's /metrics (tests/cluster)
+# - chromium-headless-shell: the HTML pages (ledger.html, the checker's report) are opened
+#   in a headless browser (tests/harness)
+want=()
+command -v iptables >/dev/null || want+=(iptables iproute2)
+command -v prometheus >/dev/null || want+=(prometheus)
+command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null \
+  || want+=(chromium-headless-shell)
+if [ "$(id -u)" = 0 ] && [ ${#want[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends "${want[@]}") >/dev/null 2>&1 \
+    || echo "setup: could not install ${want[*]}; the tests that need them skip" >&2
 fi

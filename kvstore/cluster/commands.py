@@ -14,6 +14,7 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from kvstore.cluster.headlines import scrape_headlines
 from kvstore.cluster.local import ClusterError, LocalCluster, is_our_node
 from kvstore.config import ClusterConfig
 from kvstore.security.tls import TLSFiles
@@ -77,6 +78,7 @@ def collect(
                 peers={p.node: p.state for p in reply.peers},
                 tls=reply.tls,
                 faults_enabled=reply.faults_enabled,
+                metrics=scrape_headlines(node.metrics),
             )
         rows.append(row)
     return rows
@@ -105,6 +107,9 @@ def show_status(
         "hints pending",
         "hints stored/delivered/dropped",
         "requests ok/err",
+        "put p50/p99 ms",
+        "get p50/p99 ms",
+        "replica W/R p99 ms",
         "repaired/exchanges/purged",
     ):
         table.add_column(column)
@@ -139,6 +144,7 @@ def show_status(
             if up
             else "-",
             f"{requests_ok}/{requests_err}" if up else "-",
+            *_headline_cells(r.get("metrics") if up else None),
             f"{c.get('ae.keys_repaired', 0)}/{c.get('ae.exchanges', 0)}"
             f"/{c.get('tombstones.purged', 0)}"
             if up
@@ -146,3 +152,17 @@ def show_status(
         )
     console.print(table)
     return 0 if all(r["health"] == "up" for r in rows) else 1
+
+
+def _headline_cells(metrics: dict[str, Any] | None) -> tuple[str, str, str]:
+    """The latency columns of one node's row: '-' where it has no figure."""
+    if not metrics or "why" in metrics:
+        return ("-", "-", "-")
+
+    def op(name: str) -> str:
+        figures = metrics["latency_ms"].get(name)
+        return f"{figures['p50']:.2f}/{figures['p99']:.2f}" if figures else "-"
+
+    legs = metrics["legs_p99_ms"]
+    replica = f"{legs['W']:.2f}/{legs['R']:.2f}" if "W" in legs and "R" in legs else "-"
+    return (op("put"), op("get"), replica)

@@ -2,12 +2,20 @@
 round trips or from a saved snapshot.
 
 Rules:
-- Input is each node's ``kvstore_replica_round_trip_seconds`` histogram (op write: W + A;
-  op read: R + S), scraped from the ``metrics`` addresses in the config and summed over
-  every coordinator and peer. Those round trips are timed on one node's clock, so no two
-  clocks need to agree; splitting one in two (W and A each half a write's round trip,
-  R and S half a read's) assumes symmetric links, and every replica is taken to draw from
-  the same distribution. The output says so.
+- Input is each node's ``kvstore_replica_leg_seconds`` histograms (the WARS legs W, A,
+  R and S of every replica request it coordinated), scraped from the ``metrics``
+  addresses in the config and summed over every coordinator and peer. A leg is built
+  from durations each measured on one clock (the round trip on the coordinator's, the
+  replica's service time on the replica's), so no two clocks need to agree; splitting
+  the network's share in half assumes symmetric links, and every replica is taken to
+  draw from the same distribution. The output says so. From nodes (or snapshots) that
+  have only ``kvstore_replica_round_trip_seconds``, each leg is half a round trip.
+- Where calls are coordinated matters as much as the legs (``kvstore.core.pbs``'s
+  ``Coordinators``): with ``kvstore_replica_local_seconds`` measured, a coordinator that
+  holds a replica works on it without a hop. ``--coordinators primary`` (the default) is
+  what the ring-aware client does: the key's first primary coordinates the write and the
+  read; ``any`` is clients bound to any node (the harness's): N of the cluster's nodes
+  hold a replica, and the write and the read go through independent ones.
 - A scrape that fails names the node and its address; a cluster with no round trips yet
   (no traffic) is refused with what to do, not predicted from nothing.
 - Snapshots are JSON (``--save``), so a prediction can be made again, or elsewhere.
@@ -28,28 +36,83 @@ from rich.console import Console
 from rich.table import Table
 
 from kvstore import config as config_mod
-from kvstore.core.pbs import Distribution, Prediction, Replica, freshest, predict_all, within_budget
+from kvstore.core.pbs import (
+    Coordinators,
+    Distribution,
+    Prediction,
+    Replica,
+    freshest,
+    predict_all,
+    within_budget,
+)
 
 METRIC = "kvstore_replica_round_trip_seconds"
+LEGS = "kvstore_replica_leg_seconds"
+LOCAL = "kvstore_replica_local_seconds"
 ASSUMPTIONS = (
-    "W = A = half a write's replica round trip and R = S = half a read's (symmetric "
+    "W, A, R, S from each replica request's round trip (coordinator's clock) and the "
+    "replica's service time (its clock), the network's share split in half (symmetric "
     "links); every replica draws from the cluster-wide distribution; no failures, read "
     "repair or hints (PBS's model)"
 )
+WHERE = {
+    "primary": "the key's first primary coordinates the write and the read (ring-aware "
+    "clients), its own replica without a hop",
+    "any": "calls are coordinated by any node (clients bound to nodes), N of them hold a "
+    "replica and work on it without a hop; the write's and the read's are independent",
+    None: "coordinators are not modelled (no local replica times measured)",
+}
+Histograms = dict[str, dict[str, list[float]]]
 
 
-def parse_round_trips(texts: list[str]) -> dict[str, dict[str, list[float]]]:
+def parse_round_trips(texts: list[str]) -> Histograms:
     """Summed bucket counts per op from Prometheus expositions: {op: {bounds, counts}}."""
+    return parse_histograms(texts, METRIC, "op")
+
+
+def parse_legs(texts: list[str]) -> Histograms:
+    """Summed bucket counts per WARS leg: {"W": {bounds, counts}, "A": ..., ...}."""
+    return parse_histograms(texts, LEGS, "leg")
+
+
+def parse_local(texts: list[str]) -> Histograms:
+    """A coordinator's own replica's service times: {"write": ..., "read": ...}."""
+    return parse_histograms(texts, LOCAL, "op")
+
+
+def coordinators_from(
+    local: Histograms | None, where: str, n: int, nodes: int
+) -> Coordinators | None:
+    """The coordinator model, or None when local service times were not measured."""
+    if where not in ("primary", "any"):
+        raise ValueError(f"--coordinators: {where!r} is not primary or any")
+    if not local or not all(
+        sum(local.get(op, {}).get("counts", [])) > 0 for op in ("write", "read")
+    ):
+        return None
+
+    def dist(op: str) -> Distribution:
+        assert local is not None
+        return Distribution(tuple(local[op]["bounds"]), tuple(local[op]["counts"]))
+
+    if where == "primary":
+        return Coordinators(dist("write"), dist("read"), 1.0, same=True)
+    return Coordinators(dist("write"), dist("read"), min(1.0, n / max(nodes, 1)), same=False)
+
+
+def parse_histograms(texts: list[str], metric: str, label: str) -> Histograms:
+    """One histogram's buckets summed over every exposition and every other label,
+    per value of ``label``."""
     cumulative: dict[str, dict[float, float]] = {}
     for text in texts:
         for family in text_string_to_metric_families(text):
-            if family.name != METRIC:
+            if family.name != metric:
                 continue
             for sample in family.samples:
                 if not sample.name.endswith("_bucket"):
                     continue
                 bound = float(sample.labels["le"])
-                per_op = cumulative.setdefault(sample.labels.get("op", "?"), {})
+                per_op = cumulative.setdefault(sample.labels.get(label, "?"), {})
                 per_op[bound] = per_op.get(bound, 0.0) + sample.value
     out: dict[str, dict[str, list[float]]] = {}
     for op, buckets in cumulative.items():
@@ -84,7 +147,16 @@ def scrape(cfg: config_mod.ClusterConfig, timeout_s: float = 2.0) -> list[str]:
     return texts
 
 
-def replicas_from(round_trips: dict[str, dict[str, list[float]]], n: int) -> list[Replica]:
+def replicas_from(round_trips: Histograms, n: int, legs: Histograms | None = None) -> list[Replica]:
+    """N replicas drawing from the measured legs, or from halved round trips when no
+    legs were measured (older nodes and snapshots)."""
+    if legs and all(sum(legs.get(leg, {}).get("counts", [])) > 0 for leg in "WARS"):
+
+        def leg(name: str) -> Distribution:
+            return Distribution(tuple(legs[name]["bounds"]), tuple(legs[name]["counts"]))
+
+        w, a, r, s = (leg(name) for name in "WARS")
+        return [Replica(w, a, r, s) for _ in range(n)]
     missing = [
         op for op in ("write", "read") if sum(round_trips.get(op, {}).get("counts", [])) <= 0
     ]
@@ -132,6 +204,13 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--snapshot", type=Path, help="predict from this saved snapshot")
     p.add_argument("--save", type=Path, help="save the scraped round trips here")
+    p.add_argument(
+        "--coordinators",
+        choices=("primary", "any"),
+        default="primary",
+        help="who coordinates calls: the key's first primary (the ring-aware client; "
+        "default) or any node (clients bound to nodes, as the harness's are)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -156,17 +235,37 @@ def run(args: argparse.Namespace) -> int:
             snapshot = json.loads(args.snapshot.read_text())
             n = int(snapshot["n"])
             round_trips = snapshot["round_trips"]
+            legs = snapshot.get("legs")
+            local = snapshot.get("local")
+            nodes = int(snapshot.get("nodes", n))
         else:
             cfg = config_mod.load(args.config)
             n = cfg.n
-            round_trips = parse_round_trips(scrape(cfg))
+            texts = scrape(cfg)
+            round_trips, legs, local = (
+                parse_round_trips(texts),
+                parse_legs(texts),
+                parse_local(texts),
+            )
+            nodes = len(cfg.nodes)
             if args.save is not None:
-                args.save.write_text(json.dumps({"n": n, "round_trips": round_trips}, indent=1))
-        replicas = replicas_from(round_trips, n)
+                snapshot = {
+                    "n": n,
+                    "nodes": nodes,
+                    "round_trips": round_trips,
+                    "legs": legs,
+                    "local": local,
+                }
+                args.save.write_text(json.dumps(snapshot, indent=1))
+        replicas = replicas_from(round_trips, n, legs)
+        coordinators = coordinators_from(local, args.coordinators, n, nodes)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"kvstore predict: {exc}", file=sys.stderr)
         return 2
-    predictions = predict_all(replicas, t_ms, ks, args.trials, random.Random(args.seed))
+    predictions = predict_all(
+        replicas, t_ms, ks, args.trials, random.Random(args.seed), coordinators
+    )
+    where = WHERE[args.coordinators if coordinators is not None else None]
     budget = args.budget_p99_ms
     fits = predictions if budget is None else within_budget(predictions, budget)
     if args.json:
@@ -175,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
                 {
                     "n": n,
                     "trials": args.trials,
-                    "assumptions": ASSUMPTIONS,
+                    "assumptions": f"{ASSUMPTIONS}; {where}",
                     "budget_p99_ms": budget,
                     "settings": to_json(predictions, fits),
                 }
@@ -183,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     Console().print(_table(predictions, fits, t_ms, ks, budget))
-    Console().print(f"[dim]assumes {ASSUMPTIONS}[/dim]")
+    Console().print(f"[dim]assumes {ASSUMPTIONS}; {where}[/dim]")
     return 0
 
 

@@ -9,6 +9,16 @@ A (its ack coming back), R (the read reaching it) and S (its answer coming back)
   them held the write.
 So R + W > N is consistent at every t by construction: an acker j has W_j <= commit.
 
+Beyond the paper, ``Coordinators`` models where calls are coordinated, which PBS leaves
+out and which decides staleness in a Dynamo whose coordinator is often a replica: a
+coordinator that holds a replica of the key applies and reads it without a hop (that
+replica's W is the local write's service time and A is 0; its R is the local read's
+and S is 0), and its own answer is always among a read's R (it is the fastest, and a
+targeted read asks it first). With a share of calls coordinated by a replica, and the
+write and the read coordinated by the same node (clients that route by the ring: the
+key's first primary) or by independent ones (clients bound to any node, as the harness's
+are). The by-construction rule above still holds: it never looks at the values.
+
 Rules: pure (randomness is an argument: anything with ``random()``); every t is judged
 on the same draws, so the predicted probability never decreases with t; latencies are
 the same trials' write commit and read return times. k-staleness (the read returns one
@@ -85,6 +95,20 @@ class Replica:
 
 
 @dataclass(frozen=True, slots=True)
+class Coordinators:
+    """Where the calls are coordinated (see the module rules)."""
+
+    write: Distribution  # the coordinator's own replica: a local write's service time
+    read: Distribution  # and a local read's
+    share: float  # of calls whose coordinator holds a replica of the key
+    same: bool  # the read goes through the write's coordinator
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError("the share of calls a replica coordinates is in 0..1")
+
+
+@dataclass(frozen=True, slots=True)
 class Prediction:
     r: int
     w: int
@@ -107,6 +131,7 @@ def predict(
     ks: Sequence[int],
     trials: int,
     rng: Random,
+    coordinators: Coordinators | None = None,
 ) -> Prediction:
     n = len(replicas)
     if not (1 <= r <= n and 1 <= w <= n):
@@ -127,9 +152,14 @@ def predict(
             )
             for rep in replicas
         ]
+        reader = None if coordinators is None else _coordinate(draws, coordinators, rng)
         commit = sorted(wi + ai for wi, ai, _, _ in draws)[w - 1]
-        answers = sorted(range(n), key=lambda i: draws[i][2] + draws[i][3])[:r]
-        reads.append(draws[answers[-1]][2] + draws[answers[-1]][3])
+        by_speed = sorted(range(n), key=lambda i: draws[i][2] + draws[i][3])
+        if reader is None:
+            answers = by_speed[:r]
+        else:  # its own answer counts first, then the fastest others
+            answers = [reader, *(i for i in by_speed if i != reader)][:r]
+        reads.append(max(draws[i][2] + draws[i][3] for i in answers))
         writes.append(commit)
         for j, t in enumerate(ts):
             if any(draws[i][0] <= commit + t + draws[i][2] for i in answers):
@@ -146,17 +176,40 @@ def predict(
     )
 
 
+Draw = tuple[float, float, float, float]
+
+
+def _coordinate(draws: list[Draw], c: Coordinators, rng: Random) -> int | None:
+    """Make the write's and the read's coordinators' replicas (if any) local; returns the
+    read coordinator's replica, or None when the read's coordinator holds none."""
+    n = len(draws)
+
+    def pick() -> int | None:  # one of the key's replicas, or None: some other node
+        return int(rng.random() * n) if rng.random() < c.share else None
+
+    writer = pick()
+    if writer is not None:
+        _, _, r, s = draws[writer]
+        draws[writer] = (c.write.sample(rng.random()), 0.0, r, s)
+    reader = writer if c.same else pick()
+    if reader is not None:
+        w, a, _, _ = draws[reader]
+        draws[reader] = (w, a, c.read.sample(rng.random()), 0.0)
+    return reader
+
+
 def predict_all(
     replicas: Sequence[Replica],
     t_ms: Sequence[float],
     ks: Sequence[int],
     trials: int,
     rng: Random,
+    coordinators: Coordinators | None = None,
 ) -> list[Prediction]:
     """A prediction for every R, W in 1..N, in (R, W) order."""
     n = len(replicas)
     return [
-        predict(replicas, r, w, t_ms, ks, trials, rng)
+        predict(replicas, r, w, t_ms, ks, trials, rng, coordinators)
         for r in range(1, n + 1)
         for w in range(1, n + 1)
     ]

@@ -276,6 +276,7 @@ def judge(
     recorder: Recorder,
     options: RunOptions,
     n: int,
+    nodes: int,
     phases: Phases,
     state: RunState,
     folder: Path,
@@ -304,9 +305,14 @@ def judge(
         nemesis_intervals=phases.intervals,
     )
     stale = results.pop("_stale")
+    predicted = prediction.predicted(expositions, options.setting, n, nodes, options.seed)
+    observed = prediction.observed(recorder.history(), stale, phases.intervals)
     results["pbs"] = {
-        "predicted": prediction.predicted(expositions, options.setting, n, options.seed),
-        "observed": prediction.observed(recorder.history(), stale, phases.intervals),
+        "predicted": predicted,
+        "observed": observed,
+        "right_after_a_write": prediction.compare(
+            predicted, observed, latency_ms(state.tally).get("write", {}).get("p50")
+        ),
     }
     results.update(
         check_seconds=round(check_seconds() - began, 3),

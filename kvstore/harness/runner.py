@@ -179,6 +179,7 @@ async def run_test(
         recorder=recorder,
         options=options,
         n=cfg.n,
+        nodes=len(cfg.nodes),
         phases=phases,
         state=state,
         folder=folder,

@@ -4,6 +4,8 @@ Rules every transport keeps (``tests/net/test_transport_contract.py`` checks the
 gRPC and for the simulated network):
 - ``request`` returns a future that always completes: with the peer's reply payload,
   with ``PeerError`` when the link breaks or the peer refuses, or at its own deadline.
+- ``served``, when given, is called with the replica's service time (seconds, on its
+  own clock) just before the future gets a successful reply that carries one.
 - ``PeerError.sent`` is False only when the message certainly never reached the peer;
   the coordinator's definite/indefinite taxonomy rests on it.
 - At most ``max_pending`` requests wait for an answer; more fail at once, not sent.
@@ -32,7 +34,9 @@ class Link(Protocol):
     @property
     def pending_count(self) -> int: ...
 
-    def request(self, body: list[Any], timeout_s: float) -> asyncio.Future[Any]: ...
+    def request(
+        self, body: list[Any], timeout_s: float, served: Callable[[float], None] | None = None
+    ) -> asyncio.Future[Any]: ...
 
     async def close(self) -> None: ...
 

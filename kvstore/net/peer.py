@@ -65,7 +65,10 @@ class PeerLink:
         self._on_heard = on_heard
         self._channel: grpc.aio.Channel | None = None
         self._ids = itertools.count(1)
-        self._pending: dict[int, tuple[asyncio.Future[Any], asyncio.TimerHandle | None]] = {}
+        self._pending: dict[
+            int,
+            tuple[asyncio.Future[Any], asyncio.TimerHandle | None, Callable[[float], None] | None],
+        ] = {}
         self._outbox: list[list[Any]] = []
         self._generation = 0
         self._wakeup = asyncio.Event()
@@ -85,7 +88,9 @@ class PeerLink:
     def connected(self) -> bool:
         return self._runner is not None and not self._runner.done()
 
-    def request(self, body: list[Any], timeout_s: float) -> asyncio.Future[Any]:
+    def request(
+        self, body: list[Any], timeout_s: float, served: Callable[[float], None] | None = None
+    ) -> asyncio.Future[Any]:
         """Queue one request; the future resolves to the reply payload or PeerError."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -109,7 +114,7 @@ class PeerLink:
             return future
         rid = next(self._ids)
         handle = loop.call_later(timeout_s, self._expire, rid)
-        self._pending[rid] = (future, handle)
+        self._pending[rid] = (future, handle, served)
         message = [rid, *body]
         if self.faults.active:
             if self.faults.blocks(self.peer_id):
@@ -197,20 +202,21 @@ class PeerLink:
         except ValueError:
             return  # nonsense from a peer: the requests it answered will expire
         for reply in replies:
-            if not isinstance(reply, list) or len(reply) != 3:
+            fields = replica_codec.reply_fields(reply)
+            if fields is None:
                 continue
-            rid, status, result = reply
-            if type(rid) is not int:
-                continue
+            rid, status, result, service_s = fields
             entry = self._pending.pop(rid, None)
             if entry is None:
                 continue  # expired already
-            future, handle = entry
+            future, handle, served = entry
             if handle is not None:
                 handle.cancel()
             if future.done():
                 continue
             if status == replica_codec.OK:
+                if served is not None and service_s is not None:
+                    served(service_s)
                 future.set_result(result)
             else:
                 future.set_exception(PeerError(f"{self.peer_id}: {result}", sent=True))
@@ -219,7 +225,7 @@ class PeerLink:
         queued = {message[0] for message in self._outbox}
         self._outbox = []
         pending, self._pending = self._pending, {}
-        for rid, (future, handle) in pending.items():
+        for rid, (future, handle, _) in pending.items():
             if handle is not None:
                 handle.cancel()
             if not future.done():

@@ -8,7 +8,11 @@ A frame holds a list of messages; batching many messages into one frame is the p
     "r"  read:   [rid, "r", key, hint_for|None]  (hint_for: asked as a fallback for
                  that owner, so hints held for it answer too; may be left out)
     "p"  ping:   [rid, "p", sender_id]
-  response  [rid, status, payload]   status 0 = ok, 1 = error (payload: message)
+  response  [rid, status, payload, service_us]   status 0 = ok, 1 = error (payload:
+    message); service_us: microseconds from the frame's arrival at the replica to this
+    reply, on the replica's own clock (may be left out, as older nodes do). With the
+    requester's round trip, on its clock, it splits a round trip into its legs without
+    two clocks having to agree (``kvstore.node.metrics``).
     write -> applied (bool); read -> None | [value|None, wall, logical, node];
     ping -> [id, physical clock in us] (peers estimate their clock offsets from it)
 
@@ -31,6 +35,21 @@ from kvstore.core.version import Record
 
 OK = 0
 ERROR = 1
+_MAX_SERVICE_US = 1 << 63
+
+
+def reply_fields(reply: object) -> tuple[int, object, object, float | None] | None:
+    """A peer's reply as (rid, status, payload, service seconds or None); None when it is
+    not a reply at all (the request it answers then expires, as for any nonsense)."""
+    if not isinstance(reply, list) or not 3 <= len(reply) <= 4 or type(reply[0]) is not int:
+        return None
+    service: float | None = None
+    if len(reply) == 4:
+        us = reply[3]
+        if type(us) is not int or not 0 <= us < _MAX_SERVICE_US:
+            return None
+        service = us / 1e6
+    return reply[0], reply[1], reply[2], service
 
 
 def pack(messages: list[list[Any]]) -> bytes:

@@ -23,7 +23,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -82,6 +82,7 @@ class ReadResult:
 
 
 RoundT = TypeVar("RoundT", WriteRound, ReadRound)
+T = TypeVar("T")
 
 
 class _Fanout(Generic[RoundT]):
@@ -309,17 +310,18 @@ class CoordinatorMixin:
     ) -> _Fanout[WriteRound]:
         fan: _Fanout[WriteRound] = _Fanout(WriteRound(targets, w, sloppy), targets, deadline)
         timeout_s = deadline.left() + REPLICA_GRACE_S
-        sent = self.time.monotonic()
         for target in targets:
             if target.node == self.id:
                 future: asyncio.Future[Any] = asyncio.ensure_future(
-                    self.apply_local(record, target.hint_for)
+                    self._local("write", self.apply_local(record, target.hint_for))
                 )
             else:
                 future = self.links[target.node].request(
-                    replica_codec.write_args(record, target.hint_for), timeout_s
+                    replica_codec.write_args(record, target.hint_for),
+                    timeout_s,
+                    self._timer("write", target.node),
                 )
-            future.add_done_callback(functools.partial(self._on_write, fan, target, sent))
+            future.add_done_callback(functools.partial(self._on_write, fan, target))
             fan.futures.append(future)
         return fan
 
@@ -359,15 +361,15 @@ class CoordinatorMixin:
     ) -> None:
         if target.node == self.id:
             future: asyncio.Future[Any] = asyncio.ensure_future(
-                self._read_local(key, target.hint_for)
+                self._local("read", self._read_local(key, target.hint_for))
             )
         else:
             future = self.links[target.node].request(
-                replica_codec.read_args(key, target.hint_for), deadline.left() + REPLICA_GRACE_S
+                replica_codec.read_args(key, target.hint_for),
+                deadline.left() + REPLICA_GRACE_S,
+                self._timer("read", target.node),
             )
-        future.add_done_callback(
-            functools.partial(self._on_read, fan, target, key, deadline, self.time.monotonic())
-        )
+        future.add_done_callback(functools.partial(self._on_read, fan, target, key, deadline))
         fan.futures.append(future)
 
     def _ask_spares(
@@ -395,13 +397,30 @@ class CoordinatorMixin:
                         ReplicaReport(target.node, False, not target.primary, error="no reply yet")
                     )
 
+    def _local(self, op: str, work: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
+        """This node's own replica's work for a call, timed when metrics are kept."""
+        if self.metrics is None:
+            return work
+        return self._timed_local(op, work)
+
+    async def _timed_local(self, op: str, work: Coroutine[Any, Any, T]) -> T:
+        assert self.metrics is not None
+        began = self.time.monotonic()
+        result = await work
+        self.metrics.local(op, self.time.monotonic() - began)
+        return result
+
+    def _timer(self, op: str, peer: str) -> Callable[[float], None] | None:
+        """What times one replica request for the metrics, from now to its answer."""
+        if self.metrics is None:
+            return None
+        return functools.partial(self.metrics.round_trip, op, peer, self.time.monotonic())
+
     def _on_write(
-        self, fan: _Fanout[WriteRound], target: Replica, sent: float, future: asyncio.Future[Any]
+        self, fan: _Fanout[WriteRound], target: Replica, future: asyncio.Future[Any]
     ) -> None:
         error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
         if error is None:
-            if self.metrics is not None and target.node != self.id:
-                self.metrics.round_trip("write", target.node, self.time.monotonic() - sent)
             outcome = fan.round.reply(target, Reply.ACK)
             fan.reports.append(ReplicaReport(target.node, True, not target.primary))
         else:
@@ -438,13 +457,10 @@ class CoordinatorMixin:
         target: Replica,
         key: bytes,
         deadline: _Deadline,
-        sent: float,
         future: asyncio.Future[Any],
     ) -> None:
         error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
         if error is None:
-            if self.metrics is not None and target.node != self.id:
-                self.metrics.round_trip("read", target.node, self.time.monotonic() - sent)
             try:
                 record = self._peer_record(key, future.result(), target.node)
             except PeerInputError as exc:

@@ -24,6 +24,7 @@ from kvstore.core.peer_input import ClockDriftError, PeerInputError, PeerLimits
 from kvstore.core.version import Record, Timestamp, newer
 from kvstore.net import replica_codec
 from kvstore.net.faults import FaultRules
+from kvstore.node.clock import Clock
 from kvstore.storage.base import Engine
 from kvstore.storage.lying import LyingDisk
 
@@ -38,6 +39,7 @@ class ReplicaMixin:
     faults: FaultRules
     counters: collections.Counter[str]
     lying_disk: LyingDisk | None
+    time: Clock
     replica_ops: dict[str, Callable[[list[Any]], Awaitable[Any]]]
 
     if TYPE_CHECKING:  # the node's own
@@ -97,11 +99,20 @@ class ReplicaMixin:
             record = newer(record, await self.engine.hinted(hint_for, key))
         return replica_codec.encode_record(record)
 
-    def handle_frame(self, messages: list[list[Any]], reply: Callable[[list[Any]], None]) -> None:
+    def handle_frame(self, messages: list[list[Any]], send: Callable[[list[Any]], None]) -> None:
         """Serve one frame of replica requests; replies go to ``reply`` as they are ready.
 
         Writes of one frame share one engine call (and so one commit); reads likewise.
+        Every reply carries its service time: from the frame's arrival to the reply, on
+        this node's clock (``replica_codec``).
         """
+        clock = self.time.monotonic
+        arrived = clock()
+
+        def reply(answer: list[Any]) -> None:
+            answer.append(round((clock() - arrived) * 1e6))
+            send(answer)
+
         writes: list[tuple[int, Record]] = []
         reads: list[tuple[int, bytes]] = []
         for message in messages:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kvstore.net import replica_codec
 from kvstore.net.link import Link, PeerError
 
 Handler = Callable[[list[list[Any]], Callable[[list[Any]], None]], None]
@@ -58,6 +59,7 @@ class Endpoint:
 class _Pending:
     future: asyncio.Future[Any]
     timer: asyncio.TimerHandle
+    served: Callable[[float], None] | None
 
 
 class SimNetwork:
@@ -224,7 +226,9 @@ class SimLink:
     def pending_count(self) -> int:
         return len(self._pending)
 
-    def request(self, body: list[Any], timeout_s: float) -> asyncio.Future[Any]:
+    def request(
+        self, body: list[Any], timeout_s: float, served: Callable[[float], None] | None = None
+    ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self.closed:
@@ -241,7 +245,7 @@ class SimLink:
             return future
         rid = next(self._ids)
         timer = loop.call_later(timeout_s, self._expire, rid)
-        self._pending[rid] = _Pending(future, timer)
+        self._pending[rid] = _Pending(future, timer, served)
         self.frames_sent += 1
         self.messages_sent += 1
         self.network.send(self.src, self.dst, [rid, *body], self._dispatch, self.context)
@@ -254,14 +258,19 @@ class SimLink:
 
     def _dispatch(self, reply: list[Any]) -> None:
         self.on_heard(self.dst)
-        rid, status, result = reply
+        fields = replica_codec.reply_fields(reply)
+        if fields is None:
+            return
+        rid, status, result, service_s = fields
         entry = self._pending.pop(rid, None)
         if entry is None:
             return  # expired already, or a duplicate's second answer
         entry.timer.cancel()
         if entry.future.done():
             return
-        if status == 0:
+        if status == replica_codec.OK:
+            if entry.served is not None and service_s is not None:
+                entry.served(service_s)
             entry.future.set_result(result)
         else:
             entry.future.set_exception(PeerError(f"{self.dst}: {result}", sent=True))

@@ -133,6 +133,7 @@ async def _simulate(
         recorder=recorder,
         options=options,
         n=cfg.n,
+        nodes=len(cfg.nodes),
         phases=phases,
         state=state,
         folder=folder,

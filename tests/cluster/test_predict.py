@@ -10,7 +10,9 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from kvstore import Client
 from kvstore.cli import main
-from kvstore.cluster.predict import parse_round_trips, replicas_from
+from kvstore.cluster import commands
+from kvstore.cluster.predict import parse_legs, parse_round_trips, replicas_from
+from kvstore.core.pbs import Distribution
 from tests.cluster.conftest import ClusterFactory
 
 
@@ -36,6 +38,34 @@ def test_scraped_histograms_sum_over_peers_and_nodes_into_bucket_counts() -> Non
     assert got["write"] == {"bounds": [0.001, 0.002, 0.005], "counts": [2.0, 1.0, 2.0]}
     assert got["read"] == {"bounds": [0.001, 0.002, 0.005], "counts": [1.0, 1.0, 0.0]}
     assert len(replicas_from(got, 3)) == 3
+
+
+def _legs(values: dict[str, float]) -> str:
+    registry = CollectorRegistry()
+    h = Histogram(
+        "kvstore_replica_leg_seconds",
+        "legs",
+        ["leg", "peer"],
+        buckets=(0.001, 0.002, 0.005),
+        registry=registry,
+    )
+    for leg, v in values.items():
+        h.labels(leg, "n2").observe(v)
+    return generate_latest(registry).decode()
+
+
+def test_measured_legs_are_used_and_halves_only_without_them() -> None:
+    rtt = parse_round_trips([_exposition({"write": [0.004], "read": [0.004]})])
+    legs = parse_legs([_legs({"W": 0.0015, "A": 0.0005, "R": 0.0045, "S": 0.0005})])
+    replica = replicas_from(rtt, 3, legs)[0]
+    assert replica.w == Distribution((0.001, 0.002, 0.005), (0.0, 1.0, 0.0))
+    assert replica.a == Distribution((0.001, 0.002, 0.005), (1.0, 0.0, 0.0))
+    assert replica.r == Distribution((0.001, 0.002, 0.005), (0.0, 0.0, 1.0))
+    # a leg missing (older nodes): every leg is half a round trip
+    partial = parse_legs([_legs({"W": 0.0015, "A": 0.0005})])
+    half = Distribution((0.0005, 0.001, 0.0025), (0.0, 0.0, 1.0))
+    assert replicas_from(rtt, 3, partial)[0].w == half
+    assert replicas_from(rtt, 3, None)[0].s == half
 
 
 def test_no_traffic_is_refused_with_what_to_do() -> None:
@@ -88,6 +118,35 @@ async def test_the_live_cluster_is_scraped_and_predicted(
     assert len(out["settings"]) == 9
     snapshot = json.loads(saved.read_text())
     assert sum(snapshot["round_trips"]["write"]["counts"]) >= 60 * 2  # two remote replicas
+    legs = snapshot["legs"]
+    for leg, op in (("W", "write"), ("A", "write"), ("R", "read"), ("S", "read")):
+        # one leg of each kind per replica round trip
+        assert sum(legs[leg]["counts"]) == sum(snapshot["round_trips"][op]["counts"]), leg
     again = ["predict", "--snapshot", str(saved), "--json", "--trials", "2000"]
     assert main(again) == 0
     assert json.loads(capsys.readouterr().out)["settings"] == out["settings"]  # same seed
+
+
+async def test_cluster_status_shows_the_headline_figures(
+    start_cluster: ClusterFactory,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = start_cluster(metrics=True)
+    async with Client.from_config(cluster.config) as client:
+        for i in range(40):
+            await client.put(f"k{i}", "v", w="all")
+            await client.get(f"k{i}", r="all")
+    capsys.readouterr()
+    assert main(["cluster", "status", "--config", str(cluster.config_path), "--json"]) == 0
+    nodes = json.loads(capsys.readouterr().out)["nodes"]
+    puts = sum(n["metrics"]["latency_ms"].get("put", {}).get("count", 0) for n in nodes)
+    assert puts == 40  # every call counted once, by the node that coordinated it
+    for node in nodes:
+        for figures in node["metrics"]["latency_ms"].values():
+            assert 0 < figures["p50"] <= figures["p99"]
+        assert set(node["metrics"]["legs_p99_ms"]) == set("WARS")  # all replicated at all
+    monkeypatch.setattr(commands.console, "width", 300)  # a wide terminal: one line a row
+    assert main(["cluster", "status", "--config", str(cluster.config_path)]) == 0
+    table = capsys.readouterr().out
+    assert "put p50/p99 ms" in table and "replica W/R p99" in table

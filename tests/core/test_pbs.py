@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvstore.core.pbs import Distribution, Replica, freshest, predict, predict_all, within_budget
+from kvstore.core.pbs import (
+    Coordinators,
+    Distribution,
+    Replica,
+    freshest,
+    predict,
+    predict_all,
+    within_budget,
+)
 
 ms = 0.001
 
@@ -39,6 +47,36 @@ def test_constant_latencies_give_the_exact_answer() -> None:
     ).consistent == {0: 1.0}
 
 
+def test_a_coordinator_that_holds_a_replica_works_on_it_without_a_hop() -> None:
+    # Every remote replica: the write lands at 5 ms, acks 1 ms later, reads take 1+1 ms.
+    # A coordinator's own replica: writes in 2 ms, reads in 0.5 ms, no hop either way.
+    remote = Replica(const(5 * ms), const(1 * ms), const(1 * ms), const(1 * ms))
+    local = Coordinators(const(2 * ms), const(0.5 * ms), share=1.0, same=True)
+    reps = [remote] * 3
+    # Ring-aware clients: the writer's own replica commits W=1 at 2 ms and the read is
+    # answered by that same replica (0.5 ms): always fresh, read 0.5 ms, write 2 ms.
+    p = predict(reps, 1, 1, [0], [1], 200, random.Random(1), local)
+    assert p.consistent == {0: 1.0}
+    assert p.write_ms == pytest.approx((2.0, 2.0)) and p.read_ms == pytest.approx((0.5, 0.5))
+    # Its own answer counts even when a remote one would come first (a targeted read
+    # asks it first): a slow local read (3 ms) is still fresh, and takes 3 ms.
+    slow_local = Coordinators(const(2 * ms), const(3 * ms), share=1.0, same=True)
+    p = predict(reps, 1, 1, [0], [1], 200, random.Random(1), slow_local)
+    assert p.consistent == {0: 1.0} and p.read_ms == pytest.approx((3.0, 3.0))
+    # Independent coordinators, every one a replica: the read's is the write's a third of
+    # the time (fresh); otherwise it holds the write at 5 ms but reads at 2 + t + 0.5 ms:
+    # stale until t = 2.5 ms.
+    apart = Coordinators(const(2 * ms), const(0.5 * ms), share=1.0, same=False)
+    p = predict(reps, 1, 1, [0, 2.4, 2.5], [1], 6000, random.Random(2), apart)
+    assert p.consistent[0] == pytest.approx(1 / 3, abs=0.03)
+    assert p.consistent[2.4] == p.consistent[0] and p.consistent[2.5] == 1.0
+    # No coordinator holds a replica: plain PBS (commit 6 ms, the write is everywhere)
+    none = Coordinators(const(2 * ms), const(0.5 * ms), share=0.0, same=False)
+    assert predict(reps, 1, 1, [0], [1], 100, random.Random(3), none).consistent == {0: 1.0}
+    with pytest.raises(ValueError, match=r"0\.\.1"):
+        Coordinators(const(ms), const(ms), share=1.5, same=True)
+
+
 def test_a_histogram_samples_within_its_buckets_in_proportion() -> None:
     d = Distribution((0.001, 0.002, 0.010), (1, 1, 2))
     rng = random.Random(3)
@@ -64,13 +102,18 @@ histograms = st.lists(
 replicas = st.builds(Replica, histograms, histograms, histograms, histograms)
 
 
+coordinators = (
+    st.builds(Coordinators, histograms, histograms, st.floats(0.0, 1.0), st.booleans()) | st.none()
+)
+
+
 @settings(max_examples=40, deadline=None)
-@given(st.lists(replicas, min_size=3, max_size=3), st.integers(0, 1000))
+@given(st.lists(replicas, min_size=3, max_size=3), st.integers(0, 1000), coordinators)
 def test_overlapping_quorums_are_always_consistent_and_time_only_helps(
-    reps: list[Replica], seed: int
+    reps: list[Replica], seed: int, where: Coordinators | None
 ) -> None:
     ts = [0, 1, 5, 20, 100]
-    for p in predict_all(reps, ts, [1, 3], 60, random.Random(seed)):
+    for p in predict_all(reps, ts, [1, 3], 60, random.Random(seed), where):
         values = [p.consistent[t] for t in ts]
         assert values == sorted(values), (p.r, p.w, values)  # monotone in t
         if p.r + p.w > 3:

@@ -10,6 +10,7 @@ import pytest
 
 from kvstore.cli import main
 from kvstore.harness.ledger import row, write_ledger
+from tests.browser import BROWSER, NO_BROWSER, inspect
 
 
 def _results(verdict: str, reads: int, stale: int, ok: int, fail: int) -> dict[str, Any]:
@@ -77,3 +78,30 @@ def test_sim_matrix_writes_the_ledger(tmp_path: Path, capsys: pytest.CaptureFixt
     assert by_setting[("linearizable", "kill")][6] == "-"  # PBS does not model ABD
     assert by_setting[("quorum", "kill")][6] == "0"  # R + W > N: predicted fresh
     assert page.images and page.images[0].startswith("data:image/png;base64,")
+
+
+LEDGER_IN_BROWSER = """
+const table = doc.getElementById("ledger");
+out.rows = table ? table.querySelectorAll("tbody tr").length : -1;
+out.header = table ? [...table.querySelectorAll("thead th")].map(th => th.textContent) : [];
+out.tableHeight = table ? table.getBoundingClientRect().height : 0;
+const plot = doc.getElementById("plot");
+out.plot = plot ? [plot.naturalWidth, plot.naturalHeight, plot.complete] : null;
+out.scripts = doc.querySelectorAll("script").length;
+"""
+
+
+@pytest.mark.skipif(BROWSER is None, reason=NO_BROWSER)
+def test_the_ledger_renders_its_table_and_plot_in_a_real_browser(tmp_path: Path) -> None:
+    rows = [
+        row(setting, nemesis, [_results("held", 100, 3, 90, 10)])
+        for setting in ("one", "quorum", "<b>bold</b>")
+        for nemesis in ("kill", "partition")
+    ]
+    shown = inspect(write_ledger(tmp_path / "ledger.html", rows, "t"), LEDGER_IN_BROWSER)
+    assert "error" not in shown, shown
+    assert shown["rows"] == 6 and shown["tableHeight"] > 50
+    assert shown["header"][0] == "setting"
+    width, height, complete = shown["plot"]
+    assert complete and width > 100 and height > 100  # the PNG decoded, not a broken image
+    assert shown["scripts"] == 0  # an escaped setting name stayed text

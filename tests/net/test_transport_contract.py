@@ -158,6 +158,31 @@ def test_a_write_then_a_read_round_trips_the_record(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", WORLDS)
+def test_served_gets_the_replica_service_time_before_the_reply(kind: str) -> None:
+    async def body(world: World) -> None:
+        loop = asyncio.get_running_loop()
+        record = Record(b"k", b"v", Timestamp(int(loop.time() * 1e6), 0, "n1"))
+        calls: list[tuple[float, bool]] = []
+        began = loop.time()
+        future = world.link.request(
+            replica_codec.write_args(record, None), 2.0, lambda s: calls.append((s, future.done()))
+        )
+        assert await future is True
+        rtt = loop.time() - began
+        assert len(calls) == 1, calls
+        service, resolved_already = calls[0]
+        assert not resolved_already  # a metric taken before anyone reads the reply
+        assert 0 <= service <= rtt + 1e-6, (service, rtt)
+        failed: list[float] = []
+        bad = world.link.request(["nonsense-op"], 2.0, failed.append)
+        with pytest.raises(PeerError):
+            await bad
+        assert failed == []  # only successful replies are timed
+
+    run_in(kind, body)
+
+
+@pytest.mark.parametrize("kind", WORLDS)
 def test_a_request_to_a_stopped_peer_fails_as_not_sent(kind: str) -> None:
     async def body(world: World) -> None:
         await world.link.request(["p", "n1"], 2.0)
