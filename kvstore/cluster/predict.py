@@ -28,9 +28,11 @@ import json
 import random
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
@@ -65,19 +67,34 @@ WHERE = {
 Histograms = dict[str, dict[str, list[float]]]
 
 
-def parse_round_trips(texts: list[str]) -> Histograms:
+Metrics = Sequence[str | Metric]  # Prometheus expositions (text) or families collected
+
+
+def families(metrics: Metrics) -> list[Metric]:
+    """Every metric family of ``metrics``, each text parsed once: parsing is the costly
+    part (prometheus_client's parser is pure Python), so parse once, read many times."""
+    out: list[Metric] = []
+    for item in metrics:
+        if isinstance(item, str):
+            out.extend(text_string_to_metric_families(item))
+        else:
+            out.append(item)
+    return out
+
+
+def parse_round_trips(metrics: Metrics) -> Histograms:
     """Summed bucket counts per op from Prometheus expositions: {op: {bounds, counts}}."""
-    return parse_histograms(texts, METRIC, "op")
+    return parse_histograms(metrics, METRIC, "op")
 
 
-def parse_legs(texts: list[str]) -> Histograms:
+def parse_legs(metrics: Metrics) -> Histograms:
     """Summed bucket counts per WARS leg: {"W": {bounds, counts}, "A": ..., ...}."""
-    return parse_histograms(texts, LEGS, "leg")
+    return parse_histograms(metrics, LEGS, "leg")
 
 
-def parse_local(texts: list[str]) -> Histograms:
+def parse_local(metrics: Metrics) -> Histograms:
     """A coordinator's own replica's service times: {"write": ..., "read": ...}."""
-    return parse_histograms(texts, LOCAL, "op")
+    return parse_histograms(metrics, LOCAL, "op")
 
 
 def coordinators_from(
@@ -100,20 +117,19 @@ def coordinators_from(
     return Coordinators(dist("write"), dist("read"), min(1.0, n / max(nodes, 1)), same=False)
 
 
-def parse_histograms(texts: list[str], metric: str, label: str) -> Histograms:
+def parse_histograms(metrics: Metrics, metric: str, label: str) -> Histograms:
     """One histogram's buckets summed over every exposition and every other label,
     per value of ``label``."""
     cumulative: dict[str, dict[float, float]] = {}
-    for text in texts:
-        for family in text_string_to_metric_families(text):
-            if family.name != metric:
+    for family in families(metrics):
+        if family.name != metric:
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_bucket"):
                 continue
-            for sample in family.samples:
-                if not sample.name.endswith("_bucket"):
-                    continue
-                bound = float(sample.labels["le"])
-                per_op = cumulative.setdefault(sample.labels.get(label, "?"), {})
-                per_op[bound] = per_op.get(bound, 0.0) + sample.value
+            bound = float(sample.labels["le"])
+            per_op = cumulative.setdefault(sample.labels.get(label, "?"), {})
+            per_op[bound] = per_op.get(bound, 0.0) + sample.value
     out: dict[str, dict[str, list[float]]] = {}
     for op, buckets in cumulative.items():
         bounds = sorted(b for b in buckets if b != float("inf"))
@@ -241,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             cfg = config_mod.load(args.config)
             n = cfg.n
-            texts = scrape(cfg)
+            texts = families(scrape(cfg))
             round_trips, legs, local = (
                 parse_round_trips(texts),
                 parse_legs(texts),

@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kvstore.client import Client
+from kvstore.cluster.predict import Metrics
 from kvstore.core.ring import Ring
 from kvstore.harness import nemesis as nemesis_mod
 from kvstore.harness import prediction
@@ -284,7 +285,7 @@ def judge(
     check_seconds: Callable[[], float],
     extra: dict[str, Any],
     reports: bool | None = True,
-    expositions: Sequence[str] = (),
+    expositions: Metrics = (),
 ) -> dict[str, Any]:
     """The checks and the verdict; with ``reports``, every report file in ``folder``
     (None: only when the promise did not hold). ``expositions`` are the nodes' metrics

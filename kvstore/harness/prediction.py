@@ -36,7 +36,9 @@ from kvstore.checker.staleness import StalenessReport
 from kvstore.cluster.predict import (
     ASSUMPTIONS,
     WHERE,
+    Metrics,
     coordinators_from,
+    families,
     parse_legs,
     parse_local,
     parse_round_trips,
@@ -68,7 +70,7 @@ def setting_rw(setting: Setting, n: int) -> tuple[int, int] | None:
 
 
 def predicted(
-    expositions: Sequence[str], setting: Setting, n: int, nodes: int, seed: int = 0
+    expositions: Metrics, setting: Setting, n: int, nodes: int, seed: int = 0
 ) -> dict[str, Any]:
     """PBS for the run's setting; its clients are bound to nodes, so any node may
     coordinate (``--coordinators any``)."""
@@ -76,7 +78,7 @@ def predicted(
     if rw is None:
         return {"available": False, "why": "linearizable reads write back (ABD): not PBS's model"}
     try:
-        texts = list(expositions)
+        texts = families(expositions)  # parsed once for the three histograms
         replicas = replicas_from(parse_round_trips(texts), n, parse_legs(texts))
         coordinators = coordinators_from(parse_local(texts), "any", n, nodes)
     except ValueError as exc:

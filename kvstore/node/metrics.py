@@ -27,6 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from kvstore.node.fine_histograms import FineHistograms
+
 if TYPE_CHECKING:
     from kvstore.node.runtime import Node
 
@@ -109,31 +111,31 @@ class NodeMetrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
-        self.legs = Histogram(
+        # fine buckets, observed three times per replica request: bisected, not walked
+        self.legs = FineHistograms(
             "kvstore_replica_leg_seconds",
             "PBS's WARS legs per replica: W (send to the write applied at the replica), "
             "A (its ack back), R (send to the read answered at the replica), S (the answer "
             "back); the replica's service time is on its clock, the round trip on this "
             "node's, and the network's share is split in half",
             ["leg", "peer"],
-            buckets=LEG_BUCKETS,
-            registry=self.registry,
+            LEG_BUCKETS,
         )
-        self.local_service = Histogram(
+        self.local_service = FineHistograms(
             "kvstore_replica_local_seconds",
             "A coordinator's own replica's work for a call it coordinates (no network): "
             "the W (op write) and R (op read) of PBS's coordinator-local replica",
             ["op"],
-            buckets=LEG_BUCKETS,
-            registry=self.registry,
+            LEG_BUCKETS,
         )
+        self.registry.register(self.legs)
+        self.registry.register(self.local_service)
         self.registry.register(_NodeCollector(node))
         self._server: Any = None
         # label children by label values: labels() costs a lock and a tuple per call
         self._counted: dict[tuple[str, str], Any] = {}
         self._timed: dict[tuple[str, str], Any] = {}
-        self._trips: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
-        self._locals: dict[str, Any] = {}
+        self._trips: dict[tuple[str, str], tuple[Any, tuple[str, str], tuple[str, str]]] = {}
         self._now = node.time.monotonic
 
     def observe(self, op: str, consistency: str, outcome: str, seconds: float) -> None:
@@ -148,10 +150,7 @@ class NodeMetrics:
             timed.observe(seconds)
 
     def local(self, op: str, seconds: float) -> None:
-        timed = self._locals.get(op)
-        if timed is None:
-            timed = self._locals[op] = self.local_service.labels(op)
-        timed.observe(seconds)
+        self.local_service.observe((op,), seconds)
 
     def round_trip(self, op: str, peer: str, sent: float, service: float) -> None:
         """A replica request sent at ``sent`` (this node's clock) is answered now, after
@@ -165,12 +164,12 @@ class NodeMetrics:
             request, answer = ("W", "A") if op == "write" else ("R", "S")
             timers = self._trips[(op, peer)] = (
                 self.round_trips.labels(op, peer),
-                self.legs.labels(request, peer),
-                self.legs.labels(answer, peer),
+                (request, peer),
+                (answer, peer),
             )
         timers[0].observe(rtt)
-        timers[1].observe(one_way + min(service, rtt))  # there, and the replica's work
-        timers[2].observe(one_way)
+        self.legs.observe(timers[1], one_way + min(service, rtt))  # there, and the work
+        self.legs.observe(timers[2], one_way)
 
     def serve(self, address: str) -> None:
         host, _, port = address.rpartition(":")

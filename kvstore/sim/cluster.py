@@ -24,7 +24,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from prometheus_client import generate_latest
+from prometheus_client.metrics_core import Metric
 
 from kvstore.config import ClusterConfig
 from kvstore.core.version import Record
@@ -81,7 +81,7 @@ class SimCluster:
         self.paused: set[str] = set()
         self.faults = {n: NodeFaults() for n in self.node_ids}
         self._client_calls: dict[str, dict[asyncio.Future[Any], None]] = {}
-        self._dead_metrics: list[str] = []
+        self._dead_metrics: list[Metric] = []
 
     # --------------------------------------------------------------- lifecycle
 
@@ -121,7 +121,7 @@ class SimCluster:
         if node is None:
             return
         if node.metrics is not None:  # what it measured outlives it (a scraper had it)
-            self._dead_metrics.append(generate_latest(node.metrics.registry).decode())
+            self._dead_metrics.extend(node.metrics.registry.collect())
         self.loop.kill(self.processes[node_id])
         self.network.detach(node_id)
         self.nodes[node_id] = None
@@ -235,12 +235,15 @@ class SimCluster:
     async def read_local(self, node_id: str, key: bytes, timeout_s: float = 5.0) -> Record | None:
         return await self.call(node_id, lambda node: node.local_version(key), timeout_s)
 
-    def expositions(self) -> list[str]:
-        """Every incarnation's metrics (Prometheus text), the dead ones' as they died."""
+    def expositions(self) -> list[Metric]:
+        """Every incarnation's metric families, the dead ones' as they died: what a
+        scrape's text would parse to, collected without the text (parsing it back cost
+        a fifth of a seed's checks)."""
         live = [
-            generate_latest(node.metrics.registry).decode()
+            family
             for node in self.nodes.values()
             if node is not None and node.metrics is not None
+            for family in node.metrics.registry.collect()
         ]
         return [*self._dead_metrics, *live]
 
