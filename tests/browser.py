@@ -67,3 +67,29 @@ def inspect(page: Path, script: str, timeout_s: float = 60.0) -> dict[str, Any]:
         )
     result: dict[str, Any] = json.loads(html.unescape(found.group(1)))
     return result
+
+
+def screenshot(page: Path, png: Path, size: str = "1400,1000", timeout_s: float = 60.0) -> Path:
+    """The page's first screen as a PNG (``size`` is width,height in pixels)."""
+    assert BROWSER is not None, NO_BROWSER
+    with tempfile.TemporaryDirectory(prefix="kvbrowser-") as tmp:
+        subprocess.run(
+            [
+                BROWSER,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                f"--user-data-dir={tmp}/profile",
+                "--virtual-time-budget=10000",
+                "--hide-scrollbars",
+                f"--window-size={size}",
+                f"--screenshot={png}",
+                page.resolve().as_uri(),
+            ],
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    if not png.is_file() or png.read_bytes()[:4] != b"\x89PNG":
+        raise AssertionError(f"the browser made no screenshot of {page}")
+    return png

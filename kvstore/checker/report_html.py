@@ -11,6 +11,11 @@ Rules and invariants:
   close the script early, and the page builds its SVG from that data.
 - Failing partitions are drawn first; at most `max_partitions` partitions and
   `max_ops` ops per partition are drawn so the page stays small.
+- A failing partition's first screen is its explanation: the sentence saying what went
+  wrong (when the window is a common anomaly), the op that could not be linearised and
+  the state before it, and a timeline zoomed to the failing window with that op marked
+  and named on the drawing itself. Then the longest linearizable prefix, then the whole
+  history behind a control. Nothing unknown is printed as a placeholder (no "line None").
 """
 
 from __future__ import annotations
@@ -94,7 +99,8 @@ h1{font-size:1.3em} h2{font-size:1.1em;margin-top:2em}
 svg{border:1px solid #ddd;background:#fcfcfc}
 rect.lin{fill:#6cc070}rect.blocked{fill:#e53935}rect.window{fill:#ff9800}
 rect.other{fill:#bbb}rect.info{stroke:#555;stroke-dasharray:4 2;fill-opacity:.5}
-rect:hover,rect.sel{stroke:#000;stroke-width:2}
+rect:hover,rect.sel{stroke:#000;stroke-width:2}text.failing{fill:#c62828;font-weight:bold}
+p.why{font-size:1.05em;background:#fff3e0;padding:.5em;border-left:4px solid #e53935}
 #tip{position:fixed;background:#fff;border:1px solid #888;padding:6px 8px;
 font:12px monospace;pointer-events:none;display:none;max-width:60em;white-space:pre-wrap}
 table{border-collapse:collapse;font:12px monospace}td,th{border:1px solid #ddd;padding:2px 6px}
@@ -113,23 +119,28 @@ function text(o){
   else s += '\nnot in the linearisation shown';
   return s;
 }
-D.parts.forEach((P, pi) => {
-  const host = document.getElementById('p'+pi);
-  const procs = [...new Set(P.ops.map(o=>o.p))].sort((a,b)=>(+a-+b)||a.localeCompare(b));
+function draw(host, ops, P, pi, named){
+  const procs = [...new Set(ops.map(o=>o.p))].sort((a,b)=>(+a-+b)||a.localeCompare(b));
   let lo=Infinity, hi=-Infinity;
-  P.ops.forEach(o=>{lo=Math.min(lo,o.s); hi=Math.max(hi,o.e==null?o.s:o.e);});
+  ops.forEach(o=>{lo=Math.min(lo,o.s); hi=Math.max(hi,o.e==null?o.s:o.e);});
   if (!isFinite(lo)) { host.textContent='(no operations)'; return; }
-  hi = hi + (hi-lo)*0.03 + 1;
-  const W=Math.max(900, Math.min(6000, P.ops.length*14)), L=60, R=10, RH=18;
+  hi = hi + (hi-lo)*(named?0.35:0.03) + 1;
+  const W=Math.max(900, Math.min(6000, ops.length*14)), L=60, R=10, RH=named?24:18;
   const H=procs.length*RH+30;
   const x=t=>L+(t-lo)/(hi-lo)*(W-L-R);
   let s='<svg width="'+W+'" height="'+H+'" xmlns="http://www.w3.org/2000/svg">';
   procs.forEach((p,i)=>{s+='<text x="4" y="'+(i*RH+13)+'" font-size="11">p'+esc(p)+'</text>';});
-  P.ops.forEach((o,i)=>{
-    const y=procs.indexOf(o.p)*RH+2, x0=x(o.s), x1=o.e==null?W-R:x(o.e);
+  ops.forEach(o=>{
+    const i=P.ops.indexOf(o), y=procs.indexOf(o.p)*RH+2, x0=x(o.s), x1=o.e==null?W-R:x(o.e);
     const cls=o.c+(o.e==null?' info':'');
     s+='<rect class="'+cls+'" data-i="'+i+'" x="'+x0.toFixed(1)+'" y="'+y+'" width="'+
        Math.max(2,x1-x0).toFixed(1)+'" height="'+(RH-5)+'" rx="2"></rect>';
+    // its name beside the bar: after it, or before it near the right edge
+    const left = x1 > W*0.55;
+    if (named) s+='<text class="name'+(o.c==='blocked'?' failing':'')+'" x="'+
+       (left ? x0-4 : Math.max(2,x1-x0)+x0+4).toFixed(1)+'" y="'+(y+12)+
+       '" text-anchor="'+(left?'end':'start')+'" font-size="11">'+
+       esc(o.c==='blocked'?'\u2716 '+o.t+'  (cannot be linearised)':o.t)+'</text>';
   });
   s+='<text x="'+L+'" y="'+(H-6)+'" font-size="10">'+lo+'</text>';
   s+='<text x="'+(W-R-90)+'" y="'+(H-6)+'" font-size="10">'+hi.toFixed(0)+
@@ -149,8 +160,17 @@ D.parts.forEach((P, pi) => {
           row.classList.add('hl');}}
     });
   });
+}
+D.parts.forEach((P, pi) => {
+  draw(document.getElementById('p'+pi), P.ops, P, pi, false);
+  const zoom = document.getElementById('w'+pi);
+  if (zoom) draw(zoom, P.ops.filter(o=>o.c==='blocked'||o.c==='window'), P, pi, true);
 });
 """
+
+
+def _line(line: int | None) -> str:
+    return f" (line {line})" if line is not None else ""
 
 
 def render_html(result: CheckResult, *, max_partitions: int = 50, max_ops: int = 3000) -> str:
@@ -180,32 +200,39 @@ def render_html(result: CheckResult, *, max_partitions: int = 50, max_ops: int =
         d = data["parts"][pi]
         out.append(f"<h2>{html.escape(d['key'])}: {html.escape(p.verdict)}</h2>")
         ce = p.counterexample
-        if ce is not None:
-            out.append(
-                f"<p>Cannot linearise <b>{html.escape(ce.blocked.describe())}</b> "
-                f"(line {ce.blocked.line}). Failing window "
-                f"({'1-minimal' if ce.window_minimal else 'not proven minimal'}): these ops "
-                "cannot be linearised together even if every other op is indeterminate (took "
-                "effect at any time after its invocation, or never):</p><ul>"
-                + "".join(
-                    f"<li>{html.escape(o.describe())} (line {o.line})</li>" for o in ce.window
-                )
-                + f"</ul><p>Longest linearizable prefix: {len(ce.prefix)} ops, ending in state "
-                f"<code>{html.escape(_short(ce.prefix_state))}</code>.</p>"
-            )
         if d["truncated"]:
             out.append(f"<p>{d['truncated']} later ops not drawn.</p>")
-        out.append(f"<div id='p{pi}'></div><pre id='sel{pi}'></pre>")
         title = "Linearisation" if ce is None else "Longest linearizable prefix"
         rows = "".join(
             f"<tr id='r{pi}_{s['n']}'><td>{s['n']}</td><td>{html.escape(s['t'])}</td>"
             f"<td>{html.escape(s['b'])}</td><td>{html.escape(s['a'])}</td></tr>"
             for s in d["lin"]
         )
-        out.append(
+        prefix = (
             f"<details><summary>{title} ({len(d['lin'])} ops)</summary><table>"
             f"<tr><th>#</th><th>op</th><th>state before</th><th>state after</th></tr>"
             f"{rows}</table></details>"
+        )
+        if ce is None:
+            out.append(f"<div id='p{pi}'></div><pre id='sel{pi}'></pre>{prefix}")
+            continue
+        if ce.summary:
+            out.append(f"<p class='why'><b>What went wrong:</b> {html.escape(ce.summary)}</p>")
+        proof = "1-minimal" if ce.window_minimal else "not proven minimal"
+        out.append(
+            f"<p>Cannot linearise <b>{html.escape(ce.blocked.describe())}</b>"
+            f"{_line(ce.blocked.line)}. State before it: "
+            f"<code class='state'>{html.escape(_short(ce.prefix_state))}</code>; no state the "
+            f"history can reach lets the model do it. The failing window "
+            f"({len(ce.window)} ops, {proof}), zoomed: these ops cannot be linearised "
+            "together even if every other op is indeterminate (took effect at any time after "
+            "its invocation, or never).</p>"
+            f"<div id='w{pi}' class='zoom'></div><pre id='sel{pi}'></pre><ul>"
+            + "".join(f"<li>{html.escape(o.describe())}{_line(o.line)}</li>" for o in ce.window)
+            + "</ul>"
+            + prefix
+            + f"<details><summary>Whole history of this key ({len(d['ops'])} ops drawn)"
+            f"</summary><div id='p{pi}'></div></details>"
         )
     out.append("<div id='tip'></div>")
     out.append(f"<script id='data' type='application/json'>{payload}</script>")

@@ -224,6 +224,8 @@ def summary(results: dict[str, Any]) -> Table:
         )
     for f, figures in results["latency_ms"].items():
         table.add_row(f"latency {f} (ms)", str(figures))
+    for name, value in pbs_rows(results.get("pbs", {})):
+        table.add_row(name, value)
     colour = {"held": "green", "violated": "red"}.get(results["verdict"], "yellow")
     table.add_row(
         f"[bold]promise: {results['promise']}[/bold]",
@@ -276,3 +278,34 @@ def _matrix(args: argparse.Namespace) -> int:
     page = ledger.write_ledger(folder / "ledger.html", rows, "kvstore test --matrix")
     Console().print(f"ledger: {page}")
     return 0 if failures == 0 else 1
+
+
+def pbs_rows(pbs: dict[str, Any]) -> list[tuple[str, str]]:
+    """PBS's prediction beside what the run's reads saw, healthy and fault periods apart."""
+    predicted, observed = pbs.get("predicted", {}), pbs.get("observed", {})
+    if not predicted:
+        return []
+    if not predicted.get("available"):
+        return [("stale reads: PBS", f"no prediction ({predicted.get('why', '?')})")]
+
+    def rate(period: dict[str, Any]) -> str:
+        if not period.get("reads"):
+            return "no reads"
+        return f"{period['stale_read_rate']:.4f} ({period['stale_reads']} of {period['reads']})"
+
+    rows = [
+        ("stale reads: PBS at t=0", f"{predicted['p_stale_read']:.4f}"),
+        ("stale reads: seen, healthy", rate(observed.get("healthy", {}))),
+        ("stale reads: seen, faults", rate(observed.get("faults", {}))),
+        ("t-visibility: PBS (ms, 99.9%)", str(predicted.get("t_visibility_ms_p999"))),
+    ]
+    after = pbs.get("right_after_a_write", {})
+    if after.get("available"):
+        rows.append(
+            (
+                "right after a write: PBS vs seen",
+                f"{after['predicted_stale_read_rate']:.4f} vs "
+                f"{after['observed_stale_read_rate']:.4f} over {after['reads']} reads",
+            )
+        )
+    return rows

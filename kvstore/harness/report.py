@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kvstore.checker import Event, dump_edn, write_html
+from kvstore.checker import Event, Operation, dump_edn, write_html
 from kvstore.checker.staleness import percentile
 from kvstore.harness.recorder import Recorder
 from kvstore.harness.workers import Tally
@@ -57,10 +57,22 @@ def write_reports(
     if lin is not None:
         write_html(lin, str(folder / "linearizability.html"))
     try:
-        _plots(folder, tally, intervals, recorder.events)
+        _plots(folder, tally, intervals, recorder.events, failing_ops(lin))
     except Exception as exc:  # pictures are a bonus; the verdict must still be written
         results["plot_error"] = f"{type(exc).__name__}: {exc}"
     (folder / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+def failing_ops(lin: Any) -> tuple[list[Operation], list[Operation]]:
+    """The ops of every violation's failing window, and the op each one blocked at."""
+    window: list[Operation] = []
+    blocked: list[Operation] = []
+    for part in getattr(lin, "partitions", []):
+        example = part.counterexample
+        if example is not None:
+            window.extend(example.window)
+            blocked.append(example.blocked)
+    return window, blocked
 
 
 def _shade(ax: Any, intervals: list[tuple[float, float, str]]) -> None:
@@ -74,6 +86,7 @@ def _plots(
     tally: Tally,
     intervals: list[tuple[float, float, str]],
     events: list[Event],
+    failing: tuple[list[Operation], list[Operation]] = ([], []),
 ) -> None:
     import matplotlib
 
@@ -114,7 +127,24 @@ def _plots(
     fig.savefig(folder / "throughput.png", dpi=110)
     plt.close(fig)
 
-    # timeline: one row per worker slot, a bar per op coloured by outcome
+    fig = timeline_figure(events, intervals, failing)
+    fig.savefig(folder / "timeline.png", dpi=110)
+    plt.close(fig)
+
+
+def timeline_figure(
+    events: list[Event],
+    intervals: list[tuple[float, float, str]],
+    failing: tuple[list[Operation], list[Operation]] = ([], []),
+) -> Any:
+    """One row per process, a bar per op coloured by outcome; the nemesis periods shaded;
+    a violation's failing window outlined and its failing op marked and described."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(10, 4))
     starts: dict[Any, float] = {}
     rows: dict[Any, int] = {}
@@ -128,10 +158,50 @@ def _plots(
         began = starts.pop(event.process, t)
         row = rows.setdefault(event.process, len(rows))
         ax.plot([began, t], [row, row], color=COLOURS.get(event.type, "#555555"), linewidth=3)
+    window, blocked = failing
+    for op in window:  # the violation's failing window, outlined in black
+        if op.process in rows and op.call_time is not None:
+            end = op.ret_time if op.ret_time is not None else op.call_time
+            row = rows[op.process]
+            ax.plot(
+                [op.call_time / 1e9, end / 1e9],
+                [row, row],
+                color="black",
+                linewidth=7,
+                zorder=0,
+                label="failing window" if op is window[0] else None,
+            )
+    for op in blocked:
+        if op.process in rows and op.call_time is not None:
+            at = (op.ret_time if op.ret_time is not None else op.call_time) / 1e9
+            ax.plot(
+                [at],
+                [rows[op.process]],
+                marker="X",
+                markersize=12,
+                color="#d62728",
+                linestyle="none",
+                label="failing op" if op is blocked[0] else None,
+            )
+            ax.annotate(
+                op.describe(),
+                (at, rows[op.process]),
+                textcoords="offset points",
+                xytext=(-8, 8),  # above and to the left: failing ops are often the last
+                ha="right",
+                fontsize=8,
+                color="#d62728",
+            )
     _shade(ax, intervals)
+    # one integer tick per process row, named by its process id when they fit
+    if 0 < len(rows) <= 40:
+        ax.set_yticks(range(len(rows)), [str(p) for p in rows], fontsize=7)
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("time since start (s)")
     ax.set_ylabel("process")
     ax.set_title("operations per process (green ok, red fail, yellow info)")
+    if window or blocked:  # beside the drawing, never over the marks
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / "timeline.png", dpi=110)
-    plt.close(fig)
+    return fig

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kvstore.harness.cli import pbs_rows
 from kvstore.harness.drive import RunOptions
 from kvstore.harness.guarantees import Setting
 from kvstore.harness.prediction import setting_rw
@@ -66,3 +67,12 @@ def test_each_setting_maps_to_its_r_and_w() -> None:
     assert setting_rw(Setting("all", None, None, False, "off"), 3) == (3, 3)
     assert setting_rw(Setting(None, 1, "quorum", False, "off"), 3) == (1, 2)
     assert setting_rw(Setting("linearizable", None, None, False, "off"), 3) is None
+
+
+def test_the_run_summary_shows_the_prediction_beside_what_was_seen(tmp_path: Path) -> None:
+    rows = dict(pbs_rows(_run(tmp_path, "one", ["partition"])))
+    assert rows["stale reads: PBS at t=0"] != ""
+    assert "of" in rows["stale reads: seen, healthy"] and "faults" in " ".join(rows)
+    assert " vs " in rows["right after a write: PBS vs seen"]
+    linearizable = dict(pbs_rows(_run(tmp_path, "linearizable", [])))
+    assert linearizable["stale reads: PBS"].startswith("no prediction (linearizable")
