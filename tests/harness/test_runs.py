@@ -94,14 +94,16 @@ def test_r1_w1_healthy_prediction_is_close_to_what_reads_right_after_a_write_saw
 ) -> None:
     """The issue's check on a real cluster: PBS within 2x or 0.05 absolute of the
     observed stale-read rate of the reads right after a write (0-5 ms after its ack).
-    Measured at this setting, 13 runs of 8-16 s (seeds 1-8 and 1-5): predicted
-    0.004-0.034, observed 0-0.023, the largest gap 0.034. Loaded to 400 ops/s the
-    prediction grows faster than what the reads see (0.05-0.085 against 0.013-0.032),
-    so this stays at 200."""
-    results = run(tmp_path, "one", [], seed=1, time_limit=16.0, rate=200.0, concurrency=10)
+    Measured at this setting (``bench/pbs.py --rate 100 --seconds 24``), 12 runs:
+    predicted 0.001-0.019, observed 0-0.02, the largest gap 0.019. At 200 ops/s on this
+    2-core machine the prediction depends on how loaded it is (0.004-0.034 in 13 runs
+    one hour, 0.04-0.086 in 8 the next, against 0-0.025 observed): PBS draws the
+    replicas' service times independently, while three replicas on one machine slow
+    down together. So the test runs where the machine is not the bottleneck."""
+    results = run(tmp_path, "one", [], seed=1, time_limit=24.0, rate=100.0, concurrency=10)
     compared = results["pbs"]["right_after_a_write"]
     assert compared["available"], compared
-    assert compared["reads"] >= 40
+    assert compared["reads"] >= 30
     assert compared["within_2x_or_0.05"], compared
     assert 0 < compared["client_hops_ms"] < 50
 
