@@ -16,18 +16,17 @@ from kvstore.core.pbs import Distribution
 from tests.cluster.conftest import ClusterFactory
 
 
-def _exposition(observations: dict[str, list[float]]) -> str:
+def _exposition(
+    observations: dict[str, list[float]],
+    metric: str = "kvstore_replica_round_trip_seconds",
+    label: str = "op",
+) -> str:
+    """A node's text exposition of one histogram, observations alternating two peers."""
     registry = CollectorRegistry()
-    h = Histogram(
-        "kvstore_replica_round_trip_seconds",
-        "rtt",
-        ["op", "peer"],
-        buckets=(0.001, 0.002, 0.005),
-        registry=registry,
-    )
-    for op, values in observations.items():
+    h = Histogram(metric, "h", [label, "peer"], buckets=(0.001, 0.002, 0.005), registry=registry)
+    for value, values in observations.items():
         for i, v in enumerate(values):
-            h.labels(op, f"n{i % 2 + 1}").observe(v)
+            h.labels(value, f"n{i % 2 + 1}").observe(v)
     return generate_latest(registry).decode()
 
 
@@ -41,17 +40,9 @@ def test_scraped_histograms_sum_over_peers_and_nodes_into_bucket_counts() -> Non
 
 
 def _legs(values: dict[str, float]) -> str:
-    registry = CollectorRegistry()
-    h = Histogram(
-        "kvstore_replica_leg_seconds",
-        "legs",
-        ["leg", "peer"],
-        buckets=(0.001, 0.002, 0.005),
-        registry=registry,
+    return _exposition(
+        {leg: [v] for leg, v in values.items()}, "kvstore_replica_leg_seconds", "leg"
     )
-    for leg, v in values.items():
-        h.labels(leg, "n2").observe(v)
-    return generate_latest(registry).decode()
 
 
 def test_measured_legs_are_used_and_halves_only_without_them() -> None:
