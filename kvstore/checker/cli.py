@@ -106,10 +106,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("--html", metavar="REPORT.html", help="write a self-contained HTML report")
     p.add_argument("--staleness", action="store_true", help="also run the staleness analyses")
-    p.add_argument(
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument(
         "--all-partitions",
         action="store_true",
         help="check every partition fully even after one has failed",
+    )
+    stop.add_argument(
+        "--first-failure",
+        action="store_true",
+        help="stop at the first failing partition, as Porcupine does (default: the others "
+        "get 1 s more, so that more failing keys are reported)",
     )
     p.set_defaults(func=run_check)
 
@@ -211,7 +218,7 @@ def run_check(args: argparse.Namespace) -> int:
             history,
             model,
             time_limit=args.time_limit,
-            keep_going_s=None if args.all_partitions else 1.0,
+            keep_going_s=None if args.all_partitions else 0.0 if args.first_failure else 1.0,
         )
         staleness = analyse_staleness(history) if args.staleness else None
     except HistoryFormatError as e:
