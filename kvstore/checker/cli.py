@@ -220,7 +220,14 @@ def run_check(args: argparse.Namespace) -> int:
             time_limit=args.time_limit,
             keep_going_s=None if args.all_partitions else 0.0 if args.first_failure else 1.0,
         )
-        staleness = analyse_staleness(history) if args.staleness else None
+        staleness = (
+            analyse_staleness(
+                history,
+                **({} if initial is _NO_INITIAL else {"initial": initial}),
+            )
+            if args.staleness
+            else None
+        )
     except HistoryFormatError as e:
         return _bad(path, e.line, e.detail)
     except OSError as e:

@@ -6,8 +6,10 @@ Definitions (per key; `a < b` means op a completed before op b was invoked, by `
   (value = nil: what a read after it returns; deletes share that value, so a read of nil
   gets the benefit of the doubt below like any repeated value). A write with no
   completion (info) may be a read's source but has completion +infinity. Reads: ok
-  read/get. The initial value (nil; for get/put histories nil or "") is version 0, older
-  than every write.
+  read/get. The initial value (nil; for get/put histories nil or ""; or the one given,
+  as `kvstore check --initial` gives it) is version 0, older than every write. Under
+  Knossos's nil rule (`nil_read_unknown`) a read of nil says nothing about the state, so
+  it is left out of every figure.
 - Source of a read R of value v: among writes of v invoked before R completed, the one that
   completed last (the benefit of the doubt when values repeat); the initial value if none
   and v is initial. Otherwise R is *unexplained* and left out of every figure below.
@@ -157,11 +159,23 @@ def _t(v: int | None, default: float) -> float:
     return float(v) if v is not None else default
 
 
-def analyse_staleness(history: History | Sequence[Operation]) -> StalenessReport:
-    """All staleness figures for a history.
+_NO_INITIAL: Any = object()
+
+
+def analyse_staleness(
+    history: History | Sequence[Operation],
+    *,
+    initial: Any = _NO_INITIAL,
+    nil_read_unknown: bool | None = None,
+) -> StalenessReport:
+    """All staleness figures for a history. ``initial``: the register's first value
+    (default: nil, or nil and "" for get/put histories); ``nil_read_unknown``: Knossos's
+    rule for reads of nil (default: the history's own, False for plain operations).
 
     Raises HistoryFormatError (a ValueError) at the first op that lacks a time.
     """
+    if nil_read_unknown is None:
+        nil_read_unknown = isinstance(history, History) and history.nil_read_is_unknown
     ops = history.operations() if isinstance(history, History) else list(history)
     report = StalenessReport()
     by_key: dict[Hashable, list[Operation]] = {}
@@ -169,16 +183,20 @@ def analyse_staleness(history: History | Sequence[Operation]) -> StalenessReport
         if op.f in _READ_FS or op.f in _WRITE_FS or op.f == "cas":
             if op.call_time is None or (op.ret is not None and op.ret_time is None):
                 raise HistoryFormatError(op.line, "time fields for the staleness analyses")
+            if nil_read_unknown and op.f in _READ_FS and op.output is None:
+                continue  # Knossos's rule: this read's value is unknown
             by_key.setdefault(op.key, []).append(op)
     for key_ops in by_key.values():
-        _analyse_key(key_ops, report)
+        _analyse_key(key_ops, report, initial)
     return report
 
 
-def _analyse_key(ops: list[Operation], rep: StalenessReport) -> None:
-    init_values: tuple[Any, ...] = (
-        (None, "") if any(o.f in ("get", "put") for o in ops) else (None,)
-    )
+def _analyse_key(ops: list[Operation], rep: StalenessReport, initial: Any) -> None:
+    init_values: tuple[Any, ...]
+    if initial is not _NO_INITIAL:
+        init_values = (initial,)
+    else:
+        init_values = (None, "") if any(o.f in ("get", "put") for o in ops) else (None,)
     init = _Write(None, None, _NEG, _NEG)
     writes: list[_Write] = []
     reads: list[Operation] = []
