@@ -22,12 +22,14 @@ fi
 #   harness uses the gRPC-seam faults
 # - prometheus: a real Prometheus server scrapes every node's /metrics (tests/cluster)
 # - chromium-headless-shell: the HTML pages (ledger.html, the checker's report) are opened
-#   in a headless browser (tests/harness)
+#   in a headless browser (tests/harness, tests/checker)
+# - etcd-server: the store a user would pick instead, for bench/vs_etcd.py
 want=()
 command -v iptables >/dev/null || want+=(iptables iproute2)
 command -v prometheus >/dev/null || want+=(prometheus)
 command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null \
   || want+=(chromium-headless-shell)
+command -v etcd >/dev/null || want+=(etcd-server)
 if [ "$(id -u)" = 0 ] && [ ${#want[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     --no-install-recommends "${want[@]}") >/dev/null 2>&1 \
