@@ -36,6 +36,26 @@ document.getElementById("page").addEventListener("load", () => {{
 </script></body></html>"""
 
 
+def _browse(profile: str, args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """One headless browser run with its own throwaway profile; killed on timeout."""
+    assert BROWSER is not None, NO_BROWSER
+    return subprocess.run(
+        [
+            BROWSER,
+            "--headless",
+            "--no-sandbox",  # as root the sandbox refuses to start
+            "--disable-gpu",
+            f"--user-data-dir={profile}/profile",
+            "--virtual-time-budget=10000",  # let the page's scripts run before output
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 def inspect(page: Path, script: str, timeout_s: float = 60.0) -> dict[str, Any]:
     """Run ``script`` (JavaScript with ``doc``, the page's document, and ``out``, an
     object to fill) once ``page`` has loaded; returns ``out``."""
@@ -43,22 +63,11 @@ def inspect(page: Path, script: str, timeout_s: float = 60.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="kvbrowser-") as tmp:
         wrapper = Path(tmp) / "inspect.html"
         wrapper.write_text(_WRAPPER.format(src=page.resolve().as_uri(), script=script))
-        done = subprocess.run(
-            [
-                BROWSER,
-                "--headless",
-                "--no-sandbox",  # as root the sandbox refuses to start
-                "--disable-gpu",
-                "--allow-file-access-from-files",  # the wrapper reads its frame's page
-                f"--user-data-dir={tmp}/profile",
-                "--virtual-time-budget=10000",
-                "--dump-dom",
-                wrapper.as_uri(),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
+        done = _browse(
+            tmp,
+            # the wrapper reads its frame's page
+            ["--allow-file-access-from-files", "--dump-dom", wrapper.as_uri()],
+            timeout_s,
         )
     found = re.search(r'<pre id="out">(.*?)</pre>', done.stdout, re.S)
     if found is None or found.group(1) == "pending":
@@ -73,22 +82,15 @@ def screenshot(page: Path, png: Path, size: str = "1400,1000", timeout_s: float 
     """The page's first screen as a PNG (``size`` is width,height in pixels)."""
     assert BROWSER is not None, NO_BROWSER
     with tempfile.TemporaryDirectory(prefix="kvbrowser-") as tmp:
-        subprocess.run(
+        _browse(
+            tmp,
             [
-                BROWSER,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                f"--user-data-dir={tmp}/profile",
-                "--virtual-time-budget=10000",
                 "--hide-scrollbars",
                 f"--window-size={size}",
                 f"--screenshot={png}",
                 page.resolve().as_uri(),
             ],
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
+            timeout_s,
         )
     if not png.is_file() or png.read_bytes()[:4] != b"\x89PNG":
         raise AssertionError(f"the browser made no screenshot of {page}")

@@ -16,10 +16,9 @@ import math
 import urllib.request
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
+from kvstore.cluster.predict import LEGS, cumulative_buckets, families
 
 LATENCY = "kvstore_request_duration_seconds"
-LEGS = "kvstore_replica_leg_seconds"
 QUANTILES = (0.5, 0.99)
 
 
@@ -42,29 +41,17 @@ def quantile(buckets: dict[float, float], q: float) -> float | None:
     return start
 
 
-def _cumulative(text: str, metric: str, label: str) -> dict[str, dict[float, float]]:
-    out: dict[str, dict[float, float]] = {}
-    for family in text_string_to_metric_families(text):
-        if family.name != metric:
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                per = out.setdefault(sample.labels.get(label, "?"), {})
-                bound = float(sample.labels["le"])
-                per[bound] = per.get(bound, 0.0) + sample.value
-    return out
-
-
 def headlines(text: str) -> dict[str, Any]:
     """{"latency_ms": {op: {"p50", "p99", "count"}}, "legs_p99_ms": {W, A, R, S}}."""
+    parsed = families([text])  # once, for both histograms
     latency: dict[str, Any] = {}
-    for op, buckets in sorted(_cumulative(text, LATENCY, "op").items()):
+    for op, buckets in sorted(cumulative_buckets(parsed, LATENCY, "op").items()):
         figures = {f"p{round(q * 100)}": quantile(buckets, q) for q in QUANTILES}
         if all(v is not None for v in figures.values()):
             latency[op] = {k: round(v * 1000, 3) for k, v in figures.items() if v is not None}
             latency[op]["count"] = int(max(buckets.values()))
     legs: dict[str, float] = {}
-    for leg, buckets in sorted(_cumulative(text, LEGS, "leg").items()):
+    for leg, buckets in sorted(cumulative_buckets(parsed, LEGS, "leg").items()):
         p99 = quantile(buckets, 0.99)
         if p99 is not None:
             legs[leg] = round(p99 * 1000, 3)

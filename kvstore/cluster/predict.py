@@ -57,6 +57,11 @@ ASSUMPTIONS = (
     "links); every replica draws from the cluster-wide distribution; no failures, read "
     "repair or hints (PBS's model)"
 )
+HALVES = (
+    "W = A = half a write's replica round trip and R = S = half a read's (no legs "
+    "measured; symmetric links); every replica draws from the cluster-wide distribution; "
+    "no failures, read repair or hints (PBS's model)"
+)
 WHERE = {
     "primary": "the key's first primary coordinates the write and the read (ring-aware "
     "clients), its own replica without a hop",
@@ -97,29 +102,56 @@ def parse_local(metrics: Metrics) -> Histograms:
     return parse_histograms(metrics, LOCAL, "op")
 
 
+def pbs_inputs(metrics: Metrics) -> tuple[Histograms, Histograms, Histograms]:
+    """The round trips, the legs and the local service times, the texts parsed once."""
+    parsed = families(metrics)
+    return parse_round_trips(parsed), parse_legs(parsed), parse_local(parsed)
+
+
+def _missing(hists: Histograms | None, names: Sequence[str]) -> list[str]:
+    """The ``names`` with no observation in ``hists``."""
+    return [x for x in names if sum((hists or {}).get(x, {}).get("counts", [])) <= 0]
+
+
+def _distribution(hists: Histograms, name: str) -> Distribution:
+    return Distribution(tuple(hists[name]["bounds"]), tuple(hists[name]["counts"]))
+
+
 def coordinators_from(
     local: Histograms | None, where: str, n: int, nodes: int
 ) -> Coordinators | None:
     """The coordinator model, or None when local service times were not measured."""
     if where not in ("primary", "any"):
         raise ValueError(f"--coordinators: {where!r} is not primary or any")
-    if not local or not all(
-        sum(local.get(op, {}).get("counts", [])) > 0 for op in ("write", "read")
-    ):
+    if local is None or _missing(local, ("write", "read")):
         return None
-
-    def dist(op: str) -> Distribution:
-        assert local is not None
-        return Distribution(tuple(local[op]["bounds"]), tuple(local[op]["counts"]))
-
+    write, read = _distribution(local, "write"), _distribution(local, "read")
     if where == "primary":
-        return Coordinators(dist("write"), dist("read"), 1.0, same=True)
-    return Coordinators(dist("write"), dist("read"), min(1.0, n / max(nodes, 1)), same=False)
+        return Coordinators(write, read, 1.0, same=True)
+    return Coordinators(write, read, min(1.0, n / max(nodes, 1)), same=False)
 
 
-def parse_histograms(metrics: Metrics, metric: str, label: str) -> Histograms:
-    """One histogram's buckets summed over every exposition and every other label,
-    per value of ``label``."""
+def model(
+    round_trips: Histograms,
+    legs: Histograms | None,
+    local: Histograms | None,
+    *,
+    n: int,
+    nodes: int,
+    where: str,
+) -> tuple[list[Replica], Coordinators | None, str]:
+    """What PBS predicts from: the replicas, the coordinator model (or None), and the
+    assumptions they rest on, in words."""
+    replicas = replicas_from(round_trips, n, legs)
+    coordinators = coordinators_from(local, where, n, nodes)
+    base = HALVES if _missing(legs, "WARS") else ASSUMPTIONS
+    return replicas, coordinators, f"{base}; {WHERE[where if coordinators else None]}"
+
+
+def cumulative_buckets(metrics: Metrics, metric: str, label: str) -> dict[str, dict[float, float]]:
+    """One histogram's cumulative buckets ({upper bound: count at or below}, +Inf
+    included) summed over every exposition and every other label, per value of
+    ``label``."""
     cumulative: dict[str, dict[float, float]] = {}
     for family in families(metrics):
         if family.name != metric:
@@ -130,8 +162,14 @@ def parse_histograms(metrics: Metrics, metric: str, label: str) -> Histograms:
             bound = float(sample.labels["le"])
             per_op = cumulative.setdefault(sample.labels.get(label, "?"), {})
             per_op[bound] = per_op.get(bound, 0.0) + sample.value
+    return cumulative
+
+
+def parse_histograms(metrics: Metrics, metric: str, label: str) -> Histograms:
+    """One histogram's per-bucket counts summed over every exposition and every other
+    label, per value of ``label``."""
     out: dict[str, dict[str, list[float]]] = {}
-    for op, buckets in cumulative.items():
+    for op, buckets in cumulative_buckets(metrics, metric, label).items():
         bounds = sorted(b for b in buckets if b != float("inf"))
         counts, previous = [], 0.0
         for bound in bounds:
@@ -166,27 +204,17 @@ def scrape(cfg: config_mod.ClusterConfig, timeout_s: float = 2.0) -> list[str]:
 def replicas_from(round_trips: Histograms, n: int, legs: Histograms | None = None) -> list[Replica]:
     """N replicas drawing from the measured legs, or from halved round trips when no
     legs were measured (older nodes and snapshots)."""
-    if legs and all(sum(legs.get(leg, {}).get("counts", [])) > 0 for leg in "WARS"):
-
-        def leg(name: str) -> Distribution:
-            return Distribution(tuple(legs[name]["bounds"]), tuple(legs[name]["counts"]))
-
-        w, a, r, s = (leg(name) for name in "WARS")
+    if legs is not None and not _missing(legs, "WARS"):
+        w, a, r, s = (_distribution(legs, name) for name in "WARS")
         return [Replica(w, a, r, s) for _ in range(n)]
-    missing = [
-        op for op in ("write", "read") if sum(round_trips.get(op, {}).get("counts", [])) <= 0
-    ]
+    missing = _missing(round_trips, ("write", "read"))
     if missing:
         raise ValueError(
             f"no replica round trips measured yet for {', '.join(missing)}: run some "
             f"traffic through the cluster first (every node counts its own)"
         )
-
-    def half(op: str) -> Distribution:
-        data = round_trips[op]
-        return Distribution(tuple(data["bounds"]), tuple(data["counts"])).scaled(0.5)
-
-    write, read = half("write"), half("read")
+    write = _distribution(round_trips, "write").scaled(0.5)
+    read = _distribution(round_trips, "read").scaled(0.5)
     return [Replica(write, write, read, read) for _ in range(n)]
 
 
@@ -257,12 +285,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             cfg = config_mod.load(args.config)
             n = cfg.n
-            texts = families(scrape(cfg))
-            round_trips, legs, local = (
-                parse_round_trips(texts),
-                parse_legs(texts),
-                parse_local(texts),
-            )
+            round_trips, legs, local = pbs_inputs(scrape(cfg))
             nodes = len(cfg.nodes)
             if args.save is not None:
                 snapshot = {
@@ -273,15 +296,15 @@ def run(args: argparse.Namespace) -> int:
                     "local": local,
                 }
                 args.save.write_text(json.dumps(snapshot, indent=1))
-        replicas = replicas_from(round_trips, n, legs)
-        coordinators = coordinators_from(local, args.coordinators, n, nodes)
+        replicas, coordinators, assumptions = model(
+            round_trips, legs, local, n=n, nodes=nodes, where=args.coordinators
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"kvstore predict: {exc}", file=sys.stderr)
         return 2
     predictions = predict_all(
         replicas, t_ms, ks, args.trials, random.Random(args.seed), coordinators
     )
-    where = WHERE[args.coordinators if coordinators is not None else None]
     budget = args.budget_p99_ms
     fits = predictions if budget is None else within_budget(predictions, budget)
     if args.json:
@@ -290,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
                 {
                     "n": n,
                     "trials": args.trials,
-                    "assumptions": f"{ASSUMPTIONS}; {where}",
+                    "assumptions": assumptions,
                     "budget_p99_ms": budget,
                     "settings": to_json(predictions, fits),
                 }
@@ -298,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     Console().print(_table(predictions, fits, t_ms, ks, budget))
-    Console().print(f"[dim]assumes {ASSUMPTIONS}; {where}[/dim]")
+    Console().print(f"[dim]assumes {assumptions}[/dim]")
     return 0
 
 

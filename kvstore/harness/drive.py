@@ -295,8 +295,9 @@ def judge(
 
     state.phase = "checking"
     began = check_seconds()
+    history = recorder.history()  # one History: its paired operations are memoised
     results = evaluate(
-        recorder.history(),
+        history,
         options=options,
         n=n,
         settle=phases.settle,
@@ -307,12 +308,13 @@ def judge(
     )
     stale = results.pop("_stale")
     predicted = prediction.predicted(expositions, options.setting, n, nodes, options.seed)
-    observed = prediction.observed(recorder.history(), stale, phases.intervals)
+    observed = prediction.observed(history, stale, phases.intervals)
+    latency = latency_ms(state.tally)
     results["pbs"] = {
         "predicted": predicted,
         "observed": observed,
         "right_after_a_write": prediction.compare(
-            predicted, observed, latency_ms(state.tally).get("write", {}).get("p50")
+            predicted, observed, latency.get("write", {}).get("p50")
         ),
     }
     results.update(
@@ -335,7 +337,7 @@ def judge(
             **extra,
         },
     )
-    results["latency_ms"] = latency_ms(state.tally)
+    results["latency_ms"] = latency
     if reports or (reports is None and results["verdict"] != "held"):
         write_reports(folder, recorder, results, state.tally, phases.intervals)
     else:

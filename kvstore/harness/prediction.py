@@ -33,18 +33,7 @@ from typing import Any
 
 from kvstore.checker import History
 from kvstore.checker.staleness import StalenessReport
-from kvstore.cluster.predict import (
-    ASSUMPTIONS,
-    WHERE,
-    Metrics,
-    coordinators_from,
-    families,
-    parse_legs,
-    parse_local,
-    parse_round_trips,
-    prediction_json,
-    replicas_from,
-)
+from kvstore.cluster.predict import Metrics, model, pbs_inputs, prediction_json
 from kvstore.core.consistency import PRESETS, resolve_count
 from kvstore.core.pbs import predict
 from kvstore.harness.guarantees import Setting
@@ -78,9 +67,10 @@ def predicted(
     if rw is None:
         return {"available": False, "why": "linearizable reads write back (ABD): not PBS's model"}
     try:
-        texts = families(expositions)  # parsed once for the three histograms
-        replicas = replicas_from(parse_round_trips(texts), n, parse_legs(texts))
-        coordinators = coordinators_from(parse_local(texts), "any", n, nodes)
+        round_trips, legs, local = pbs_inputs(expositions)
+        replicas, coordinators, assumptions = model(
+            round_trips, legs, local, n=n, nodes=nodes, where="any"
+        )
     except ValueError as exc:
         return {"available": False, "why": str(exc)}
     p = predict(replicas, rw[0], rw[1], T_MS, (1, 2), TRIALS, random.Random(seed), coordinators)
@@ -90,7 +80,7 @@ def predicted(
         **prediction_json(p),
         "p_stale_read": round(1 - p.consistent[T_MS[0]], 4),
         "t_visibility_ms_p999": visible,
-        "assumptions": f"{ASSUMPTIONS}; {WHERE['any' if coordinators else None]}",
+        "assumptions": assumptions,
     }
 
 

@@ -49,7 +49,6 @@ def write_reports(
     intervals: list[tuple[float, float, str]],
 ) -> None:
     lin = results.pop("_lin_result", None)
-    results["latency_ms"] = latency_ms(tally)
     with open(folder / "history.edn", "w", encoding="utf-8") as fp:
         # Jepsen's convention for many registers: :value [k v], split per key by its
         # independent checker (and by ours)

@@ -11,9 +11,12 @@ Rules and invariants:
 - Scrapes run on prometheus_client's HTTP thread; they read copies (a dict copy is one
   step under the GIL) and never touch the event loop.
 - Replica round trips (``kvstore_replica_round_trip_seconds{op,peer}``) are timed on the
-  coordinator's own clock from sending a request to its answer, so no clocks need to
-  agree: a write's round trip is PBS's W + A, a read's R + S (Bailis et al.); splitting
-  each in two needs an assumption (symmetric links), which a predictor must state.
+  coordinator's own clock from sending a request to its answer, and every reply carries
+  the replica's service time on the replica's clock, so no clocks need to agree. The
+  WARS legs (``kvstore_replica_leg_seconds{leg,peer}``, Bailis et al.) split the
+  network's share (round trip less service) in half: an assumption (symmetric links)
+  that a predictor must state. A coordinator's own replica is timed apart
+  (``kvstore_replica_local_seconds{op}``): it has no network share.
 - The endpoint is plain HTTP and read-only, meant for a scraper on a trusted network;
   bind it to loopback (the default in the local configs) or firewall it.
 """

@@ -100,7 +100,7 @@ class ReplicaMixin:
         return replica_codec.encode_record(record)
 
     def handle_frame(self, messages: list[list[Any]], send: Callable[[list[Any]], None]) -> None:
-        """Serve one frame of replica requests; replies go to ``reply`` as they are ready.
+        """Serve one frame of replica requests; replies go to ``send`` as they are ready.
 
         Writes of one frame share one engine call (and so one commit); reads likewise.
         Every reply carries its service time: from the frame's arrival to the reply, on
