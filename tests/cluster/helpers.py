@@ -43,6 +43,16 @@ def seen_by_all(cluster: LocalCluster, target: str, state: str) -> bool:
         return False
 
 
+def settled_views(cluster: LocalCluster, down: set[str]) -> bool:
+    """Every running node sees each of ``down`` down and every other running node up:
+    the membership a test that routes around dead nodes assumes (a live node briefly
+    suspected while its peers died would take a fallback's place in the plan)."""
+    live = [n for n in cluster.config.node_ids if n not in down]
+    return all(seen_by_all(cluster, n, "down") for n in down) and all(
+        seen_by_all(cluster, n, "up") for n in live
+    )
+
+
 def hints_pending(cluster: LocalCluster, node: str) -> dict[str, int]:
     return dict(cluster.status(node).hints_pending)
 

@@ -15,6 +15,7 @@ from tests.cluster.helpers import (
     layout,
     read_local,
     seen_by_all,
+    settled_views,
     wait_until,
 )
 
@@ -48,11 +49,11 @@ def test_sloppy_write_leaves_a_hint_that_is_replayed(start_cluster: ClusterFacto
     (owner, *_), _ = layout(cluster, key, set())
     _, (fallback,) = layout(cluster, key, {owner})
     cluster.kill(owner)
-    wait_until(lambda: seen_by_all(cluster, owner, "down"), f"{owner} seen down")
+    wait_until(lambda: settled_views(cluster, {owner}), f"{owner} seen down, the rest up")
     with SyncClient.from_config(cluster.config) as client:
         result = client.put(key, "while-you-were-out", w="quorum", trace=True)
     fallback_acks = [r for r in result.replicas if r.fallback and r.ok]
-    assert [r.node for r in fallback_acks] == [fallback]
+    assert [r.node for r in fallback_acks] == [fallback], result.replicas
     assert hints_pending(cluster, fallback) == {owner: 1}
     assert counters(cluster, fallback)["hints.stored"] == 1
     cluster.start_node(owner)
@@ -124,9 +125,7 @@ def test_strict_quorum_with_two_primaries_down(start_cluster: ClusterFactory) ->
     down = set(primaries[:2])
     for node in down:
         cluster.kill(node)
-    wait_until(
-        lambda: all(seen_by_all(cluster, node, "down") for node in down), f"{down} seen down"
-    )
+    wait_until(lambda: settled_views(cluster, down), f"{down} seen down, the rest up")
     with SyncClient.from_config(cluster.config) as client:
         with pytest.raises(Unavailable) as info:
             client.put(key, "strict", w="quorum", sloppy=False)
