@@ -137,7 +137,7 @@ def test_strict_quorum_with_two_primaries_down(start_cluster: ClusterFactory) ->
         assert {r.node for r in result.replicas if r.ok and not r.fallback} == {primaries[2]}
         # sloppy: the fallbacks count toward W
         sloppy = client.put(key, "sloppy", w="quorum", sloppy=True, trace=True)
-        assert sum(1 for r in sloppy.replicas if r.ok and r.fallback) == 2
+        assert sum(1 for r in sloppy.replicas if r.ok and r.fallback) == 2, sloppy.replicas
 
 
 def test_replayed_old_hint_never_overwrites_a_newer_write(start_cluster: ClusterFactory) -> None:

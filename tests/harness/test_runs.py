@@ -100,7 +100,8 @@ def test_r1_w1_healthy_prediction_is_close_to_what_reads_right_after_a_write_saw
     one hour, 0.04-0.086 in 8 the next, against 0-0.025 observed): PBS draws the
     replicas' service times independently, while three replicas on one machine slow
     down together. So the test runs where the machine is not the bottleneck."""
-    results = run(tmp_path, "one", [], seed=1, time_limit=24.0, rate=100.0, concurrency=10)
+    # 40 s: 73 reads right after a write in 24 s here, 24 in a CI run on a slower moment
+    results = run(tmp_path, "one", [], seed=1, time_limit=40.0, rate=100.0, concurrency=10)
     compared = results["pbs"]["right_after_a_write"]
     assert compared["available"], compared
     assert compared["reads"] >= 30
