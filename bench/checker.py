@@ -1,6 +1,6 @@
 """Speed of the linearizability checker on the Porcupine reference corpus.
 
-Usage: python bench/checker.py [--json] [--rounds 3] [--corpus DIR] [--explain]
+Usage: python bench/checker.py [--json] [--rounds 5] [--corpus DIR] [--explain]
                                [--keep-going SECONDS]
 
 For every file in ``verdicts.tsv`` it parses the history once, then checks it ``--rounds``
@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kvstore.checker import check_history, load_history
+from kvstore.checker import CheckResult, check_history, load_history
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus" / "porcupine"
 
@@ -47,6 +47,8 @@ def run(corpus: Path, rounds: int, explain: bool, keep_going: float) -> dict[str
     for name, want in expected.items():
         t0 = time.perf_counter()
         history = load_history(corpus / name)
+        # Pairing events into operations is parsing: Porcupine's input is already paired.
+        history.operations()
         parse_s = time.perf_counter() - t0
         times: list[float] = []
         verdict = ""
@@ -70,6 +72,7 @@ def run(corpus: Path, rounds: int, explain: bool, keep_going: float) -> dict[str
                 "check_s": round(check_s, 6),
                 "porcupine_s": ref,
                 "ratio": round(check_s / ref, 3) if ref else None,
+                **(_windows(res) if explain else {}),
             }
         )
     with_ref = [f for f in files if f["porcupine_s"]]
@@ -106,14 +109,38 @@ def run(corpus: Path, rounds: int, explain: bool, keep_going: float) -> dict[str
             {k: f[k] for k in ("file", "check_s", "porcupine_s", "ratio")} for f in slowest
         ],
         "peak_rss_mb": round(peak_kb / 1024, 1),
+        **({"explanations": _explanations(files)} if explain else {}),
         "files": files,
+    }
+
+
+def _windows(res: CheckResult) -> dict[str, Any]:
+    ces = res.counterexamples
+    return {
+        "windows": [len(c.window) for c in ces],
+        "windows_minimal": all(c.window_minimal for c in ces),
+    }
+
+
+def _explanations(files: list[dict[str, Any]]) -> dict[str, Any]:
+    """Failing files: how many got a 1-minimal window, its size, and the time it took."""
+    failing = [f for f in files if f["windows"]]
+    sizes = sorted(w for f in failing for w in f["windows"])
+    return {
+        "failing_files": len(failing),
+        "all_windows_minimal": sum(1 for f in failing if f["windows_minimal"]),
+        "not_minimal": [f["file"] for f in failing if not f["windows_minimal"]],
+        "window_size_median": statistics.median(sizes) if sizes else None,
+        "window_size_max": max(sizes, default=None),
+        "explain_s_median": round(statistics.median(f["check_s"] for f in failing), 4),
+        "explain_s_max": round(max(f["check_s"] for f in failing), 4),
     }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     ap.add_argument("--explain", action="store_true", help="also build counterexamples")
     ap.add_argument("--keep-going", type=float, default=0.0, help="seconds after a failure")

@@ -32,21 +32,28 @@ from kvstore.checker.search import (
     NOT_LINEARIZABLE,
     UNKNOWN_VERDICT,
     Call,
-    SearchResult,
     Verdict,
     linearize,
+    linearize_columns,
 )
 
 
 def _steps(
-    model: Model, ops: Sequence[Operation], calls: Sequence[Call], res: SearchResult
+    model: Model,
+    ops: Sequence[Operation],
+    inp: Sequence[Any],
+    out: Sequence[Any],
+    order: Sequence[int],
 ) -> list[LinearizedStep]:
-    out: list[LinearizedStep] = []
+    """Replay a witness's order through the model, pairing each op with its states."""
+    steps: list[LinearizedStep] = []
     before = model.init()
-    for i, after in zip(res.order, res.states, strict=True):
-        out.append(LinearizedStep(ops[i], before, after))
+    step = model.step
+    for i in order:
+        _, after = step(before, inp[i], out[i])
+        steps.append(LinearizedStep(ops[i], before, after))
         before = after
-    return out
+    return steps
 
 
 def check_partition(
@@ -60,28 +67,38 @@ def check_partition(
 ) -> PartitionResult:
     """Check the ops of one partition (already split by key)."""
     kept: list[Operation] = []
-    calls: list[Call] = []
+    # The search's columns. Positions are ints: they order as the floats a Call holds.
+    call: list[float] = []
+    ret: list[float | None] = []
+    inp: list[Any] = []
+    out: list[Any] = []
+    encode = model.encode
     for op in ops:
-        enc = model.encode(op)
-        if enc is None:
-            continue
-        kept.append(op)
-        ret = float(op.ret) if op.ret is not None else None
-        calls.append(Call(float(op.call), ret, enc[0], enc[1]))
+        enc = encode(op)
+        if enc is not None:
+            kept.append(op)
+            call.append(op.call)
+            ret.append(op.ret)
+            inp.append(enc[0])
+            out.append(enc[1])
     init = model.init()
-    viable = model.viability([c.input for c in calls])
-    res = linearize(calls, init, model.step, model.is_readonly, deadline=deadline, viable=viable)
-    steps = _steps(model, kept, calls, res)
+    viable = model.viability(inp)
+    res = linearize_columns(
+        call, ret, inp, out, init, model.step, model.is_readonly, deadline=deadline, viable=viable
+    )
     pr = PartitionResult(
         key=key,
         verdict=res.verdict,
         ops=list(ops),
         checked=len(kept),
-        steps=steps,
         nodes=res.nodes,
         elapsed=res.elapsed,
+        witness=lambda: _steps(model, kept, inp, out, res.order),
     )
-    if res.verdict == NOT_LINEARIZABLE and viable is not None and explain:
+    if res.verdict != NOT_LINEARIZABLE:
+        return pr
+    calls = [Call(*c) for c in zip(call, ret, inp, out, strict=True)] if explain else []
+    if viable is not None and explain:
         # Look-ahead pruning can stop short of the true blocking point; redo the search
         # without it (within the explanation budget) so the prefix is the longest.
         budget = time.monotonic() + explain_budget_s
@@ -93,10 +110,8 @@ def check_partition(
             deadline=budget if deadline is None else min(deadline, budget),
         )
         if exact.verdict == NOT_LINEARIZABLE:
-            res.order, res.states, res.blocked = exact.order, exact.states, exact.blocked
-            steps = _steps(model, kept, calls, res)
-            pr.steps = steps
-    if res.verdict == NOT_LINEARIZABLE and res.blocked is not None:
+            res.order, res.blocked = exact.order, exact.blocked
+    if res.blocked is not None:
         if explain:
             window, minimal = failing_window(
                 calls, res.blocked, init, model.step, model.is_readonly, explain_budget_s
@@ -110,17 +125,24 @@ def check_partition(
             window=window_ops,
             window_minimal=minimal,
             summary=describe_window(window_ops) if minimal and model.nil_read is not None else None,
-            prefix=steps,
-            prefix_state=steps[-1].state_after if steps else init,
+            witness=lambda: pr.steps,
+            initial=init,
         )
     return pr
 
 
 def partition_ops(model: Model, ops: Sequence[Operation]) -> dict[Hashable, list[Operation]]:
+    key = model.partition
+    if key is None:
+        return {None: list(ops)}
     parts: dict[Hashable, list[Operation]] = {}
     for op in ops:
-        k = model.partition(op) if model.partition is not None else None
-        parts.setdefault(k, []).append(op)
+        k = key(op)
+        part = parts.get(k)
+        if part is None:
+            parts[k] = [op]
+        else:
+            part.append(op)
     return parts
 
 

@@ -83,33 +83,39 @@ def by_key(op: Operation) -> Hashable:
 # ------------------------------------------------------------------ register / cas-register
 
 
+_READ: Encoded = ("read", None)
+
+
 def _register_encode(
     allow_cas: bool, nil_is_unknown: bool = False
 ) -> Callable[[Operation], Encoded | None]:
+    fs = {"read": "read", "write": "write", "delete": "delete", **_ALIASES}
+    if allow_cas:
+        fs["cas"] = "cas"
+
     def encode(op: Operation) -> Encoded | None:
-        f = _ALIASES.get(op.f, op.f)
-        if f == "delete":
-            f, arg = "write", None
-        else:
-            arg = op.input
-        if op.status == "fail":
+        status = op.status
+        if status == "fail":
             return None
-        known = op.status == "ok"
+        f = fs.get(op.f)
         if f == "read":
             # Knossos: a read of nil fits any state; a read changes nothing, so drop it.
-            if not known or (nil_is_unknown and op.output is None):
+            if status != "ok" or (nil_is_unknown and op.output is None):
                 return None
-            return ("read", None), op.output
+            return _READ, op.output
         if f == "write":
-            return ("write", arg), (True if known else UNKNOWN)
+            return ("write", op.input), (True if status == "ok" else UNKNOWN)
+        if f == "delete":
+            return ("write", None), (True if status == "ok" else UNKNOWN)
         if f == "cas":
-            if not allow_cas:
-                raise HistoryFormatError(op.line, "read or write ops (use --model cas-register)")
+            arg = op.input
             # A map of two entries is a FrozenMap, a tuple too, but not a [from to] pair.
             if not (type(arg) is tuple and len(arg) == 2):
                 raise HistoryFormatError(op.line, "a cas value [from to]", repr(arg))
-            out = (op.output is not False) if known else UNKNOWN
+            out = (op.output is not False) if status == "ok" else UNKNOWN
             return ("cas", arg), out
+        if op.f == "cas":
+            raise HistoryFormatError(op.line, "read or write ops (use --model cas-register)")
         raise HistoryFormatError(
             op.line, "f read, write" + (", cas" if allow_cas else ""), repr(op.f)
         )
@@ -148,11 +154,24 @@ def _describe_register(inp: Any, out: Any) -> str:
 NIL_READ_RULES = ("auto", "value", "unknown")
 
 
+_REGISTERS: dict[tuple[bool, type, Any, str], Model] = {}
+
+
 def register_model(*, cas: bool = False, initial: Any = None, nil_read: str = "auto") -> Model:
     """A register (with cas if `cas`) starting at `initial` (hashable: a frozen value);
     `nil_read` is "auto", "value" or "unknown" (see the module rules)."""
     if nil_read not in NIL_READ_RULES:
         raise ValueError(f"nil_read must be one of {', '.join(NIL_READ_RULES)}, not {nil_read!r}")
+    # Models are immutable: one per setting, not one per check. The type is in the key
+    # because 0, 0.0 and False are equal keys but different initial values.
+    key = (cas, type(initial), initial, nil_read)
+    model = _REGISTERS.get(key)
+    if model is None:
+        model = _REGISTERS[key] = _register_model(cas, initial, nil_read)
+    return model
+
+
+def _register_model(cas: bool, initial: Any, nil_read: str) -> Model:
     return Model(
         name="cas-register" if cas else "register",
         init=lambda: initial,

@@ -11,9 +11,9 @@ Rules and invariants:
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from kvstore.checker.history import Operation
 from kvstore.checker.search import Verdict
@@ -41,8 +41,9 @@ def op_json(op: Operation) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class LinearizedStep:
+class LinearizedStep(NamedTuple):
+    """A tuple, not a dataclass: a check builds one per op of a witness."""
+
     op: Operation
     state_before: Any
     state_after: Any
@@ -59,17 +60,27 @@ class Counterexample:
     ran out first).
     `prefix`: the longest linearizable prefix found: every op that completed before
     `blocked`'s completion is in it, in a valid order, ending in `prefix_state`
-    (`blocked` is the first op whose completion no linearisation reaches).
+    (`blocked` is the first op whose completion no linearisation reaches). It is built on
+    first use by `witness`; `initial` is the state it starts from.
     """
 
     key: Hashable
     blocked: Operation
     window: list[Operation]
     window_minimal: bool
-    prefix: list[LinearizedStep]
-    prefix_state: Any
+    witness: Callable[[], list[LinearizedStep]] = field(repr=False)
+    initial: Any
     # One sentence on what went wrong, when the window matches a common anomaly.
     summary: str | None = None
+
+    @property
+    def prefix(self) -> list[LinearizedStep]:
+        return self.witness()
+
+    @property
+    def prefix_state(self) -> Any:
+        steps = self.witness()
+        return steps[-1].state_after if steps else self.initial
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,14 +101,24 @@ class Counterexample:
 
 @dataclass(slots=True)
 class PartitionResult:
+    """One partition's verdict. `steps` is the witness (see LinearizedStep), built on first
+    use from `witness`: a verdict alone never pays for it."""
+
     key: Hashable
     verdict: Verdict
     ops: list[Operation]
     checked: int
-    steps: list[LinearizedStep] = field(default_factory=list)
     counterexample: Counterexample | None = None
     nodes: int = 0
     elapsed: float = 0.0
+    witness: Callable[[], list[LinearizedStep]] | None = field(default=None, repr=False)
+    _steps: list[LinearizedStep] | None = field(default=None, repr=False)
+
+    @property
+    def steps(self) -> list[LinearizedStep]:
+        if self._steps is None:
+            self._steps = self.witness() if self.witness is not None else []
+        return self._steps
 
     def to_json(self, *, with_steps: bool = False) -> dict[str, Any]:
         d: dict[str, Any] = {

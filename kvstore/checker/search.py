@@ -3,15 +3,19 @@
 Rules and invariants:
 - Input is one partition's calls: call time, return time (None = never completed, i.e.
   "may happen any time after the call, or never"), and the model's (input, output).
-  Times only need to be comparable; at equal times calls sort before returns, so touching
-  intervals count as concurrent.
-- The history is a doubly linked list of call/return entries in time order. A call may be
-  linearised when no return precedes it in the list; lifting an op removes both of its
-  entries; a return at the head of what is left means the ops so far cannot be extended
-  (backtrack). Every (linearised-set bitset, state) pair is explored at most once.
-- Optional ops (no completion) have no return entry and never need linearising: the search
-  succeeds once every completed op is placed. Beyond that, three prunings keep it small,
-  each sound by an exchange argument:
+  Times only need to be comparable (and ret >= call); at equal times calls sort before
+  returns, so touching intervals count as concurrent.
+- The completed ops are a doubly linked list of call/return entries in time order. A call
+  may be linearised when no return precedes it in the list; lifting an op removes both of
+  its entries; a return at the head of what is left means the ops so far cannot be
+  extended (backtrack). Every (linearised-set bitset, state) pair is explored at most once.
+- Optional ops (no completion) have no return, never need linearising (the search succeeds
+  once every completed op is placed) and never bound the frontier, so they sit in a list
+  of their own in call order: one is callable when it was called no later than the
+  frontier's first return. A node tries its completed ops before its optional ones; the
+  order is free, and a witness seldom needs an optional op, so this finds it far sooner
+  (timed-out writes placed early are what made old searches backtrack). Beyond that,
+  the prunings below keep the search small, each sound by an exchange argument:
   * read-only ops (model.is_readonly) that fit the current state are linearised at once and
     never revisited: such an op, already callable, can be moved to the front of any valid
     continuation. So a node's fate is its read's child's fate.
@@ -34,8 +38,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 Verdict = Literal["linearizable", "not linearizable", "unknown"]
 LINEARIZABLE: Verdict = "linearizable"
@@ -47,9 +51,10 @@ _DEAD = -2
 _HEAD = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One op as the search sees it. `ret is None`: optional (no completion)."""
+class Call(NamedTuple):
+    """One op as the search sees it. `ret is None`: optional (no completion).
+
+    A tuple, not a dataclass: a check builds one per op, and tuples are made fastest."""
 
     call: float
     ret: float | None
@@ -70,7 +75,6 @@ class SearchResult:
     nodes: int = 0
     memo: int = 0
     elapsed: float = 0.0
-    states: list[Any] = field(default_factory=list)
 
 
 def linearize(
@@ -88,48 +92,86 @@ def linearize(
     `viable(state, read_output)`, when given, must return False only if no sequence of this
     partition's ops can lead from `state` to a state where that read fits.
     """
+    return linearize_columns(
+        [c[0] for c in calls],
+        [c[1] for c in calls],
+        [c[2] for c in calls],
+        [c[3] for c in calls],
+        init,
+        step,
+        is_readonly,
+        deadline=deadline,
+        viable=viable,
+        max_memo=max_memo,
+        max_nodes=max_nodes,
+    )
+
+
+def linearize_columns(
+    call: Sequence[float],
+    ret: Sequence[float | None],
+    inp: Sequence[Any],
+    out: Sequence[Any],
+    init: Any,
+    step: Callable[[Any, Any, Any], tuple[bool, Any]],
+    is_readonly: Callable[[Any, Any], bool] = lambda _i, _o: False,
+    *,
+    deadline: float | None = None,
+    viable: Callable[[Any, Any], bool] | None = None,
+    max_memo: int = 1_000_000,
+    max_nodes: int | None = None,
+) -> SearchResult:
+    """`linearize` on the calls' fields as columns (op i is call[i], ret[i], inp[i], out[i]):
+    what the checker builds, saving a tuple per op."""
     t0 = time.perf_counter()
-    n = len(calls)
-    inp = [c.input for c in calls]
-    out = [c.output for c in calls]
-    optional = [c.ret is None for c in calls]
-    ro = [(not optional[i]) and is_readonly(inp[i], out[i]) for i in range(n)]
-    bits = [1 << i for i in range(n)]
+    n = len(call)
+    optional = [r is None for r in ret]
+    ro = [r is not None and is_readonly(a, b) for r, a, b in zip(ret, inp, out, strict=True)]
 
-    # Symmetry classes among optional ops: the previous op (in call order) of the same class.
-    prev_same = [_NIL] * n
-    last_of: dict[Any, int] = {}
-    for i in sorted(range(n), key=lambda j: calls[j].call):
-        if optional[i]:
-            key = (inp[i], out[i])
-            prev_same[i] = last_of.get(key, _NIL)
-            last_of[key] = i
-
-    # Entries 1..m in time order; kind 0 = call, 1 = return.
+    # The list holds the completed ops' entries 1..m in time order; kind 0 = call, 1 =
+    # return. Sorting (time, kind, op) puts calls before returns at equal times.
     raw: list[tuple[float, int, int]] = []
-    for i, c in enumerate(calls):
-        raw.append((c.call, 0, i))
-        if c.ret is not None:
-            raw.append((c.ret, 1, i))
+    for i, t in enumerate(ret):
+        if t is not None:
+            raw.append((call[i], 0, i))
+            raw.append((t, 1, i))
     raw.sort()
     m = len(raw)
-    kind = [0] + [k for _, k, _ in raw]
-    opi = [_NIL] + [i for _, _, i in raw]
+    kind = [0]
+    opi = [_NIL]
     match = [_NIL] * (m + 1)  # call entry -> its return entry
     call_entry = [_NIL] * n
-    for e in range(1, m + 1):
-        if kind[e] == 0:
-            call_entry[opi[e]] = e
-    for e in range(1, m + 1):
-        if kind[e] == 1:
-            match[call_entry[opi[e]]] = e
-    nxt = [*list(range(1, m + 1)), _NIL]
+    for e, (_, is_ret, i) in enumerate(raw, 1):
+        kind.append(is_ret)
+        opi.append(i)
+        if is_ret:
+            match[call_entry[i]] = e
+        else:
+            call_entry[i] = e
+    nxt = [*range(1, m + 1), _NIL]
     prv = list(range(-1, m))
+    remaining = m // 2
 
-    remaining = sum(1 for o in optional if not o)
+    # Optional ops have no return, so they never bound the frontier: they live in a list
+    # of their own, in call order (slot 0 is its head), and one is callable when it was
+    # called no later than the frontier's first return. prev_same[i]: the previous op of
+    # i's symmetry class in that order.
+    opt = [_NIL, *sorted((i for i in range(n) if optional[i]), key=lambda i: call[i])]
+    k_opt = len(opt) - 1
+    onxt = [*range(1, k_opt + 1), _NIL]
+    oprv = list(range(-1, k_opt))
+    prev_same = [_NIL] * n
+    last_of: dict[Any, int] = {}
+    for i in opt[1:]:
+        key = (inp[i], out[i])
+        prev_same[i] = last_of.get(key, _NIL)
+        last_of[key] = i
+
     state = init
     lin = 0
-    stack: list[tuple[int, Any, bool]] = []
+    # Frames: (list entry, or slot in the optional list when `late`; the state before;
+    # forced by phase 1; late; the frontier's first return entry).
+    stack: list[tuple[int, Any, bool, bool, int]] = []
     cache: set[tuple[int, Any]] = set()
     best_rank = -1
     best_order: list[int] = []
@@ -137,26 +179,25 @@ def linearize(
     nodes = 0
 
     def finish(verdict: Verdict, order: list[int], blocked: int | None) -> SearchResult:
-        states = []
-        s = init
-        for i in order:
-            _, s = step(s, inp[i], out[i])
-            states.append(s)
         return SearchResult(
             verdict=verdict,
             order=order,
             blocked=blocked,
-            blocked_at=(calls[blocked].ret if blocked is not None else None),
+            blocked_at=(ret[blocked] if blocked is not None else None),
             nodes=nodes,
             memo=len(cache),
             elapsed=time.perf_counter() - t0,
-            states=states,
         )
+
+    def order_of(frames: list[tuple[int, Any, bool, bool, int]]) -> list[int]:
+        return [opt[f[0]] if f[3] else opi[f[0]] for f in frames]
 
     if remaining == 0:
         return finish(LINEARIZABLE, [], None)
 
     node_start = True
+    late = False
+    bound = _NIL
     entry = nxt[_HEAD]
     while True:
         if node_start:
@@ -166,7 +207,7 @@ def linearize(
                 (deadline is not None and time.monotonic() > deadline)
                 or (max_nodes is not None and nodes > max_nodes)
             ):
-                best_order = best_order or [opi[f[0]] for f in stack]
+                best_order = best_order or order_of(stack)
                 return finish(UNKNOWN_VERDICT, best_order, best_blocked)
             if len(cache) > max_memo:
                 # Forgetting memo entries is sound (they only prune); it bounds memory.
@@ -174,7 +215,7 @@ def linearize(
             # Phase 1: a fitting read-only op decides this node on its own.
             e = nxt[_HEAD]
             forced = _NIL
-            while e != _NIL and kind[e] == 0:
+            while kind[e] == 0:  # the list never runs out before its last return
                 i = opi[e]
                 if ro[i]:
                     if step(state, inp[i], out[i])[0]:
@@ -184,21 +225,21 @@ def linearize(
                         forced = _DEAD
                         break
                 e = nxt[e]
+            late = False
             if forced == _DEAD:
-                entry = _NIL  # a pending read can never fit any more
+                entry, late, bound = _NIL, True, _NIL  # a pending read can never fit again
+                k_try = _NIL
             elif forced != _NIL:
                 i = opi[forced]
-                nl = lin | bits[i]
+                nl = lin | (1 << i)
                 k = (nl, state)
                 if k not in cache:
                     cache.add(k)
-                    stack.append((forced, state, True))
+                    stack.append((forced, state, True, False, _NIL))
                     lin = nl
-                    # lift
                     p, q = prv[forced], nxt[forced]
                     nxt[p] = q
-                    if q != _NIL:
-                        prv[q] = p
+                    prv[q] = p
                     r = match[forced]
                     p, q = prv[r], nxt[r]
                     nxt[p] = q
@@ -206,75 +247,103 @@ def linearize(
                         prv[q] = p
                     remaining -= 1
                     if remaining == 0:
-                        return finish(LINEARIZABLE, [opi[f[0]] for f in stack], None)
+                        return finish(LINEARIZABLE, order_of(stack), None)
                     node_start = True
                     continue
-                entry = _NIL  # child already failed: so does this node
+                entry, late, bound = _NIL, True, _NIL  # its child failed: so does this node
+                k_try = _NIL
             else:
                 entry = nxt[_HEAD]
-        if entry != _NIL and kind[entry] == 0:
-            i = opi[entry]
-            if ro[i]:
-                entry = nxt[entry]
-                continue
-            if optional[i]:
-                ps = prev_same[i]
-                if ps != _NIL and not lin & bits[ps]:
+        if not late:
+            # Completed ops first.
+            while kind[entry] == 0:
+                i = opi[entry]
+                if ro[i]:
                     entry = nxt[entry]
                     continue
                 ok, ns = step(state, inp[i], out[i])
-                if not ok or ns == state:
-                    entry = nxt[entry]
-                    continue
-            else:
-                ok, ns = step(state, inp[i], out[i])
-                if not ok:
-                    entry = nxt[entry]
-                    continue
-            nl = lin | bits[i]
-            k = (nl, ns)
-            if k in cache:
+                if ok:
+                    nl = lin | (1 << i)
+                    k = (nl, ns)
+                    if k not in cache:
+                        break
                 entry = nxt[entry]
-                continue
-            cache.add(k)
-            stack.append((entry, state, False))
-            lin = nl
-            state = ns
-            p, q = prv[entry], nxt[entry]
-            nxt[p] = q
-            if q != _NIL:
+            if kind[entry] == 0:
+                cache.add(k)
+                stack.append((entry, state, False, False, _NIL))
+                lin = nl
+                state = ns
+                p, q = prv[entry], nxt[entry]
+                nxt[p] = q
                 prv[q] = p
-            r = match[entry]
-            if r != _NIL:
+                r = match[entry]
                 p, q = prv[r], nxt[r]
                 nxt[p] = q
                 if q != _NIL:
                     prv[q] = p
                 remaining -= 1
                 if remaining == 0:
-                    return finish(LINEARIZABLE, [opi[f[0]] for f in stack], None)
-            node_start = True
-            continue
+                    return finish(LINEARIZABLE, order_of(stack), None)
+                node_start = True
+                continue
+            # Then the optional ops called before the frontier's first return: a witness
+            # rarely needs one, so trying them last finds it sooner (the order is free).
+            late = True
+            bound = entry
+            k_try = onxt[0]
+        if k_try != _NIL:
+            limit = ret[opi[bound]]
+            while k_try != _NIL:
+                i = opt[k_try]
+                if call[i] > limit:  # type: ignore[operator]  # bound is a return entry
+                    k_try = _NIL
+                    break
+                ps = prev_same[i]
+                if ps == _NIL or lin & (1 << ps):
+                    ok, ns = step(state, inp[i], out[i])
+                    if ok and ns != state:
+                        nl = lin | (1 << i)
+                        k = (nl, ns)
+                        if k not in cache:
+                            break
+                k_try = onxt[k_try]
+            if k_try != _NIL:
+                cache.add(k)
+                stack.append((k_try, state, False, True, bound))
+                lin = nl
+                state = ns
+                p, q = oprv[k_try], onxt[k_try]
+                onxt[p] = q
+                if q != _NIL:
+                    oprv[q] = p
+                node_start = True
+                continue
         # Blocked: the first remaining return cannot be reached from here.
-        if entry != _NIL and entry > best_rank:
-            best_rank = entry
-            best_order = [opi[f[0]] for f in stack]
-            best_blocked = opi[entry]
+        if bound != _NIL and bound > best_rank:
+            best_rank = bound
+            best_order = order_of(stack)
+            best_blocked = opi[bound]
         while True:
             if not stack:
                 return finish(NOT_LINEARIZABLE, best_order, best_blocked)
-            e, state, forced_frame = stack.pop()
+            e, state, forced_frame, late, bound = stack.pop()
+            if late:
+                i = opt[e]
+                lin ^= 1 << i
+                onxt[oprv[e]] = e
+                if onxt[e] != _NIL:
+                    oprv[onxt[e]] = e
+                k_try = onxt[e]
+                break
             i = opi[e]
-            lin ^= bits[i]
+            lin ^= 1 << i
             r = match[e]
-            if r != _NIL:
-                nxt[prv[r]] = r
-                if nxt[r] != _NIL:
-                    prv[nxt[r]] = r
-                remaining += 1
+            nxt[prv[r]] = r
+            if nxt[r] != _NIL:
+                prv[nxt[r]] = r
+            remaining += 1
             nxt[prv[e]] = e
-            if nxt[e] != _NIL:
-                prv[nxt[e]] = e
+            prv[nxt[e]] = e
             if not forced_frame:
                 entry = nxt[e]
                 break

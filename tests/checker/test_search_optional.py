@@ -1,0 +1,66 @@
+"""The search's handling of optional ops (no completion): their own list, tried last.
+
+Optional ops never bound the frontier: one is callable when it was called no later than
+the frontier's first return (touching intervals are concurrent), and a witness may use it
+or leave it out. Trying completed ops first is an ordering choice only; these tests pin
+both the semantics and the node counts that ordering buys.
+"""
+
+from __future__ import annotations
+
+from kvstore.checker.models import REGISTER, UNKNOWN
+from kvstore.checker.search import LINEARIZABLE, NOT_LINEARIZABLE, Call, linearize
+
+
+def _check(calls: list[Call]) -> tuple[str, list[int], int]:
+    res = linearize(calls, None, REGISTER.step, REGISTER.is_readonly)
+    return res.verdict, res.order, res.nodes
+
+
+def test_an_optional_write_called_as_a_read_returns_can_explain_it() -> None:
+    # The read returns at t=1; the optional write is called at t=1: concurrent.
+    verdict, order, _ = _check(
+        [Call(0, 1, ("read", None), 1), Call(1, None, ("write", 1), UNKNOWN)]
+    )
+    assert verdict == LINEARIZABLE
+    assert order == [1, 0]
+
+
+def test_an_optional_write_called_after_a_read_returned_cannot_explain_it() -> None:
+    verdict, _, _ = _check([Call(0, 1, ("read", None), 1), Call(2, None, ("write", 1), UNKNOWN)])
+    assert verdict == NOT_LINEARIZABLE
+
+
+def test_an_optional_op_is_placed_once_at_most() -> None:
+    # Two reads of 1 around a write of 2: one optional write of 1 cannot serve both.
+    calls = [
+        Call(0, None, ("write", 1), UNKNOWN),
+        Call(1, 2, ("read", None), 1),
+        Call(3, 4, ("write", 2), True),
+        Call(5, 6, ("read", None), 1),
+    ]
+    assert _check(calls)[0] == NOT_LINEARIZABLE
+    calls.append(Call(0, None, ("write", 1), UNKNOWN))  # a second one can
+    verdict, order, _ = _check(calls)
+    assert verdict == LINEARIZABLE
+    assert sorted(order) == [0, 1, 2, 3, 4]
+
+
+def test_pending_optional_writes_do_not_multiply_the_search() -> None:
+    # Three timed-out writes stay callable for the whole history; 40 sequential write/read
+    # pairs follow, then reads of the three values, which only the timed-out writes can
+    # explain. Completed ops first finds the witness in one pass: about a node per op.
+    # Trying the optional writes first (in call order) places them too early, and the
+    # search then backtracks through every earlier position: 1,141 nodes here.
+    calls = [Call(i, None, ("write", 100 + i), UNKNOWN) for i in range(3)]
+    t = 20
+    for v in range(40):
+        calls.append(Call(t, t + 1, ("write", v), True))
+        calls.append(Call(t + 2, t + 3, ("read", None), v))
+        t += 4
+    for i in range(3):
+        calls.append(Call(t, t + 1, ("read", None), 100 + i))
+        t += 2
+    verdict, _, nodes = _check(calls)
+    assert verdict == LINEARIZABLE
+    assert nodes <= 2 * len(calls)
