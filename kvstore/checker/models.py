@@ -279,7 +279,11 @@ MODELS: dict[str, Model] = {m.name: m for m in (REGISTER, CAS_REGISTER, KV)}
 
 def infer_model(ops: Sequence[Operation]) -> Model:
     """kv if any get/put/append, else cas-register if any cas, else register."""
-    fs = {op.f for op in ops}
+    return model_for_fs({op.f for op in ops})
+
+
+def model_for_fs(fs: set[str]) -> Model:
+    """`infer_model` from the set of the ops' `f` alone."""
     if fs & {"get", "put", "append"}:
         return KV
     if "cas" in fs:
