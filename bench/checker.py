@@ -128,7 +128,7 @@ def _explanations(files: list[dict[str, Any]]) -> dict[str, Any]:
     sizes = sorted(w for f in failing for w in f["windows"])
     return {
         "failing_files": len(failing),
-        "all_windows_minimal": sum(1 for f in failing if f["windows_minimal"]),
+        "files_minimal": sum(1 for f in failing if f["windows_minimal"]),
         "not_minimal": [f["file"] for f in failing if not f["windows_minimal"]],
         "window_size_median": statistics.median(sizes) if sizes else None,
         "window_size_max": max(sizes, default=None),

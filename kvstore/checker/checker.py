@@ -84,7 +84,16 @@ def check_partition(
     init = model.init()
     viable = model.viability(inp)
     res = linearize_columns(
-        call, ret, inp, out, init, model.step, model.is_readonly, deadline=deadline, viable=viable
+        call,
+        ret,
+        inp,
+        out,
+        init,
+        model.step,
+        model.is_readonly,
+        deadline=deadline,
+        viable=viable,
+        observers=model.observers,
     )
     pr = PartitionResult(
         key=key,
@@ -108,13 +117,21 @@ def check_partition(
             model.step,
             model.is_readonly,
             deadline=budget if deadline is None else min(deadline, budget),
+            observers=model.observers,
         )
         if exact.verdict == NOT_LINEARIZABLE:
             res.order, res.blocked = exact.order, exact.blocked
     if res.blocked is not None:
         if explain:
             window, minimal = failing_window(
-                calls, res.blocked, init, model.step, model.is_readonly, explain_budget_s
+                calls,
+                res.blocked,
+                init,
+                model.step,
+                model.is_readonly,
+                explain_budget_s,
+                viability=model.viability,
+                observers=model.observers,
             )
         else:
             window, minimal = [res.blocked], False

@@ -13,6 +13,9 @@ Rules and invariants:
   earliest-called ops (monotone, so binary search), then try freeing each remaining op
   once (1-minimal when every probe of that pass reached a verdict: a probe that ran out of
   nodes is retried with a larger cap while the budget lasts).
+- Probes search with the model's look-ahead (`viability`) and `observers` prunings: freed
+  ops keep their inputs, so both hold for a probe as for the partition, and without
+  them a probe that frees many ops is exponential (a kv window freeing 30 appends).
 - Every probe has a node cap and a shared time budget; a probe that runs out counts as
   "did not fail", so the window is always a proven failure, just possibly not minimal.
 """
@@ -25,7 +28,14 @@ from typing import Any
 
 from kvstore.checker.history import Operation
 from kvstore.checker.models import UNKNOWN, register_step
-from kvstore.checker.search import NOT_LINEARIZABLE, UNKNOWN_VERDICT, Call, Verdict, linearize
+from kvstore.checker.search import (
+    NOT_LINEARIZABLE,
+    UNKNOWN_VERDICT,
+    Call,
+    Observers,
+    Verdict,
+    linearize,
+)
 
 # Freed ops are optional, which can make a failing probe expensive to prove; capping each
 # probe keeps one hard probe from eating the whole budget (it then counts as "no").
@@ -42,6 +52,9 @@ class _Other:
 
 
 _OTHER: Any = _Other()
+
+# A model's `viability`: from a probe's inputs, a look-ahead predicate or None.
+Viability = Callable[[Sequence[Any]], Callable[[Any, Any], bool] | None]
 
 
 def _register_shaped(inp: Any) -> bool:
@@ -97,6 +110,8 @@ def _fails(
     is_readonly: Callable[[Any, Any], bool],
     deadline: float,
     max_nodes: int = _PROBE_NODES,
+    viability: Viability | None = None,
+    observers: Observers | None = None,
 ) -> Verdict:
     probe = [calls[i] for i in fixed]
     loose: list[Call] = []
@@ -109,7 +124,19 @@ def _fails(
     if step is register_step:
         loose = _canonical_freed(probe, loose)
     probe.extend(loose)
-    res = linearize(probe, init, step, is_readonly, deadline=deadline, max_nodes=max_nodes)
+    # The model's look-ahead pruning holds for a probe as for the partition: freed ops keep
+    # their inputs. Only the verdict is used, so its shorter prefixes do not matter.
+    viable = viability([c.input for c in probe]) if viability is not None else None
+    res = linearize(
+        probe,
+        init,
+        step,
+        is_readonly,
+        deadline=deadline,
+        max_nodes=max_nodes,
+        viable=viable,
+        observers=observers,
+    )
     return res.verdict
 
 
@@ -120,6 +147,8 @@ def failing_window(
     step: Callable[[Any, Any, Any], tuple[bool, Any]],
     is_readonly: Callable[[Any, Any], bool],
     budget_s: float = 1.0,
+    viability: Viability | None = None,
+    observers: Observers | None = None,
 ) -> tuple[list[int], bool]:
     """Indices of a window of `calls` that fails on its own, and whether it is 1-minimal."""
     deadline = time.monotonic() + budget_s
@@ -132,9 +161,18 @@ def failing_window(
     fixed = [i for i in relevant if (r := calls[i].ret) is not None and r <= cut]
     in_prefix = set(fixed)
     freed = [i for i in relevant if i not in in_prefix]
-    if _fails(calls, fixed, freed, init, step, is_readonly, deadline, 20 * _PROBE_NODES) != (
-        NOT_LINEARIZABLE
-    ):
+    if _fails(
+        calls,
+        fixed,
+        freed,
+        init,
+        step,
+        is_readonly,
+        deadline,
+        20 * _PROBE_NODES,
+        viability,
+        observers,
+    ) != (NOT_LINEARIZABLE):
         # Only if the probe ran out of budget or `blocked` came from a search with
         # look-ahead pruning: the whole partition is the one window known to fail.
         return list(range(len(calls))), False
@@ -155,6 +193,8 @@ def failing_window(
             is_readonly,
             deadline,
             4 * _PROBE_NODES,
+            viability,
+            observers,
         )
         if probe == NOT_LINEARIZABLE:
             lo = mid
@@ -176,7 +216,18 @@ def failing_window(
                 undecided.append(i)
                 continue
             trial = [j for j in fixed if j != i]
-            v = _fails(calls, trial, [*freed, i], init, step, is_readonly, deadline, cap)
+            v = _fails(
+                calls,
+                trial,
+                [*freed, i],
+                init,
+                step,
+                is_readonly,
+                deadline,
+                cap,
+                viability,
+                observers,
+            )
             if v == NOT_LINEARIZABLE:
                 fixed = trial
                 freed.append(i)

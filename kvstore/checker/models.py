@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvstore.checker.history import HistoryFormatError, Operation
+from kvstore.checker.search import Observers
 
 
 class _Unknown:
@@ -74,6 +75,9 @@ class Model:
     describe_input: Callable[[Any, Any], str] = lambda i, o: f"{i!r} -> {o!r}"
     # "auto", "value" or "unknown" for the register models (see the module rules).
     nil_read: str | None = None
+    # Which ops could observe a state an optional op leads to (search.linearize's
+    # `observers`); None: optional ops are always tried.
+    observers: Observers | None = None
 
 
 def by_key(op: Operation) -> Hashable:
@@ -151,6 +155,38 @@ def _describe_register(inp: Any, out: Any) -> str:
     return f"cas {arg[0]!r}->{arg[1]!r} {res}"
 
 
+def _register_observers(inputs: Sequence[Any], outputs: Sequence[Any]) -> Callable[[Any], int]:
+    # A register's value is seen by a read of it, by a cas from it (unless it failed),
+    # and by a failed cas from any other value. A write is blind: it sees nothing.
+    by_value: dict[Any, int] = {}
+    failed_from: dict[Any, int] = {}  # a -> the failed cas ops from a
+    try:
+        for j, (inp, out) in enumerate(zip(inputs, outputs, strict=True)):
+            f, arg = inp
+            if f == "read":
+                by_value[out] = by_value.get(out, 0) | 1 << j
+            elif f == "cas":
+                a = arg[0]
+                if out is False:
+                    failed_from[a] = failed_from.get(a, 0) | 1 << j
+                else:
+                    by_value[a] = by_value.get(a, 0) | 1 << j
+    except TypeError:  # unhashable values: say every op may observe
+        every = (1 << len(inputs)) - 1
+        return lambda _state: every
+    failed = 0
+    for m in failed_from.values():
+        failed |= m
+
+    def seen_by(state: Any) -> int:
+        try:
+            return by_value.get(state, 0) | (failed & ~failed_from.get(state, 0))
+        except TypeError:  # an unhashable state: every op may observe it
+            return -1
+
+    return seen_by
+
+
 NIL_READ_RULES = ("auto", "value", "unknown")
 
 
@@ -181,6 +217,7 @@ def _register_model(cas: bool, initial: Any, nil_read: str) -> Model:
         is_readonly=_register_readonly,
         describe_input=_describe_register,
         nil_read=nil_read,
+        observers=_register_observers,
     )
 
 
@@ -258,6 +295,21 @@ def kv_viability(inputs: Sequence[Any]) -> Callable[[Any, Any], bool] | None:
     return _str_prefix
 
 
+def _kv_observers(inputs: Sequence[Any], outputs: Sequence[Any]) -> Callable[[Any], int]:
+    # A value only grows by appends and a put erases it: only a get that returned an
+    # extension of it can ever see it.
+    gets = [(j, o) for j, (i, o) in enumerate(zip(inputs, outputs, strict=True)) if i[0] == "get"]
+
+    def seen_by(state: Any) -> int:
+        mask = 0
+        for j, o in gets:
+            if isinstance(o, str) and o.startswith(state):
+                mask |= 1 << j
+        return mask
+
+    return seen_by
+
+
 def _describe_kv(inp: Any, out: Any) -> str:
     f, arg = inp
     return f"get -> {out!r}" if f == "get" else f"{f} {arg!r}"
@@ -272,6 +324,7 @@ KV = Model(
     is_readonly=lambda inp, _out: inp[0] == "get",
     describe_input=_describe_kv,
     viability=kv_viability,
+    observers=_kv_observers,
 )
 
 MODELS: dict[str, Model] = {m.name: m for m in (REGISTER, CAS_REGISTER, KV)}

@@ -24,6 +24,9 @@ Rules and invariants:
     again, the node is dead (e.g. append-only values must stay prefixes of later reads).
   * optional ops with equal (input, output) are interchangeable; only the earliest-called
     unplaced one of each class is tried.
+  * a model may supply `observers`: an optional op is only tried while some unplaced op
+    could observe the state it leads to (otherwise the op after it does not look, and
+    the optional op can be dropped; see `linearize`).
 - The memo is cleared when it exceeds `max_memo` entries: forgetting is sound, and it keeps
   memory bounded on hard histories.
 - The deepest blocking point reached gives the longest linearizable prefix: every op that
@@ -49,6 +52,11 @@ UNKNOWN_VERDICT: Verdict = "unknown"
 _NIL = -1
 _DEAD = -2
 _HEAD = 0
+
+
+# From a partition's inputs and outputs: state -> a bitmask of the ops (bit i: op i) that
+# could observe it.
+Observers = Callable[[Sequence[Any], Sequence[Any]], Callable[[Any], int]]
 
 
 class Call(NamedTuple):
@@ -86,11 +94,19 @@ def linearize(
     viable: Callable[[Any, Any], bool] | None = None,
     max_memo: int = 1_000_000,
     max_nodes: int | None = None,
+    observers: Observers | None = None,
 ) -> SearchResult:
     """Search for a linearisation of `calls` from state `init`; see module rules.
 
     `viable(state, read_output)`, when given, must return False only if no sequence of this
     partition's ops can lead from `state` to a state where that read fits.
+    `observers`, when given, maps the columns (inputs, outputs) to a function from a
+    state to a bitmask of the ops that could observe it (a superset is fine); an optional
+    op that leads to a state is only tried while one of those is unplaced. The model
+    must guarantee that a continuation whose next ops cannot observe the state can drop
+    the op that made it (registers: the next op is then a blind write; kv: appends only
+    grow a value and a put erases it, so a value that is no prefix of a read to come is
+    never seen).
     """
     return linearize_columns(
         [c[0] for c in calls],
@@ -104,6 +120,7 @@ def linearize(
         viable=viable,
         max_memo=max_memo,
         max_nodes=max_nodes,
+        observers=observers,
     )
 
 
@@ -120,6 +137,7 @@ def linearize_columns(
     viable: Callable[[Any, Any], bool] | None = None,
     max_memo: int = 1_000_000,
     max_nodes: int | None = None,
+    observers: Observers | None = None,
 ) -> SearchResult:
     """`linearize` on the calls' fields as columns (op i is call[i], ret[i], inp[i], out[i]):
     what the checker builds, saving a tuple per op."""
@@ -188,6 +206,13 @@ def linearize_columns(
             memo=len(cache),
             elapsed=time.perf_counter() - t0,
         )
+
+    seen_by = observers(inp, out) if observers is not None else None
+
+    def _observed(st: Any, placed: int) -> bool:
+        # Could some unplaced op still observe `st` (see `observers`)?
+        assert seen_by is not None
+        return bool(seen_by(st) & ~placed)
 
     def order_of(frames: list[tuple[int, Any, bool, bool, int]]) -> list[int]:
         return [opt[f[0]] if f[3] else opi[f[0]] for f in frames]
@@ -301,7 +326,7 @@ def linearize_columns(
                 ps = prev_same[i]
                 if ps == _NIL or lin & (1 << ps):
                     ok, ns = step(state, inp[i], out[i])
-                    if ok and ns != state:
+                    if ok and ns != state and (seen_by is None or _observed(ns, lin)):
                         nl = lin | (1 << i)
                         k = (nl, ns)
                         if k not in cache:

@@ -63,16 +63,25 @@ def test_counterexample_window_fails_on_its_own(name: str) -> None:
         window_ids = {o.id for o in ce.window}
         assert ce.blocked.id in window_ids
         fixed: list[Call] = []
+        cut = ce.blocked.ret
+        assert cut is not None
         for op in part.ops:
             enc = model.encode(op)
-            if enc is None:
+            # Ops invoked after the blocked op completed take effect after every window op
+            # completed (all did by then): they cannot change whether the window fails.
+            if enc is None or op.call > cut:
                 continue
             if op.id in window_ids:
                 ret = float(op.ret) if op.ret is not None else None
                 fixed.append(Call(float(op.call), ret, enc[0], enc[1]))
             elif not model.is_readonly(*enc):
                 fixed.append(Call(float(op.call), None, enc[0], enc[1]))
-        res = linearize(fixed, model.init(), model.step, model.is_readonly)
+        # With the model's observers pruning, which test_bruteforce and
+        # test_search_optional check against brute force and planted cases: without it,
+        # proving a small window with every other op freed is exponential.
+        res = linearize(
+            fixed, model.init(), model.step, model.is_readonly, observers=model.observers
+        )
         assert res.verdict == NOT_LINEARIZABLE
         # The prefix is a valid sequential run from the initial state.
         state = model.init()
@@ -107,3 +116,27 @@ def test_failing_window_on_a_tiny_history() -> None:
     window, minimal = failing_window(calls, 1, None, REGISTER.step, REGISTER.is_readonly)
     assert sorted(window) == [0, 1]
     assert minimal
+
+
+# The one failing file whose window is not proven 1-minimal even in 10 s: each probe of
+# its last pass frees ~56 ops and needs more than 20k search nodes. The test gives each
+# file 10 s, five times the CLI's budget: etcd_040, 085 and 099 take 1.4-1.7 s of the
+# CLI's 2 s on this machine, too close to hold on a loaded one.
+UNPROVEN = {"jepsen/etcd_057.log"}
+
+
+@needs_corpus
+def test_every_failing_file_gets_a_one_minimal_window() -> None:
+    unproven = set()
+    sizes = []
+    for name, expected in CASES:
+        if expected != "not-linearizable":
+            continue
+        result = check_history(load_history(CORPUS / name), keep_going_s=0.0, explain_budget_s=10.0)
+        (ce, *_) = result.counterexamples
+        sizes.append(len(ce.window))
+        if not ce.window_minimal:
+            unproven.add(name)
+    assert unproven == UNPROVEN  # a file that is proven now: take it out of UNPROVEN
+    # The usual anomalies are small: most windows are a handful of ops.
+    assert sorted(sizes)[len(sizes) // 2] <= 6

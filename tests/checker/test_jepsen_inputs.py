@@ -796,24 +796,54 @@ def test_edn_prints_an_indeterminate_op_as_its_info_completion(tmp_path: Path) -
             ":process 0, :type :invoke, :f :write, :value 1, :index 10",
             ":process 0, :type :info, :f :write, :value 1, :index 11, :error :timeout",
             ":process 1, :type :invoke, :f :write, :value 2, :index 12",
-            ":process 1, :type :invoke, :f :read, :value nil, :index 13",
-            ":process 1, :type :ok, :f :read, :value 3, :index 14",
+            ":process 2, :type :invoke, :f :read, :value nil, :index 13",
+            ":process 2, :type :ok, :f :read, :value 1, :index 14",
+            ":process 2, :type :invoke, :f :read, :value nil, :index 15",
+            ":process 2, :type :ok, :f :read, :value 2, :index 16",
+            ":process 2, :type :invoke, :f :read, :value nil, :index 17",
+            ":process 2, :type :ok, :f :read, :value 3, :index 18",
         ]
     )
     code, r = _edn(tmp_path, "h.edn", text)
     assert code == 1
     res = r[K("results")][None]
-    assert res[K("op")][K("index")] == 14
-    assert res[K("previous-ok")] is None
-    # The write of 1 shows as its :info completion (as Knossos shows a crashed op), the
-    # never-completed write of 2 as its invocation.
+    assert res[K("op")][K("index")] == 18
+    assert res[K("previous-ok")][K("index")] == 16
+    # The reads of 1 and 2 need both indeterminate writes in the prefix; the path shows
+    # its last three steps. The never-completed write of 2 shows as its invocation.
     (path,) = res[K("final-paths")]
     assert [(s[K("op")][K("type")], s[K("op")][K("index")]) for s in path] == [
-        (K("info"), 11),
-        (K("invoke"), 12),
         (K("ok"), 14),
+        (K("invoke"), 12),
+        (K("ok"), 16),
+        (K("ok"), 18),
     ]
-    assert [s[K("model")] for s in path][:2] == [{K("value"): 1}, {K("value"): 2}]
+    assert [s[K("model")] for s in path][:3] == [
+        {K("value"): 1},
+        {K("value"): 2},
+        {K("value"): 2},
+    ]
+    # Read 2 before 1: the timed-out write of 1 is now in the path, as its :info
+    # completion (as Knossos shows a crashed op).
+    swapped = text.replace(":value 1, :index 14", ":value 9, :index 14")
+    swapped = swapped.replace(":value 2, :index 16", ":value 1, :index 16")
+    swapped = swapped.replace(":value 9, :index 14", ":value 2, :index 14")
+    code, r = _edn(tmp_path, "swapped.edn", swapped)
+    assert code == 1
+    (path,) = r[K("results")][None][K("final-paths")]
+    assert [(s[K("op")][K("type")], s[K("op")][K("index")]) for s in path][:3] == [
+        (K("ok"), 14),
+        (K("info"), 11),
+        (K("ok"), 16),
+    ]
+    # The whole prefix starts with the write of 1, which timed out.
+    (ce,) = check_history(parse_history(text), keep_going_s=0.0).counterexamples
+    assert [(s.op.status, s.op.input) for s in ce.prefix] == [
+        ("info", 1),
+        ("ok", None),
+        ("info", 2),
+        ("ok", None),
+    ]
 
 
 def test_keys_are_listed_in_natural_order(tmp_path: Path) -> None:

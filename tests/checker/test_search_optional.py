@@ -8,7 +8,7 @@ both the semantics and the node counts that ordering buys.
 
 from __future__ import annotations
 
-from kvstore.checker.models import REGISTER, UNKNOWN
+from kvstore.checker.models import KV, REGISTER, UNKNOWN
 from kvstore.checker.search import LINEARIZABLE, NOT_LINEARIZABLE, Call, linearize
 
 
@@ -64,3 +64,40 @@ def test_pending_optional_writes_do_not_multiply_the_search() -> None:
     verdict, _, nodes = _check(calls)
     assert verdict == LINEARIZABLE
     assert nodes <= 2 * len(calls)
+
+
+def test_kv_optional_appends_chain_to_a_read() -> None:
+    # Two timed-out appends are both needed, in order, before the get: the first one's
+    # value is seen by no read itself, only as a prefix of what the get returned.
+    calls = [
+        Call(0, None, ("append", "x"), UNKNOWN),
+        Call(1, None, ("append", "y"), UNKNOWN),
+        Call(2, None, ("append", "z"), UNKNOWN),  # seen by no read: never needed
+        Call(3, 4, ("get", None), "xy"),
+    ]
+    res = linearize(calls, "", KV.step, KV.is_readonly, observers=KV.observers)
+    assert res.verdict == LINEARIZABLE
+    assert res.order == [0, 1, 3]
+    calls[3] = Call(3, 4, ("get", None), "yx")
+    res = linearize(calls, "", KV.step, KV.is_readonly, observers=KV.observers)
+    assert res.verdict == LINEARIZABLE
+    assert res.order == [1, 0, 3]
+
+
+def test_register_optional_writes_only_for_an_op_that_sees_them() -> None:
+    # The cas from 1 needs the timed-out write of 1; the write of 7 is seen by no op.
+    calls = [
+        Call(0, None, ("write", 7), UNKNOWN),
+        Call(1, None, ("write", 1), UNKNOWN),
+        Call(2, 3, ("cas", (1, 2)), True),
+        Call(4, 5, ("read", None), 2),
+    ]
+    res = linearize(calls, None, REGISTER.step, REGISTER.is_readonly, observers=REGISTER.observers)
+    assert res.verdict == LINEARIZABLE
+    assert res.order == [1, 2, 3]
+    # A failed cas from None sees any other value: the write of 7 is then what explains it.
+    calls[2] = Call(2, 3, ("cas", (None, 2)), False)
+    calls[3] = Call(4, 5, ("read", None), 7)
+    res = linearize(calls, None, REGISTER.step, REGISTER.is_readonly, observers=REGISTER.observers)
+    assert res.verdict == LINEARIZABLE
+    assert res.order[-1] == 3
