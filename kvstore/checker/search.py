@@ -27,6 +27,11 @@ Rules and invariants:
   * a model may supply `observers`: an optional op is only tried while some unplaced op
     could observe the state it leads to (otherwise the op after it does not look, and
     the optional op can be dropped; see `linearize`).
+- Dominance: once a node fails, a node with the same completed ops placed, the same
+  state and a superset of its optional ops placed is skipped: it has fewer ops left to
+  use and nothing else differs (optional ops never bound the frontier). Each (completed,
+  state) keeps the failed node with the fewest optional ops; recorded only on failure,
+  never on entry, since an ancestor on the stack has not failed yet.
 - The memo is cleared when it exceeds `max_memo` entries: forgetting is sound, and it keeps
   memory bounded on hard histories.
 - The deepest blocking point reached gives the longest linearizable prefix: every op that
@@ -191,6 +196,12 @@ def linearize_columns(
     # forced by phase 1; late; the frontier's first return entry).
     stack: list[tuple[int, Any, bool, bool, int]] = []
     cache: set[tuple[int, Any]] = set()
+    cmask = 0
+    for i in range(n):
+        if not optional[i]:
+            cmask |= 1 << i
+    # (completed ops placed, state) -> the optional ops placed by a node found to fail.
+    failed: dict[tuple[int, Any], int] = {}
     best_rank = -1
     best_order: list[int] = []
     best_blocked: int | None = None
@@ -237,6 +248,7 @@ def linearize_columns(
             if len(cache) > max_memo:
                 # Forgetting memo entries is sound (they only prune); it bounds memory.
                 cache.clear()
+                failed.clear()
             # Phase 1: a fitting read-only op decides this node on its own.
             e = nxt[_HEAD]
             forced = _NIL
@@ -258,7 +270,9 @@ def linearize_columns(
                 i = opi[forced]
                 nl = lin | (1 << i)
                 k = (nl, state)
-                if k not in cache:
+                if k not in cache and not (
+                    (t := failed.get((nl & cmask, state))) is not None and not t & ~nl
+                ):
                     cache.add(k)
                     stack.append((forced, state, True, False, _NIL))
                     lin = nl
@@ -290,7 +304,9 @@ def linearize_columns(
                 if ok:
                     nl = lin | (1 << i)
                     k = (nl, ns)
-                    if k not in cache:
+                    if k not in cache and not (
+                        (t := failed.get((nl & cmask, ns))) is not None and not t & ~nl
+                    ):
                         break
                 entry = nxt[entry]
             if kind[entry] == 0:
@@ -329,7 +345,9 @@ def linearize_columns(
                     if ok and ns != state and (seen_by is None or _observed(ns, lin)):
                         nl = lin | (1 << i)
                         k = (nl, ns)
-                        if k not in cache:
+                        if k not in cache and not (
+                            (t := failed.get((nl & cmask, ns))) is not None and not t & ~nl
+                        ):
                             break
                 k_try = onxt[k_try]
             if k_try != _NIL:
@@ -349,6 +367,12 @@ def linearize_columns(
             best_order = order_of(stack)
             best_blocked = opi[bound]
         while True:
+            if cmask != (1 << n) - 1:
+                d = (lin & cmask, state)
+                o = lin & ~cmask
+                t = failed.get(d)
+                if t is None or o.bit_count() < t.bit_count():
+                    failed[d] = o
             if not stack:
                 return finish(NOT_LINEARIZABLE, best_order, best_blocked)
             e, state, forced_frame, late, bound = stack.pop()

@@ -101,3 +101,27 @@ def test_register_optional_writes_only_for_an_op_that_sees_them() -> None:
     res = linearize(calls, None, REGISTER.step, REGISTER.is_readonly, observers=REGISTER.observers)
     assert res.verdict == LINEARIZABLE
     assert res.order[-1] == 3
+
+
+def test_a_failed_node_prunes_the_nodes_that_only_placed_more_optional_ops() -> None:
+    # Six triangles of timed-out cas ops lead from 0 back to 0 (0 -> b -> c -> 0), and
+    # reads see every value; a final read of 99 can never fit. Reaching the same
+    # completed ops and state with more of the optional ops placed can do no more than a
+    # node that failed with fewer: without that pruning the search takes 766 nodes.
+    calls: list[Call] = []
+    for j in range(6):
+        b, c = 10 * j + 1, 10 * j + 2
+        calls += [
+            Call(0, None, ("cas", (0, b)), UNKNOWN),
+            Call(0, None, ("cas", (b, c)), UNKNOWN),
+            Call(0, None, ("cas", (c, 0)), UNKNOWN),
+        ]
+    t = 1
+    for j in range(6):
+        for value in (10 * j + 1, 10 * j + 2, 0):
+            calls.append(Call(t, t + 1, ("read", None), value))
+            t += 2
+    calls.append(Call(t, t + 1, ("read", None), 99))
+    res = linearize(calls, 0, REGISTER.step, REGISTER.is_readonly, observers=REGISTER.observers)
+    assert res.verdict == NOT_LINEARIZABLE
+    assert res.nodes <= 300
