@@ -163,6 +163,24 @@ def partition_ops(model: Model, ops: Sequence[Operation]) -> dict[Hashable, list
     return parts
 
 
+class StopRule:
+    """One deadline for a whole check (module rules): `time_limit` from the start, and
+    `keep_going_s` more once the first partition fails (None: no such limit)."""
+
+    def __init__(self, time_limit: float | None, keep_going_s: float | None) -> None:
+        self.deadline = time.monotonic() + time_limit if time_limit is not None else None
+        self.keep_going_s = keep_going_s
+
+    def passed(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def saw(self, verdict: Verdict) -> None:
+        if verdict == NOT_LINEARIZABLE and self.keep_going_s is not None:
+            after = time.monotonic() + self.keep_going_s
+            self.deadline = after if self.deadline is None else min(self.deadline, after)
+            self.keep_going_s = None  # only the first failure shortens the deadline
+
+
 def combine(verdicts: Sequence[Verdict]) -> Verdict:
     if NOT_LINEARIZABLE in verdicts:
         return NOT_LINEARIZABLE
@@ -187,26 +205,23 @@ def check_operations(
         model = infer_model(ops)
     elif isinstance(model, str):
         model = get_model(model)
-    deadline = time.monotonic() + time_limit if time_limit is not None else None
+    stop = StopRule(time_limit, keep_going_s)
     parts = partition_ops(model, ops)
     results: list[PartitionResult] = []
     for key, part in sorted(parts.items(), key=lambda kv: (len(kv[1]), repr(kv[0]))):
-        if deadline is not None and time.monotonic() > deadline:
+        if stop.passed():
             results.append(PartitionResult(key, UNKNOWN_VERDICT, part, 0))
             continue
         pr = check_partition(
             model,
             key,
             part,
-            deadline=deadline,
+            deadline=stop.deadline,
             explain=explain,
             explain_budget_s=explain_budget_s,
         )
         results.append(pr)
-        if pr.verdict == NOT_LINEARIZABLE and keep_going_s is not None:
-            after = time.monotonic() + keep_going_s
-            deadline = after if deadline is None else min(deadline, after)
-            keep_going_s = None  # only the first failure shortens the deadline
+        stop.saw(pr.verdict)
     results.sort(key=lambda p: repr(p.key))
     return CheckResult(
         verdict=combine([p.verdict for p in results]),

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-from kvstore.checker.checker import check_partition, combine, partition_ops
+from kvstore.checker.checker import StopRule, check_partition, combine, partition_ops
 from kvstore.checker.formats import parse_history, sniff_format
 from kvstore.checker.history import (
     Event,
@@ -311,26 +311,26 @@ def _check_buckets(
     stats: StreamStats,
 ) -> list[PartitionResult]:
     results: list[PartitionResult] = []
-    deadline: float | None = None
+    stop = StopRule(None, keep_going_s)
     for b in range(buckets):
         ops = _load(tmp / f"{b}.bin")
         (tmp / f"{b}.bin").unlink()
         parts = partition_ops(model, ops)
         stats.keys += len(parts)
         for key, part in sorted(parts.items(), key=lambda kv: repr(kv[0])):
-            if deadline is not None and time.monotonic() > deadline:
-                results.append(PartitionResult(key, UNKNOWN_VERDICT, [], len(part)))
+            if stop.passed():
+                # As check_operations reports it, without holding the ops.
+                results.append(PartitionResult(key, UNKNOWN_VERDICT, [], 0))
                 continue
             pr = check_partition(
                 model,
                 key,
                 part,
-                deadline=deadline,
+                deadline=stop.deadline,
                 explain=explain,
                 explain_budget_s=explain_budget_s,
             )
-            if pr.verdict == NOT_LINEARIZABLE and keep_going_s is not None and deadline is None:
-                deadline = time.monotonic() + keep_going_s
+            stop.saw(pr.verdict)
             if pr.verdict not in (NOT_LINEARIZABLE, UNKNOWN_VERDICT):
                 # A passing key keeps its verdict and counts, not its ops or witness.
                 pr = PartitionResult(key, pr.verdict, [], pr.checked, None, pr.nodes, pr.elapsed)

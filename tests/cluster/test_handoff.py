@@ -52,9 +52,10 @@ def test_sloppy_write_leaves_a_hint_that_is_replayed(start_cluster: ClusterFacto
     wait_until(lambda: settled_views(cluster, {owner}), f"{owner} seen down, the rest up")
     with SyncClient.from_config(cluster.config) as client:
         result = client.put(key, "while-you-were-out", w="quorum", trace=True)
-    fallback_acks = [r for r in result.replicas if r.fallback and r.ok]
-    assert [r.node for r in fallback_acks] == [fallback], result.replicas
-    assert hints_pending(cluster, fallback) == {owner: 1}
+    # The write was sent to the fallback; its ack may land after the trace's grace (a
+    # CI run saw "no reply yet" once, on a loaded machine), so wait for the hint itself.
+    assert [r.node for r in result.replicas if r.fallback] == [fallback], result.replicas
+    wait_until(lambda: hints_pending(cluster, fallback) == {owner: 1}, "the hint is stored")
     assert counters(cluster, fallback)["hints.stored"] == 1
     cluster.start_node(owner)
     wait_until(lambda: not hints_pending(cluster, fallback), "the hint is delivered")
@@ -137,7 +138,11 @@ def test_strict_quorum_with_two_primaries_down(start_cluster: ClusterFactory) ->
         assert {r.node for r in result.replicas if r.ok and not r.fallback} == {primaries[2]}
         # sloppy: the fallbacks count toward W
         sloppy = client.put(key, "sloppy", w="quorum", sloppy=True, trace=True)
-        assert sum(1 for r in sloppy.replicas if r.ok and r.fallback) == 2, sloppy.replicas
+        # With one primary alive, W=2 needs a fallback's ack. Both fallbacks were sent
+        # the write, but the second ack may land after the trace's grace.
+        assert sum(1 for r in sloppy.replicas if r.ok) >= 2, sloppy.replicas
+        assert any(r.ok and r.fallback for r in sloppy.replicas), sloppy.replicas
+        assert sum(1 for r in sloppy.replicas if r.fallback) == 2, sloppy.replicas
 
 
 def test_replayed_old_hint_never_overwrites_a_newer_write(start_cluster: ClusterFactory) -> None:
