@@ -20,7 +20,7 @@ Rules and invariants:
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from typing import Any
 
 from kvstore.checker.explain import describe_window, failing_window
@@ -181,6 +181,32 @@ class StopRule:
             self.keep_going_s = None  # only the first failure shortens the deadline
 
 
+def check_partitions(
+    model: Model,
+    parts: Iterable[tuple[Hashable, list[Operation]]],
+    stop: StopRule,
+    *,
+    explain: bool,
+    explain_budget_s: float,
+) -> Iterator[PartitionResult]:
+    """Check partitions in the order given under one stop rule; those the deadline
+    reaches first are "unknown" with nothing checked (nodes 0)."""
+    for key, part in parts:
+        if stop.passed():
+            yield PartitionResult(key, UNKNOWN_VERDICT, part, 0)
+            continue
+        pr = check_partition(
+            model,
+            key,
+            part,
+            deadline=stop.deadline,
+            explain=explain,
+            explain_budget_s=explain_budget_s,
+        )
+        stop.saw(pr.verdict)
+        yield pr
+
+
 def combine(verdicts: Sequence[Verdict]) -> Verdict:
     if NOT_LINEARIZABLE in verdicts:
         return NOT_LINEARIZABLE
@@ -205,23 +231,16 @@ def check_operations(
         model = infer_model(ops)
     elif isinstance(model, str):
         model = get_model(model)
-    stop = StopRule(time_limit, keep_going_s)
     parts = partition_ops(model, ops)
-    results: list[PartitionResult] = []
-    for key, part in sorted(parts.items(), key=lambda kv: (len(kv[1]), repr(kv[0]))):
-        if stop.passed():
-            results.append(PartitionResult(key, UNKNOWN_VERDICT, part, 0))
-            continue
-        pr = check_partition(
+    results = list(
+        check_partitions(
             model,
-            key,
-            part,
-            deadline=stop.deadline,
+            sorted(parts.items(), key=lambda kv: (len(kv[1]), repr(kv[0]))),
+            StopRule(time_limit, keep_going_s),
             explain=explain,
             explain_budget_s=explain_budget_s,
         )
-        results.append(pr)
-        stop.saw(pr.verdict)
+    )
     results.sort(key=lambda p: repr(p.key))
     return CheckResult(
         verdict=combine([p.verdict for p in results]),

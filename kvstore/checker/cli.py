@@ -151,6 +151,40 @@ def _bad(path: str, line: int | None, msg: str) -> int:
 _NO_INITIAL = object()
 
 
+# What reading or checking a history can raise: all of it the input's doing.
+_INPUT_ERRORS = (
+    HistoryFormatError,
+    OSError,
+    RecursionError,
+    MemoryError,
+    ValueError,
+    OverflowError,
+)
+
+
+def _bad_input(path: str, e: Exception) -> int:
+    """Exit 2 with one line naming the problem, for any of _INPUT_ERRORS."""
+    if isinstance(e, HistoryFormatError):
+        return _bad(path, e.line, e.detail)
+    if isinstance(e, OSError):
+        return _bad(path, None, e.strerror or str(e))
+    if isinstance(e, UnicodeDecodeError):  # --stream reads the file as text, line by line
+        return _bad(path, None, f"expected UTF-8 text, found an undecodable byte ({e.reason})")
+    # The last line of defence: the readers bound depth and sizes, so these mean a case
+    # they missed; it is still the input's doing, so bad input rather than a traceback.
+    if isinstance(e, RecursionError):
+        return _bad(path, None, "values nested too deeply to check")
+    if isinstance(e, MemoryError):
+        return _bad(path, None, "out of memory reading or checking the history")
+    detail = str(e)[:200]
+    return _bad(path, None, f"cannot check this history ({type(e).__name__}: {detail})")
+
+
+def _keep_going(args: argparse.Namespace) -> float | None:
+    """--all-partitions: no limit; --first-failure: none; default: 1 s more."""
+    return None if args.all_partitions else 0.0 if args.first_failure else 1.0
+
+
 def parse_initial(text: str) -> Any:
     """The value of `--initial`: one EDN value, frozen as history values are (so `:a` is a
     keyword, distinct from "a"). `null` is taken as nil. Raises ValueError."""
@@ -229,7 +263,7 @@ def run_check(args: argparse.Namespace) -> int:
             history,
             model,
             time_limit=args.time_limit,
-            keep_going_s=None if args.all_partitions else 0.0 if args.first_failure else 1.0,
+            keep_going_s=_keep_going(args),
         )
         staleness = (
             analyse_staleness(
@@ -239,19 +273,8 @@ def run_check(args: argparse.Namespace) -> int:
             if args.staleness
             else None
         )
-    except HistoryFormatError as e:
-        return _bad(path, e.line, e.detail)
-    except OSError as e:
-        return _bad(path, None, e.strerror or str(e))
-    # The last line of defence: the readers bound depth and sizes, so these mean a case
-    # they missed; it is still the input's doing, so bad input rather than a traceback.
-    except RecursionError:
-        return _bad(path, None, "values nested too deeply to check")
-    except MemoryError:
-        return _bad(path, None, "out of memory reading or checking the history")
-    except (ValueError, OverflowError) as e:
-        detail = str(e)[:200]
-        return _bad(path, None, f"cannot check this history ({type(e).__name__}: {detail})")
+    except _INPUT_ERRORS as e:
+        return _bad_input(path, e)
     if args.html:
         try:
             write_html(result, args.html)
@@ -322,19 +345,10 @@ def _run_stream(args: argparse.Namespace, path: str, initial: Any) -> int:
             args.model,
             args.format,
             nil_read=args.nil_read,
-            keep_going_s=None if args.all_partitions else 0.0 if args.first_failure else 1.0,
+            keep_going_s=_keep_going(args),
         )
-    except HistoryFormatError as e:
-        return _bad(path, e.line, e.detail)
-    except OSError as e:
-        return _bad(path, None, e.strerror or str(e))
-    except UnicodeDecodeError as e:
-        return _bad(path, None, f"expected UTF-8 text, found an undecodable byte ({e.reason})")
-    except RecursionError:
-        return _bad(path, None, "values nested too deeply to check")
-    except (ValueError, OverflowError) as e:
-        detail = str(e)[:200]
-        return _bad(path, None, f"cannot check this history ({type(e).__name__}: {detail})")
+    except _INPUT_ERRORS as e:
+        return _bad_input(path, e)
     if args.json:
         out: dict[str, Any] = result.to_json()
         out["stream"] = stats.to_json()

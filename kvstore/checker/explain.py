@@ -161,18 +161,13 @@ def failing_window(
     fixed = [i for i in relevant if (r := calls[i].ret) is not None and r <= cut]
     in_prefix = set(fixed)
     freed = [i for i in relevant if i not in in_prefix]
-    if _fails(
-        calls,
-        fixed,
-        freed,
-        init,
-        step,
-        is_readonly,
-        deadline,
-        20 * _PROBE_NODES,
-        viability,
-        observers,
-    ) != (NOT_LINEARIZABLE):
+
+    def fails(trial: Sequence[int], loose: Sequence[int], cap: int) -> Verdict:
+        return _fails(
+            calls, trial, loose, init, step, is_readonly, deadline, cap, viability, observers
+        )
+
+    if fails(fixed, freed, 20 * _PROBE_NODES) != NOT_LINEARIZABLE:
         # Only if the probe ran out of budget or `blocked` came from a search with
         # look-ahead pruning: the whole partition is the one window known to fail.
         return list(range(len(calls))), False
@@ -184,19 +179,7 @@ def failing_window(
         mid = (lo + hi + 1) // 2
         head = set(others[:mid])
         trial = [i for i in fixed if i not in head]
-        probe = _fails(
-            calls,
-            trial,
-            [*freed, *others[:mid]],
-            init,
-            step,
-            is_readonly,
-            deadline,
-            4 * _PROBE_NODES,
-            viability,
-            observers,
-        )
-        if probe == NOT_LINEARIZABLE:
+        if fails(trial, [*freed, *others[:mid]], 4 * _PROBE_NODES) == NOT_LINEARIZABLE:
             lo = mid
         else:
             hi = mid - 1
@@ -216,18 +199,7 @@ def failing_window(
                 undecided.append(i)
                 continue
             trial = [j for j in fixed if j != i]
-            v = _fails(
-                calls,
-                trial,
-                [*freed, i],
-                init,
-                step,
-                is_readonly,
-                deadline,
-                cap,
-                viability,
-                observers,
-            )
+            v = fails(trial, [*freed, i], cap)
             if v == NOT_LINEARIZABLE:
                 fixed = trial
                 freed.append(i)

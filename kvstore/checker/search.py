@@ -271,7 +271,7 @@ def linearize_columns(
                 nl = lin | (1 << i)
                 k = (nl, state)
                 if k not in cache and not (
-                    (t := failed.get((nl & cmask, state))) is not None and not t & ~nl
+                    failed and (t := failed.get((nl & cmask, state))) is not None and not t & ~nl
                 ):
                     cache.add(k)
                     stack.append((forced, state, True, False, _NIL))
@@ -305,7 +305,7 @@ def linearize_columns(
                     nl = lin | (1 << i)
                     k = (nl, ns)
                     if k not in cache and not (
-                        (t := failed.get((nl & cmask, ns))) is not None and not t & ~nl
+                        failed and (t := failed.get((nl & cmask, ns))) is not None and not t & ~nl
                     ):
                         break
                 entry = nxt[entry]
@@ -346,7 +346,9 @@ def linearize_columns(
                         nl = lin | (1 << i)
                         k = (nl, ns)
                         if k not in cache and not (
-                            (t := failed.get((nl & cmask, ns))) is not None and not t & ~nl
+                            failed
+                            and (t := failed.get((nl & cmask, ns))) is not None
+                            and not t & ~nl
                         ):
                             break
                 k_try = onxt[k_try]
@@ -367,7 +369,7 @@ def linearize_columns(
             best_order = order_of(stack)
             best_blocked = opi[bound]
         while True:
-            if cmask != (1 << n) - 1:
+            if k_opt:
                 d = (lin & cmask, state)
                 o = lin & ~cmask
                 t = failed.get(d)

@@ -17,8 +17,9 @@ Rules and invariants:
   never one the in-memory check would not give. The model is inferred from every op's
   `f` at the end of pass 1, as `infer_model` does.
 - Results keep, per key, the verdict and counts; the ops of a key are kept only when it
-  failed or is unknown (for the counterexample), so a million linearizable ops leave
-  nothing behind. Spill files are private (a temporary folder) and removed at the end.
+  failed (for the counterexample) or its search was cut short, so a million
+  linearizable ops leave nothing behind. Spill files are private (a temporary folder)
+  and removed at the end.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-from kvstore.checker.checker import StopRule, check_partition, combine, partition_ops
+from kvstore.checker.checker import StopRule, check_partitions, combine, partition_ops
 from kvstore.checker.formats import parse_history, sniff_format
 from kvstore.checker.history import (
     Event,
@@ -56,16 +57,22 @@ class StreamStats:
     """What a streamed check held and did: the figures its memory bound is about."""
 
     events: int = 0
-    ops: int = 0
     keys: int = 0
     buckets: int = 0
     chunks: int = 0
-    largest_bucket_ops: int = 0
     spilled_bytes: int = 0
     parse_s: float = 0.0
     check_s: float = 0.0
     # Ops of every bucket, to show the spread the memory bound depends on.
     bucket_ops: list[int] = field(default_factory=list)
+
+    @property
+    def ops(self) -> int:
+        return sum(self.bucket_ops)
+
+    @property
+    def largest_bucket_ops(self) -> int:
+        return max(self.bucket_ops, default=0)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,10 +102,14 @@ def _chunks(fp: IO[str], chunk_lines: int) -> Iterator[tuple[int, str]]:
         yield first, "".join(lines)
 
 
-def _refuse_vector(text: str, fmt: str, line: int) -> None:
-    if fmt == "edn" and text.lstrip()[:1] in ("[", "(") and sniff_format(text) == "edn":
+def _refuse_vector(first_chunk: str, fmt: str) -> None:
+    if (
+        fmt == "edn"
+        and first_chunk.lstrip()[:1] in ("[", "(")
+        and sniff_format(first_chunk) == "edn"
+    ):
         raise HistoryFormatError(
-            line,
+            1,
             "one op per line to stream (this EDN file is one vector of ops: check it "
             "without --stream)",
         )
@@ -151,6 +162,26 @@ class _Pairer:
         self.open.clear()
 
 
+def _in_file_order(events: list[Event], line0: int, last_index: int | None) -> int | None:
+    """Refuse events the in-memory reader would reorder; returns the last :index seen.
+
+    The reader sorts a chunk whose events all have an :index out of order, and its lines
+    then go backwards; across chunks the :index itself must not go back."""
+    last_line = 0
+    for ev in events:
+        moved = ev.line is not None and ev.line < last_line
+        last_line = ev.line if ev.line is not None else last_line
+        back = last_index is not None and ev.index is not None and ev.index < last_index
+        if moved or back:
+            raise HistoryFormatError(
+                _at(ev, line0).line,
+                "events in :index order to stream (check it without --stream to have them sorted)",
+            )
+        if ev.index is not None:
+            last_index = ev.index
+    return last_index
+
+
 def _at(ev: Event, line0: int) -> Event:
     """The event with its line in the whole file, not in its chunk."""
     if ev.line is None or line0 == 1:
@@ -190,7 +221,7 @@ def check_stream(
                     if fmt == "auto":
                         fmt = sniff_format(text)
                     if line0 == 1:
-                        _refuse_vector(text, fmt, line0)
+                        _refuse_vector(text, fmt)
                     try:
                         history = parse_history(text, fmt)
                     except HistoryFormatError as e:
@@ -200,24 +231,7 @@ def check_stream(
                         ) from None
                     events = history.events
                     stats.events += len(events)
-                    last_line = 0
-                    for ev in events:
-                        # The reader sorts a chunk whose events all have an :index out of
-                        # order; its lines then go backwards. Either way: refused.
-                        moved = ev.line is not None and ev.line < last_line
-                        last_line = ev.line if ev.line is not None else last_line
-                        if ev.index is not None or moved:
-                            if moved or (
-                                last_index is not None
-                                and ev.index is not None
-                                and ev.index < last_index
-                            ):
-                                raise HistoryFormatError(
-                                    _at(ev, line0).line,
-                                    "events in :index order to stream (check it without "
-                                    "--stream to have them sorted)",
-                                )
-                            last_index = ev.index if ev.index is not None else last_index
+                    last_index = _in_file_order(events, line0, last_index)
                     seen = detect_key_encoding(events)
                     if encoding is None:
                         encoding = seen
@@ -246,9 +260,7 @@ def check_stream(
             for f in spills:
                 f.close()
         stats.parse_s = time.perf_counter() - t0
-        stats.ops = sum(counts)
         stats.bucket_ops = counts
-        stats.largest_bucket_ops = max(counts, default=0)
         stats.spilled_bytes = sum(os.path.getsize(Path(tmp) / f"{b}.bin") for b in range(buckets))
         if chosen is None:
             raise HistoryFormatError(None, "at least one event", "none")
@@ -317,22 +329,13 @@ def _check_buckets(
         (tmp / f"{b}.bin").unlink()
         parts = partition_ops(model, ops)
         stats.keys += len(parts)
-        for key, part in sorted(parts.items(), key=lambda kv: repr(kv[0])):
-            if stop.passed():
-                # As check_operations reports it, without holding the ops.
-                results.append(PartitionResult(key, UNKNOWN_VERDICT, [], 0))
-                continue
-            pr = check_partition(
-                model,
-                key,
-                part,
-                deadline=stop.deadline,
-                explain=explain,
-                explain_budget_s=explain_budget_s,
-            )
-            stop.saw(pr.verdict)
-            if pr.verdict not in (NOT_LINEARIZABLE, UNKNOWN_VERDICT):
-                # A passing key keeps its verdict and counts, not its ops or witness.
-                pr = PartitionResult(key, pr.verdict, [], pr.checked, None, pr.nodes, pr.elapsed)
+        ordered = sorted(parts.items(), key=lambda kv: repr(kv[0]))
+        for pr in check_partitions(
+            model, ordered, stop, explain=explain, explain_budget_s=explain_budget_s
+        ):
+            # Only a failing key, or one whose search the deadline cut short, keeps its
+            # ops; a key the deadline reached first has none searched (nodes 0).
+            if pr.verdict != NOT_LINEARIZABLE and not (pr.verdict == UNKNOWN_VERDICT and pr.nodes):
+                pr = PartitionResult(pr.key, pr.verdict, [], pr.checked, None, pr.nodes, pr.elapsed)
             results.append(pr)
     return results
