@@ -156,3 +156,28 @@ def test_the_cli_streams_and_refuses_what_needs_the_whole_history(tmp_path: Path
     )
     assert bad.returncode == 2
     assert "--stream does not go with --html" in bad.stderr
+
+
+def test_bytes_that_are_not_utf8_exit_2_naming_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "binary.jsonl"
+    path.write_bytes(b'{"process": 0, "type": "invoke", "f": "read"}\n\xff\xfe\x00garbage\n')
+    cli = [sys.executable, "-m", "kvstore", "check", "--stream", str(path)]
+    res = subprocess.run(cli, capture_output=True, text=True, check=False)
+    assert res.returncode == 2
+    assert "UTF-8" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_keys_named_otherwise_in_a_later_chunk_are_refused(tmp_path: Path) -> None:
+    # Jepsen independent tuples first, then a :key field: the in-memory reader would read
+    # every op by the :key field, so streaming cannot go on with the tuples.
+    rows = [
+        "{:process 0 :type :invoke :f :write :value [1 5]}",
+        "{:process 0 :type :ok :f :write :value [1 5]}",
+        "{:process 0 :type :invoke :f :write :key 1 :value 6}",
+        "{:process 0 :type :ok :f :write :key 1 :value 6}",
+    ]
+    path = tmp_path / "mixed.edn"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(HistoryFormatError, match="keys named the same way") as e:
+        check_stream(path, chunk_lines=2)
+    assert e.value.line == 3

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from kvstore import Client
 from kvstore.cli import main
 from kvstore.cluster import commands
+from kvstore.cluster.local import LocalCluster
 from kvstore.cluster.predict import parse_legs, parse_round_trips, replicas_from
 from kvstore.core.pbs import Distribution
 from tests.cluster.conftest import ClusterFactory
@@ -94,14 +95,19 @@ def test_bad_input_is_a_usage_error(tmp_path: Path) -> None:
     assert main(["predict", "--snapshot", str(bad)]) == 2
 
 
+async def _write_and_read_all(cluster: LocalCluster, n: int) -> None:
+    """n keys written and read at ALL: every replica's round trip lands in the metrics."""
+    async with Client.from_config(cluster.config) as client:
+        for i in range(n):
+            await client.put(f"k{i}", "v", w="all")
+            await client.get(f"k{i}", r="all")
+
+
 async def test_the_live_cluster_is_scraped_and_predicted(
     start_cluster: ClusterFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cluster = start_cluster(metrics=True)
-    async with Client.from_config(cluster.config) as client:
-        for i in range(60):
-            await client.put(f"k{i}", "v", w="all")
-            await client.get(f"k{i}", r="all")
+    await _write_and_read_all(cluster, 60)
     saved = tmp_path / "saved.json"
     args = ["predict", "--config", str(cluster.config_path), "--json", "--trials", "2000"]
     assert main([*args, "--save", str(saved)]) == 0
@@ -124,10 +130,7 @@ async def test_cluster_status_shows_the_headline_figures(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cluster = start_cluster(metrics=True)
-    async with Client.from_config(cluster.config) as client:
-        for i in range(40):
-            await client.put(f"k{i}", "v", w="all")
-            await client.get(f"k{i}", r="all")
+    await _write_and_read_all(cluster, 40)
     capsys.readouterr()
     assert main(["cluster", "status", "--config", str(cluster.config_path), "--json"]) == 0
     nodes = json.loads(capsys.readouterr().out)["nodes"]
