@@ -33,6 +33,7 @@ class PeerView:
     state: str
     phi: float
     last_heard_s: float  # seconds of silence
+    heard: bool  # at least one heartbeat or reply has come since the detector started
 
 
 class PhiDetector:
@@ -83,6 +84,10 @@ class PhiDetector:
     def silence(self, now_s: float) -> float:
         return max(0.0, now_s - self._last)
 
+    @property
+    def ever_heard(self) -> bool:
+        return bool(self._intervals)
+
 
 class Membership:
     """Every peer's detector; the static member list comes from the config."""
@@ -125,6 +130,12 @@ class Membership:
 
     def views(self, now_s: float) -> list[PeerView]:
         return [
-            PeerView(p, d.state(now_s), round(d.phi(now_s), 3), round(d.silence(now_s), 3))
+            PeerView(
+                p,
+                d.state(now_s),
+                round(d.phi(now_s), 3),
+                round(d.silence(now_s), 3),
+                d.ever_heard,
+            )
             for p, d in sorted(self.detectors.items())
         ]

@@ -10,7 +10,8 @@ Rules and invariants:
 - All messages queued while the sender task sleeps go out as one frame: under load the
   per-message gRPC cost is shared by many messages.
 - After a failed connect the link refuses requests (as not sent) for a short backoff, so
-  a dead peer costs callers nothing but a dictionary lookup.
+  a dead peer costs callers nothing but a dictionary lookup; the next try dials a new
+  channel, so the link's backoff alone decides when a returning peer is reached.
 - At most ``max_pending`` requests wait for an answer; more are refused at once as not
   sent, so a paused peer makes calls fail fast instead of growing this node's memory.
 - The link dials as this node (its certificate, through ``Dialer``) and checks that the
@@ -157,6 +158,11 @@ class PeerLink:
             self._fail_all(f"cannot connect to {self.peer_id} at {self.address}", sent=False)
             if isinstance(exc, asyncio.CancelledError):
                 raise
+            # A fresh channel next time: a channel left behind keeps gRPC's own reconnect
+            # backoff, which grows while the peer is absent and can outlast the connect
+            # timeout just after the peer comes up (the first calls then fail for nothing).
+            channel, self._channel = self._channel, None
+            await channel.close(None)
             return
         self._backoff = BACKOFF_S[0]
         stub = pb_grpc.ReplicaStub(self._channel)

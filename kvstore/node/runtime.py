@@ -227,7 +227,13 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
                 "replica.refused_full": sum(link.refused_full for link in self.links.values()),
             },
             "peers": [
-                {"node": v.node, "state": v.state, "phi": v.phi, "last_heard_s": v.last_heard_s}
+                {
+                    "node": v.node,
+                    "state": v.state,
+                    "phi": v.phi,
+                    "last_heard_s": v.last_heard_s,
+                    "heard": v.heard,
+                }
                 for v in views
             ],
             "hints_pending": await self.engine.hint_counts(),

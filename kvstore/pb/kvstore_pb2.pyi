@@ -627,11 +627,14 @@ class PeerView(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     PHI_FIELD_NUMBER: _builtins.int
     LAST_HEARD_S_FIELD_NUMBER: _builtins.int
+    HEARD_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     state: _builtins.str
     """"up" "suspect" "down" """
     phi: _builtins.float
     last_heard_s: _builtins.float
+    heard: _builtins.bool
+    """heard at least once since this node started"""
     def __init__(
         self,
         *,
@@ -639,10 +642,11 @@ class PeerView(_message.Message):
         state: _builtins.str = ...,
         phi: _builtins.float = ...,
         last_heard_s: _builtins.float = ...,
+        heard: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_heard_s", b"last_heard_s", "node", b"node", "phi", b"phi", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heard", b"heard", "last_heard_s", b"last_heard_s", "node", b"node", "phi", b"phi", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -48,6 +48,16 @@ def test_membership_reports_down_peers() -> None:
     assert views["n3"].state == DOWN and views["n2"].last_heard_s == pytest.approx(0.3)
 
 
+def test_a_peer_is_heard_only_once_something_came_from_it() -> None:
+    # "up" alone is no proof of a working link: a peer never heard from is up for its
+    # first detection time; LocalCluster.start waits on ``heard`` instead.
+    m = Membership("n1", ["n2", "n3"], 0.1, 0.5, start_s=0.0)
+    m.heard("n2", 0.05)
+    views = {v.node: v for v in m.views(0.1)}
+    assert views["n3"].state == UP and not views["n3"].heard
+    assert views["n2"].heard
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         PhiDetector(1.0, 0.5, 0.0)

@@ -53,6 +53,8 @@ class World(Protocol):
 
     async def stop_peer(self) -> None: ...
 
+    async def start_peer(self) -> None: ...
+
     def cut(self) -> None: ...
 
 
@@ -70,21 +72,32 @@ class GrpcWorld:
         server.add_insecure_port(cfg.node("n2").address)
         await server.start()
         world = cls()
-        world.a, world.server, world.link = a, server, a.links["n2"]
+        world.a, world.b, world.link = a, b, a.links["n2"]
+        world.address = cfg.node("n2").address
+        world.server = server
         try:
             yield world
         finally:
             await a.close()
-            await server.stop(None)
+            await world.server.stop(None)
             await b.close()
 
     a: Node
+    b: Node
+    address: str
     server: grpc.aio.Server
     link: Link
 
     async def stop_peer(self) -> None:
         await self.server.stop(None)
         await asyncio.sleep(0.3)  # the link sees its stream end
+
+    async def start_peer(self) -> None:
+        server = grpc.aio.server()
+        pb_grpc.add_ReplicaServicer_to_server(ReplicaServicer(self.b, Gate(secure=False)), server)
+        server.add_insecure_port(self.address)
+        await server.start()
+        self.server = server
 
     def cut(self) -> None:
         self.a.faults.isolated = frozenset({"n2"})
@@ -112,6 +125,9 @@ class SimWorld:
     async def stop_peer(self) -> None:
         self.cluster.kill("n2")
         await asyncio.sleep(0.3)
+
+    async def start_peer(self) -> None:
+        self.cluster.start_node("n2")
 
     def cut(self) -> None:
         self.cluster.network.link_faults("n1", "n2").cut = True
@@ -190,6 +206,22 @@ def test_a_request_to_a_stopped_peer_fails_as_not_sent(kind: str) -> None:
         with pytest.raises(PeerError) as caught:
             await world.link.request(["p", "n1"], 2.0)
         assert caught.value.sent is False
+
+    run_in(kind, body)
+
+
+@pytest.mark.parametrize("kind", WORLDS)
+def test_a_peer_back_after_failed_dials_is_reached_once_the_backoff_passes(kind: str) -> None:
+    # Six failed dials grow any backoff to its ceiling (the link's is 1 s); a transport
+    # that carried gRPC's own reconnect backoff over would still be waiting on it here.
+    async def body(world: World) -> None:
+        await world.stop_peer()
+        for _ in range(6):
+            with pytest.raises(PeerError):
+                await world.link.request(["p", "n1"], 2.0)
+            await asyncio.sleep(1.05)
+        await world.start_peer()
+        assert await world.link.request(["p", "n1"], 2.0) is not None
 
     run_in(kind, body)
 
