@@ -11,6 +11,9 @@ In one run on one machine:
    ``--real-runs`` real runs of ``--seconds`` each, interleaved (sim seeds first, then
    one real run, ...): violations per wall minute both ways, and the wall time to the
    first violation; simulated seeds per wall minute.
+3. jobs: ``--seeds`` seeds of the hunt's setting through ``kvstore sim``'s seed runner
+   with one job and with one per CPU (the same seeds, results in seed order both ways):
+   seeds per wall minute and simulated seconds per wall second.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +36,7 @@ from bench._common import machine  # noqa: E402
 from kvstore.harness.drive import RunOptions  # noqa: E402
 from kvstore.harness.guarantees import Setting  # noqa: E402
 from kvstore.harness.runner import run_test  # noqa: E402
+from kvstore.sim.cli import _results  # noqa: E402
 from kvstore.sim.run import run_seed  # noqa: E402
 
 QUORUM = Setting("quorum", None, None, False, "off")
@@ -131,6 +136,26 @@ def hunt(seeds: int, real_runs: int, seconds: float) -> dict[str, Any]:
     }
 
 
+def jobs(seeds: int, seconds: float) -> dict[str, Any]:
+    """The seed runner with one job, then with one per CPU, on the same seeds."""
+    out: dict[str, Any] = {"seeds": seeds, "seconds_per_run": seconds}
+    options = _options(Path("."), 0, seconds, ["partition", "kill"], expect="linearizable")
+    verdicts = {}
+    for count in sorted({1, os.cpu_count() or 1}):
+        with tempfile.TemporaryDirectory(prefix="kvsim-") as tmp:
+            began = time.perf_counter()
+            runs = list(_results(options, list(range(seeds)), Path(tmp), False, count))
+            wall = time.perf_counter() - began
+        verdicts[count] = [r.results["verdict"] for r in runs]
+        out[f"jobs_{count}"] = {
+            "wall_s": round(wall, 1),
+            "seeds_per_wall_minute": round(60 * seeds / wall, 1),
+            "simulated_per_wall_second": round(sum(r.simulated_s for r in runs) / wall, 1),
+        }
+    out["same_verdicts"] = len({tuple(v) for v in verdicts.values()}) == 1
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
@@ -139,7 +164,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=40)
     parser.add_argument("--real-runs", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--only", choices=("speed", "hunt"))
+    parser.add_argument("--only", choices=("speed", "hunt", "jobs"))
     args = parser.parse_args()
     report: dict[str, Any] = {"machine": machine()}
     began = time.perf_counter()
@@ -147,6 +172,8 @@ def main() -> int:
         report["speed"] = speed(args.sim_seconds, args.speed_rounds)
     if args.only in (None, "hunt"):
         report["hunt"] = hunt(args.seeds, args.real_runs, args.seconds)
+    if args.only in (None, "jobs"):
+        report["jobs"] = jobs(args.seeds, args.seconds)
     report["bench_wall_s"] = round(time.perf_counter() - began, 1)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0

@@ -3,6 +3,10 @@
 Exit status as ``kvstore test``: 0 every seed held its promise, 1 some seed broke it,
 2 bad usage, 3 a check came back unknown (and none broke). Every option shared with
 ``kvstore test`` means the same here; ``--time-limit`` is simulated seconds.
+
+``--jobs`` runs seeds in that many worker processes (each seed is a world of its own);
+results are taken in seed order whatever finishes first, so the output, the folders and
+``--stop-after`` are the same for any number of jobs.
 """
 
 from __future__ import annotations
@@ -10,10 +14,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import multiprocessing
+import os
 import shlex
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +77,21 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--stop-after", type=int, default=0, metavar="K", help="stop after K failing seeds"
     )
+    p.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=os.cpu_count() or 1,
+        metavar="J",
+        help="seeds run at once, in J worker processes (default: one per CPU, here "
+        f"{os.cpu_count() or 1}); the output does not depend on it",
+    )
     p.set_defaults(func=run)
+
+
+def _jobs(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs in 1..256")
+    return int(text)
 
 
 def _seed_folder(base: Path, seed: int) -> Path:
@@ -86,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvstore sim: {exc}", file=sys.stderr)
         return 2
     base = _base(options)
+    began = time.perf_counter()
     runs = _run_seeds(options, seeds, base, args)
-    Console().print(_summary(options, runs, base))
+    Console().print(_summary(options, runs, base, time.perf_counter() - began, args.jobs))
     failed = [r for r in runs if r.results["verdict"] == "violated"]
     if failed:
         first = failed[0]
@@ -127,10 +150,7 @@ def _run_seeds(
     )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("seeds", total=len(seeds), status="")
-        for seed in seeds:
-            result = run_seed(
-                dataclasses.replace(options, seed=seed), _seed_folder(base, seed), keep=args.keep
-            )
+        for result in _results(options, seeds, base, args.keep, args.jobs):
             runs.append(result)
             failures += result.results["verdict"] == "violated"
             first = next((r.seed for r in runs if r.results["verdict"] == "violated"), None)
@@ -144,7 +164,41 @@ def _run_seeds(
     return runs
 
 
-def _summary(options: RunOptions, runs: list[SeedRun], base: Path) -> Table:
+def _results(
+    options: RunOptions, seeds: list[int], base: Path, keep: bool, jobs: int
+) -> Iterator[SeedRun]:
+    """Each seed's run, in seed order; with ``jobs > 1`` the next seeds run meanwhile.
+    Leaving the loop early (--stop-after) cancels the seeds not yet started."""
+    jobs = min(jobs, len(seeds))
+    if jobs <= 1:
+        for seed in seeds:
+            yield run_seed(
+                dataclasses.replace(options, seed=seed), _seed_folder(base, seed), keep=keep
+            )
+        return
+    # spawn, not fork: the progress display's thread may hold a lock a fork would copy
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        pending: list[Future[SeedRun]] = [
+            pool.submit(
+                run_seed,
+                dataclasses.replace(options, seed=seed),
+                _seed_folder(base, seed),
+                keep=keep,
+            )
+            for seed in seeds
+        ]
+        try:
+            for future in pending:
+                yield future.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _summary(
+    options: RunOptions, runs: list[SeedRun], base: Path, elapsed_s: float, jobs: int
+) -> Table:
     table = Table(title=f"simulated: {options.setting.describe(3)} under {options.nemeses}")
     table.add_column("figure")
     table.add_column("value")
@@ -170,6 +224,12 @@ def _summary(options: RunOptions, runs: list[SeedRun], base: Path) -> Table:
         "simulated vs wall time (wall: checks and kept reports included)",
         f"{simulated:.1f} s simulated in {wall:.1f} s wall ({simulated / max(wall, 1e-9):.1f}x)",
     )
+    if jobs > 1 and len(runs) > 1:
+        table.add_row(
+            f"elapsed, {min(jobs, len(runs))} jobs",
+            f"{elapsed_s:.1f} s ({simulated / max(elapsed_s, 1e-9):.1f}x), "
+            f"{60 * len(runs) / max(elapsed_s, 1e-9):.0f} seeds per minute",
+        )
     return table
 
 

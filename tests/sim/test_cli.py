@@ -87,3 +87,24 @@ def test_a_seed_that_holds_exits_0(tmp_path: Path) -> None:
 @pytest.mark.parametrize("seeds", ["", "5-2", "a", "1-x"])
 def test_bad_seeds_are_a_usage_error(tmp_path: Path, seeds: str) -> None:
     assert main(["sim", "--seeds", seeds, "--store", str(tmp_path)]) == 2
+
+
+def test_jobs_run_seeds_in_worker_processes_with_the_same_results_in_seed_order(
+    tmp_path: Path,
+) -> None:
+    from kvstore.cli import build_parser
+    from kvstore.harness.cli import options_from
+    from kvstore.sim.cli import _results
+
+    args = build_parser().parse_args([*FAILING, "--store", str(tmp_path)])
+    options = options_from(args)
+    seeds = [3, 0, 5, 1]  # 0 breaks the promise, 1 holds (see FAILING)
+
+    def fingerprint(jobs: int) -> list[tuple[int, str, int, float]]:
+        runs = _results(options, seeds, tmp_path / f"jobs-{jobs}", False, jobs)
+        return [(r.seed, r.results["verdict"], r.steps, r.simulated_s) for r in runs]
+
+    alone, parallel = fingerprint(1), fingerprint(2)
+    assert [seed for seed, *_ in parallel] == seeds
+    assert parallel == alone
+    assert {verdict for _, verdict, _, _ in alone} == {"held", "violated"}  # both kinds met
