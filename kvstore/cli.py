@@ -96,12 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
         ("up", "start every node in the background and wait until all answer"),
         ("status", "each node's address, PID, health and counters"),
         ("down", "stop every node of the local cluster"),
+        ("plan", "what making the running cluster match the config would move (read-only)"),
     ):
         p = cluster_sub.add_parser(action, help=helptext)
         _add_config(p)
-        if action == "status":
+        if action in ("status", "plan"):
             p.add_argument("--json", action="store_true", help="print JSON")
             _add_tls_options(p)
+        if action == "plan":
+            p.add_argument(
+                "--dead",
+                action="append",
+                default=[],
+                metavar="ID",
+                help="a member that is gone for good: never a source (repeatable)",
+            )
         p.set_defaults(func=cmd_cluster)
 
     put = sub.add_parser("put", help="write a value")
@@ -195,6 +204,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         return commands.up(cfg, Path(args.config))
     if args.action == "down":
         return commands.down(cfg, Path(args.config))
+    if args.action == "plan":
+        from kvstore.cluster.plan import run_plan
+
+        return run_plan(cfg, _admin_dialer(args, cfg), dead=args.dead, as_json=args.json)
     return commands.show_status(cfg, Path(args.config), as_json=args.json, tls=tls_files(args, cfg))
 
 
@@ -223,6 +236,13 @@ def tls_files(args: argparse.Namespace, cfg: config_mod.ClusterConfig | None) ->
     if cfg is None:
         cfg = config_mod.load(args.config)
     return client_files(cfg)
+
+
+def _admin_dialer(args: argparse.Namespace, cfg: config_mod.ClusterConfig) -> Any:
+    """Dials the Admin service as --ca/--cert/--key's holder, else as the config's client."""
+    from kvstore.net.channel import Dialer
+
+    return Dialer(tls_files(args, cfg))
 
 
 def _client(args: argparse.Namespace) -> Any:

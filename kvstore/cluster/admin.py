@@ -173,6 +173,15 @@ class SyncAdminClient(_Target):
     ) -> pb.StatusReply:
         return self._admin().Status(pb.Empty(), timeout=timeout, wait_for_ready=wait_for_ready)
 
+    def range_stats(
+        self, ranges: list[tuple[int, int]], *, timeout: float = 120.0
+    ) -> pb.RangeStatsReply:
+        """Keys, tombstones and bytes the node stores in each inclusive token range."""
+        request = pb.RangeStatsRequest(
+            ranges=[pb.TokenRange(first=first, last=last) for first, last in ranges]
+        )
+        return self._admin().RangeStats(request, timeout=timeout)
+
     def repair(
         self,
         peers: Iterable[str] = (),

@@ -62,6 +62,15 @@ class Ring:
         i = bisect.bisect_right(self._tokens, token(key)) % len(self._tokens)
         return self._walks[i]
 
+    def walk_at(self, key_token: int) -> tuple[str, ...]:
+        """``walk`` for a key whose token is ``key_token``."""
+        return self._walks[bisect.bisect_right(self._tokens, key_token) % len(self._tokens)]
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """The virtual nodes' tokens, sorted: a key's replicas change only across one."""
+        return tuple(self._tokens)
+
     def primaries(self, key: bytes, n: int) -> tuple[str, ...]:
         return self.walk(key)[:n]
 

@@ -237,6 +237,11 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
                 for v in views
             ],
             "hints_pending": await self.engine.hint_counts(),
+            "ring": {
+                "members": [(node.id, node.address) for node in self.config.nodes],
+                "n": self.config.n,
+                "vnodes": self.config.vnodes,
+            },
         }
 
     async def close_links(self) -> None:

@@ -708,6 +708,7 @@ class StatusReply(_message.Message):
     FAULTS_ENABLED_FIELD_NUMBER: _builtins.int
     TLS_FIELD_NUMBER: _builtins.int
     CLOCK_OFFSET_MS_FIELD_NUMBER: _builtins.int
+    RING_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     cluster: _builtins.str
     address: _builtins.str
@@ -726,6 +727,10 @@ class StatusReply(_message.Message):
     def counters(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     @_builtins.property
     def hints_pending(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    @_builtins.property
+    def ring(self) -> Global___RingView:
+        """the membership this node places keys with"""
+
     def __init__(
         self,
         *,
@@ -741,16 +746,166 @@ class StatusReply(_message.Message):
         faults_enabled: _builtins.bool = ...,
         tls: _builtins.bool = ...,
         clock_offset_ms: _builtins.int | None = ...,
+        ring: Global___RingView | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "clock_offset_ms", b"clock_offset_ms"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "clock_offset_ms", b"clock_offset_ms", "ring", b"ring"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "address", b"address", "clock_offset_ms", b"clock_offset_ms", "cluster", b"cluster", "counters", b"counters", "faults_enabled", b"faults_enabled", "hints_pending", b"hints_pending", "keys", b"keys", "node", b"node", "peers", b"peers", "pid", b"pid", "tls", b"tls", "uptime_s", b"uptime_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "address", b"address", "clock_offset_ms", b"clock_offset_ms", "cluster", b"cluster", "counters", b"counters", "faults_enabled", b"faults_enabled", "hints_pending", b"hints_pending", "keys", b"keys", "node", b"node", "peers", b"peers", "pid", b"pid", "ring", b"ring", "tls", b"tls", "uptime_s", b"uptime_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__clock_offset_ms: _TypeAlias = _typing.Literal["clock_offset_ms"]  # noqa: Y015
     _WhichOneofArgType__clock_offset_ms: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__clock_offset_ms) -> _WhichOneofReturnType__clock_offset_ms | None: ...
 
 Global___StatusReply: _TypeAlias = StatusReply  # noqa: Y015
+
+@_typing.final
+class RingMember(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    address: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RingMember: _TypeAlias = RingMember  # noqa: Y015
+
+@_typing.final
+class RingView(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    N_FIELD_NUMBER: _builtins.int
+    VNODES_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    n: _builtins.int
+    vnodes: _builtins.int
+    epoch: _builtins.int
+    """0: the static membership of the node's config"""
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___RingMember]:
+        """in the config's order"""
+
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[Global___RingMember] | None = ...,
+        n: _builtins.int = ...,
+        vnodes: _builtins.int = ...,
+        epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "members", b"members", "n", b"n", "vnodes", b"vnodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RingView: _TypeAlias = RingView  # noqa: Y015
+
+@_typing.final
+class TokenRange(_message.Message):
+    """Keys whose token t has first <= t <= last (inclusive, so the top of token space fits)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_FIELD_NUMBER: _builtins.int
+    LAST_FIELD_NUMBER: _builtins.int
+    first: _builtins.int
+    last: _builtins.int
+    def __init__(
+        self,
+        *,
+        first: _builtins.int = ...,
+        last: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first", b"first", "last", b"last"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenRange: _TypeAlias = TokenRange  # noqa: Y015
+
+@_typing.final
+class RangeStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenRange]:
+        """disjoint; at most 65536"""
+
+    def __init__(
+        self,
+        *,
+        ranges: _abc.Iterable[Global___TokenRange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ranges", b"ranges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RangeStatsRequest: _TypeAlias = RangeStatsRequest  # noqa: Y015
+
+@_typing.final
+class RangeCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    TOMBSTONES_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    keys: _builtins.int
+    """tombstones included: they stream too"""
+    tombstones: _builtins.int
+    bytes: _builtins.int
+    """keys and values"""
+    def __init__(
+        self,
+        *,
+        keys: _builtins.int = ...,
+        tombstones: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "keys", b"keys", "tombstones", b"tombstones"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RangeCount: _TypeAlias = RangeCount  # noqa: Y015
+
+@_typing.final
+class RangeStatsReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___RangeCount]:
+        """one per requested range, in the request's order"""
+
+    def __init__(
+        self,
+        *,
+        counts: _abc.Iterable[Global___RangeCount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RangeStatsReply: _TypeAlias = RangeStatsReply  # noqa: Y015
 
 @_typing.final
 class RepairRequest(_message.Message):

@@ -332,6 +332,11 @@ class AdminStub:
                 request_serializer=kvstore_dot_pb_dot_kvstore__pb2.RepairRequest.SerializeToString,
                 response_deserializer=kvstore_dot_pb_dot_kvstore__pb2.RepairReply.FromString,
                 _registered_method=True)
+        self.RangeStats = channel.unary_unary(
+                '/kvstore.v1.Admin/RangeStats',
+                request_serializer=kvstore_dot_pb_dot_kvstore__pb2.RangeStatsRequest.SerializeToString,
+                response_deserializer=kvstore_dot_pb_dot_kvstore__pb2.RangeStatsReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -370,6 +375,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RangeStats(self, request, context):
+        """What this node stores in each token range (one scan): what a membership change
+        would stream from it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -397,6 +410,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Repair,
                     request_deserializer=kvstore_dot_pb_dot_kvstore__pb2.RepairRequest.FromString,
                     response_serializer=kvstore_dot_pb_dot_kvstore__pb2.RepairReply.SerializeToString,
+            ),
+            'RangeStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.RangeStats,
+                    request_deserializer=kvstore_dot_pb_dot_kvstore__pb2.RangeStatsRequest.FromString,
+                    response_serializer=kvstore_dot_pb_dot_kvstore__pb2.RangeStatsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -534,6 +552,33 @@ class Admin:
             '/kvstore.v1.Admin/Repair',
             kvstore_dot_pb_dot_kvstore__pb2.RepairRequest.SerializeToString,
             kvstore_dot_pb_dot_kvstore__pb2.RepairReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RangeStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/RangeStats',
+            kvstore_dot_pb_dot_kvstore__pb2.RangeStatsRequest.SerializeToString,
+            kvstore_dot_pb_dot_kvstore__pb2.RangeStatsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -134,6 +134,10 @@ class AdminStub:
     """Replace this node's injected faults (an empty Faults heals it)."""
     Repair: _grpc.UnaryUnaryMultiCallable[_kvstore_pb2.RepairRequest, _kvstore_pb2.RepairReply]
     """Run one anti-entropy round from this node now (and wait for it)."""
+    RangeStats: _grpc.UnaryUnaryMultiCallable[_kvstore_pb2.RangeStatsRequest, _kvstore_pb2.RangeStatsReply]
+    """What this node stores in each token range (one scan): what a membership change
+    would stream from it.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -146,6 +150,10 @@ class AdminAsyncStub(AdminStub):
     """Replace this node's injected faults (an empty Faults heals it)."""
     Repair: _aio.UnaryUnaryMultiCallable[_kvstore_pb2.RepairRequest, _kvstore_pb2.RepairReply]  # type: ignore[assignment]
     """Run one anti-entropy round from this node now (and wait for it)."""
+    RangeStats: _aio.UnaryUnaryMultiCallable[_kvstore_pb2.RangeStatsRequest, _kvstore_pb2.RangeStatsReply]  # type: ignore[assignment]
+    """What this node stores in each token range (one scan): what a membership change
+    would stream from it.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -185,5 +193,15 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_kvstore_pb2.RepairReply, _abc.Awaitable[_kvstore_pb2.RepairReply]]:
         """Run one anti-entropy round from this node now (and wait for it)."""
+
+    @_abc_1.abstractmethod
+    def RangeStats(
+        self,
+        request: _kvstore_pb2.RangeStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kvstore_pb2.RangeStatsReply, _abc.Awaitable[_kvstore_pb2.RangeStatsReply]]:
+        """What this node stores in each token range (one scan): what a membership change
+        would stream from it.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -28,6 +28,7 @@ from kvstore.net.outbox import Outbox
 from kvstore.net.peer import PEER_METADATA
 from kvstore.net.status import to_status
 from kvstore.node.antientropy import AntiEntropy
+from kvstore.node.ranges import range_stats
 from kvstore.node.runtime import Node
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
@@ -213,7 +214,27 @@ class AdminServicer(pb_grpc.AdminServicer):
             reply.peers.append(pb.PeerView(**peer))
         for owner, pending in status.get("hints_pending", {}).items():
             reply.hints_pending[owner] = pending
+        ring = status["ring"]
+        reply.ring.n, reply.ring.vnodes, reply.ring.epoch = ring["n"], ring["vnodes"], 0
+        for member_id, address in ring["members"]:
+            reply.ring.members.append(pb.RingMember(id=member_id, address=address))
         return reply
+
+    async def RangeStats(
+        self, request: pb.RangeStatsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RangeStatsReply:
+        await self.gate.require(context, ADMIN, "count the keys of token ranges")
+        ranges = [(r.first, r.last) for r in request.ranges]
+        try:
+            counts = await range_stats(self.node.engine, ranges)
+        except ValueError as exc:
+            await _refuse(context, InvalidArgument(str(exc)))
+            raise AssertionError("unreachable") from None
+        return pb.RangeStatsReply(
+            counts=[
+                pb.RangeCount(keys=c.keys, tombstones=c.tombstones, bytes=c.bytes) for c in counts
+            ]
+        )
 
     async def Echo(
         self, request: pb.EchoMessage, context: grpc.aio.ServicerContext[Any, Any]

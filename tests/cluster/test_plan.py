@@ -1,0 +1,108 @@
+"""``kvstore cluster plan`` on a running cluster: the ring the nodes report, the ranges a
+changed config would move, and the keys and bytes each source really holds there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from kvstore import SyncClient
+from kvstore.cli import main
+from kvstore.cluster.local import LocalCluster, free_ports
+from kvstore.core.ring import Ring
+from tests.cluster.conftest import ClusterFactory
+
+KEYS = [f"plan-{i}".encode() for i in range(120)]
+
+
+def _plan(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, Any]:
+    code = main(["cluster", "plan", "--config", str(config), "--json", *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def _with_nodes(cluster: LocalCluster, keep: list[str], add: int, name: str) -> Path:
+    """A copy of the cluster's config with only ``keep`` and ``add`` new nodes."""
+    text = cluster.config_path.read_text()
+    head, *blocks = text.split("[[nodes]]")
+    kept = [b for b in blocks if any(f'id = "{node}"' in b for node in keep)]
+    new = [
+        f'\nid = "n{6 + i}"\naddress = "127.0.0.1:{port}"\ndata_dir = "data/n{6 + i}"\n\n'
+        for i, port in enumerate(free_ports(add))
+    ]
+    path = cluster.config_path.with_name(name)
+    path.write_text(head + "".join(f"[[nodes]]{b}" for b in [*kept, *new]))
+    return path
+
+
+@pytest.fixture
+def loaded(start_cluster: ClusterFactory) -> LocalCluster:
+    cluster = start_cluster()
+    with SyncClient.from_config(cluster.config) as client:
+        for key in KEYS:
+            client.put(key, b"v" * 10, consistency="all")
+        client.delete(KEYS[0], consistency="all")  # a tombstone streams too
+    return cluster
+
+
+def test_adding_a_node_plans_what_it_will_own_with_the_sources_real_counts(
+    loaded: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nodes = [n.id for n in loaded.config.nodes]
+    desired = _with_nodes(loaded, nodes, 1, "grow.toml")
+    code, report = _plan(desired, capsys)
+    assert code == 0, report
+    assert report["added"] == ["n6"] and report["removed"] == [] and report["silent"] == ["n6"]
+    assert {s["to"] for s in report["streams"]} == {"n6"}
+    # the model: the keys whose replicas after the change include n6
+    after = Ring([*nodes, "n6"], loaded.config.vnodes)
+    gaining = [k for k in KEYS if "n6" in after.primaries(k, loaded.config.n)]
+    sizes = [s["size"] for s in report["streams"]]
+    assert sum(size["keys"] for size in sizes) == len(gaining)
+    assert sum(size["tombstones"] for size in sizes) == (KEYS[0] in gaining)
+    live = [k for k in gaining if k != KEYS[0]]
+    assert sum(size["bytes"] for size in sizes) == sum(len(k) + 10 for k in live) + sum(
+        len(k) for k in gaining if k == KEYS[0]
+    )
+    assert report["cleanup"]  # someone hands each moved range over
+
+
+def test_removing_a_node_and_refusals(
+    loaded: LocalCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report = _plan(_with_nodes(loaded, ["n1", "n3", "n4", "n5"], 0, "shrink.toml"), capsys)
+    assert code == 0 and report["removed"] == ["n2"] and report["silent"] == []
+    assert "n2" in report["cleanup"] and "n2" not in {s["to"] for s in report["streams"]}
+    # fewer nodes than N: the config itself is refused before any plan
+    code = main(
+        ["cluster", "plan", "--config", str(_with_nodes(loaded, ["n1", "n2"], 0, "two.toml"))]
+    )
+    assert (
+        code == 2
+        and "cluster.n: 3 must be between 1 and the number of nodes (2)" in capsys.readouterr().err
+    )
+    code, report = _plan(loaded.config_path, capsys, "--dead", "n2")
+    assert code == 1 and "still in the desired membership" in report["refused"]
+    code, report = _plan(loaded.config_path, capsys)
+    assert code == 0 and report["streams"] == [] and report["added"] == []
+
+
+def test_a_plan_needs_a_running_node(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kvstore import config as config_mod
+    from kvstore.cluster.local import ensure_certs
+    from tests.cluster.conftest import make_config
+
+    path = make_config(tmp_path)
+    ensure_certs(config_mod.load(path))  # the admin's certificate exists, no node runs
+    code, report = _plan(path, capsys)
+    assert code == 1 and "no node of cluster" in report["refused"]
+
+
+def test_range_stats_refuses_overlapping_ranges(loaded: LocalCluster) -> None:
+    with loaded.sync_admin("n1") as admin, pytest.raises(grpc.RpcError) as caught:
+        admin.range_stats([(0, 100), (50, 200)])
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "overlap" in (caught.value.details() or "")
