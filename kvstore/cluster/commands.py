@@ -76,6 +76,8 @@ def collect(
                 counters=dict(reply.counters),
                 hints_pending=dict(reply.hints_pending),
                 peers={p.node: p.state for p in reply.peers},
+                ring_epoch=reply.ring.epoch,
+                ring_members=[m.id for m in reply.ring.members],
                 tls=reply.tls,
                 faults_enabled=reply.faults_enabled,
                 metrics=scrape_headlines(node.metrics),
@@ -98,6 +100,7 @@ def show_status(
         "pid",
         "health",
         "keys",
+        "ring epoch",
         "uptime",
         "tls/faults",
         "its view of peers",
@@ -131,6 +134,7 @@ def show_status(
             str(r["pid"] or "-"),
             f"[{colour}]{r['health']}[/{colour}]",
             str(r.get("keys", "-")),
+            str(r.get("ring_epoch", "-")),
             f"{r['uptime_s']}s" if "uptime_s" in r else "-",
             (
                 ("mTLS" if r["tls"] else "[red]OFF[/red]")

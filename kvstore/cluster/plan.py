@@ -31,6 +31,7 @@ console = Console()
 @dataclass(frozen=True, slots=True)
 class Current:
     spec: RingSpec
+    epoch: int
     addresses: dict[str, str]
     answered: tuple[str, ...]  # nodes that reported this ring
     silent: tuple[str, ...]  # nodes of either membership that did not answer
@@ -39,7 +40,7 @@ class Current:
 def current_ring(config: ClusterConfig, dialer: Dialer) -> Current:
     """The ring the running nodes agree on; PlanRefused if none answers or they differ."""
     addresses = {node.id: node.address for node in config.nodes}
-    views: dict[tuple[tuple[str, ...], int, int], list[str]] = {}
+    views: dict[tuple[tuple[str, ...], int, int, int], list[str]] = {}
     asked: set[str] = set()
     silent: list[str] = []
     queue = list(addresses)
@@ -60,7 +61,7 @@ def current_ring(config: ClusterConfig, dialer: Dialer) -> Current:
             if m.id not in addresses:
                 addresses[m.id] = m.address
                 queue.append(m.id)
-        views.setdefault((members, ring.n, ring.vnodes), []).append(node_id)
+        views.setdefault((members, ring.n, ring.vnodes, ring.epoch), []).append(node_id)
     if not views:
         raise PlanRefused(
             f"no node of cluster {config.name!r} answers ({', '.join(silent)}): the plan "
@@ -68,12 +69,12 @@ def current_ring(config: ClusterConfig, dialer: Dialer) -> Current:
         )
     if len(views) > 1:
         shown = "; ".join(
-            f"{', '.join(who)} place keys on [{', '.join(m)}] (N={n}, vnodes={v})"
-            for (m, n, v), who in views.items()
+            f"{', '.join(who)} place keys on [{', '.join(m)}] (epoch {e}, N={n}, vnodes={v})"
+            for (m, n, v, e), who in views.items()
         )
         raise PlanRefused(f"the running nodes disagree on the ring: {shown}")
-    (members, n, vnodes), answered = next(iter(views.items()))
-    return Current(RingSpec(members, n, vnodes), addresses, tuple(answered), tuple(silent))
+    (members, n, vnodes, epoch), answered = next(iter(views.items()))
+    return Current(RingSpec(members, n, vnodes), epoch, addresses, tuple(answered), tuple(silent))
 
 
 def desired_ring(config: ClusterConfig) -> RingSpec:
@@ -158,6 +159,7 @@ def run_plan(config: ClusterConfig, dialer: Dialer, *, dead: list[str], as_json:
     sizes = stream_sizes(the_plan, current.addresses, dialer)
     report = describe(the_plan, sizes)
     report["silent"] = list(current.silent)
+    report["epoch"] = current.epoch
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
@@ -168,9 +170,11 @@ def run_plan(config: ClusterConfig, dialer: Dialer, *, dead: list[str], as_json:
 def _print(report: dict[str, Any], the_plan: Plan) -> None:
     if the_plan.empty:
         console.print(
-            f"nothing to do: the running ring is the config's ({', '.join(report['current'])})"
+            f"nothing to do: the running ring (epoch {report['epoch']}) is the config's "
+            f"({', '.join(report['current'])})"
         )
         return
+    console.print(f"from the running ring, epoch {report['epoch']}: {', '.join(report['current'])}")
     console.print(
         f"[bold]add[/bold] {', '.join(report['added']) or '-'}   "
         f"[bold]remove[/bold] {', '.join(report['removed']) or '-'}"

@@ -49,6 +49,7 @@ from kvstore.node.coordinator import CoordinatorMixin, ReadResult, ReplicaReport
 from kvstore.node.handoff import HandoffMixin
 from kvstore.node.metrics import NodeMetrics
 from kvstore.node.replica import ReplicaMixin
+from kvstore.node.ring_store import MemoryRingStore, RingStore, open_ring
 from kvstore.storage.base import Engine
 from kvstore.storage.lying import LyingDisk
 
@@ -68,9 +69,11 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
         transport: Transport | None = None,
         clock: Clock = SYSTEM_CLOCK,
         offload: Callable[..., Awaitable[Any]] = on_thread,
+        ring_store: RingStore | None = None,
     ) -> None:
-        """``transport``, ``clock`` and ``offload`` are the node's seams to its world:
-        gRPC, real time and threads by default; the simulator passes its own."""
+        """``transport``, ``clock``, ``offload`` and ``ring_store`` are the node's seams to
+        its world: gRPC, real time, threads and (from the server) a file by default; the
+        simulator passes its own."""
         if clock_offset_us and not enable_faults:
             raise ValueError("a clock offset is a fault: it needs enable_faults")
         self.config = config
@@ -78,6 +81,8 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
         self.id = node_id
         self.me = config.node(node_id)
         self.engine = engine
+        self.ring_store = ring_store if ring_store is not None else MemoryRingStore()
+        self.epochs = open_ring(self.ring_store, config)  # raises on a changed membership
         self.ring = Ring(config.node_ids, config.vnodes)
         self.defaults = consistency.Defaults(
             n=config.n,
@@ -238,9 +243,10 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
             ],
             "hints_pending": await self.engine.hint_counts(),
             "ring": {
-                "members": [(node.id, node.address) for node in self.config.nodes],
-                "n": self.config.n,
-                "vnodes": self.config.vnodes,
+                "members": list(self.epochs.chosen.members),
+                "n": self.epochs.chosen.n,
+                "vnodes": self.epochs.chosen.vnodes,
+                "epoch": self.epochs.chosen.epoch,
             },
         }
 

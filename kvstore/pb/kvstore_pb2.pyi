@@ -791,7 +791,7 @@ class RingView(_message.Message):
     n: _builtins.int
     vnodes: _builtins.int
     epoch: _builtins.int
-    """0: the static membership of the node's config"""
+    """1: the membership the cluster was created with"""
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___RingMember]:
         """in the config's order"""

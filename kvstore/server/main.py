@@ -26,6 +26,7 @@ from kvstore.errors import ConfigError
 from kvstore.net.channel import Dialer, message_limit, server_options
 from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.metrics import NodeMetrics
+from kvstore.node.ring_store import FileRingStore
 from kvstore.node.runtime import Node
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.security.tls import node_files, server_credentials
@@ -68,6 +69,7 @@ async def serve(
         clock_offset_us=clock_offset_us,
         enable_faults=enable_faults,
         dialer=dialer,
+        ring_store=FileRingStore(Path(me.data_dir) / "ring.json"),
     )
     anti_entropy = AntiEntropy(node)  # registers its replica ops and loops on the node
     if me.metrics is not None:

@@ -215,7 +215,7 @@ class AdminServicer(pb_grpc.AdminServicer):
         for owner, pending in status.get("hints_pending", {}).items():
             reply.hints_pending[owner] = pending
         ring = status["ring"]
-        reply.ring.n, reply.ring.vnodes, reply.ring.epoch = ring["n"], ring["vnodes"], 0
+        reply.ring.n, reply.ring.vnodes, reply.ring.epoch = ring["n"], ring["vnodes"], ring["epoch"]
         for member_id, address in ring["members"]:
             reply.ring.members.append(pb.RingMember(id=member_id, address=address))
         return reply

@@ -33,6 +33,7 @@ from kvstore.harness.control import NodeFaults
 from kvstore.node.antientropy import AntiEntropy
 from kvstore.node.clock import inline
 from kvstore.node.metrics import NodeMetrics
+from kvstore.node.ring_store import MemoryRingStore
 from kvstore.node.runtime import Node
 from kvstore.sim.disk import SimDisk, SimEngine
 from kvstore.sim.loop import VirtualLoop, process_context
@@ -72,6 +73,7 @@ class SimCluster:
         self.rng = rng
         self.network = SimNetwork(rng, self.node_ids, trace=trace)
         self.disks = {n: SimDisk() for n in self.node_ids}
+        self.ring_stores: dict[str, MemoryRingStore] = {}
         self.clocks = {n: SimClock(loop) for n in self.node_ids}
         self.nodes: dict[str, Node | None] = dict.fromkeys(self.node_ids)
         self.repairers: dict[str, AntiEntropy] = {}
@@ -111,6 +113,7 @@ class SimCluster:
             transport=self.network.transport(node_id, context, self.config.max_peer_pending),
             clock=self.clocks[node_id],
             offload=inline,
+            ring_store=self.ring_stores.setdefault(node_id, MemoryRingStore()),
         )
         self.repairers[node_id] = AntiEntropy(node)
         node.metrics = NodeMetrics(node)  # a registry, not served: read by expositions()

@@ -89,6 +89,9 @@ def test_cluster_up_status_down(tmp_path: Path) -> None:
         assert status.returncode == 0, status.stdout
         nodes = json.loads(status.stdout)["nodes"]
         assert [n["health"] for n in nodes] == ["up"] * 5
+        # every node serves epoch 1, kept beside its data (a memory engine's too)
+        assert {n["ring_epoch"] for n in nodes} == {1}
+        assert (tmp_path / "data" / "n1" / "ring.json").is_file()
         pids = [n["pid"] for n in nodes]
         assert all(pid_alive(pid) for pid in pids)
         down = kv("cluster", "down", "--config", str(cfg))

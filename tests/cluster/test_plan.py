@@ -4,6 +4,8 @@ changed config would move, and the keys and bytes each source really holds there
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,7 @@ def test_adding_a_node_plans_what_it_will_own_with_the_sources_real_counts(
     code, report = _plan(desired, capsys)
     assert code == 0, report
     assert report["added"] == ["n6"] and report["removed"] == [] and report["silent"] == ["n6"]
+    assert report["epoch"] == 1
     assert {s["to"] for s in report["streams"]} == {"n6"}
     # the model: the keys whose replicas after the change include n6
     after = Ring([*nodes, "n6"], loaded.config.vnodes)
@@ -106,3 +109,21 @@ def test_range_stats_refuses_overlapping_ranges(loaded: LocalCluster) -> None:
         admin.range_stats([(0, 100), (50, 200)])
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "overlap" in (caught.value.details() or "")
+
+
+def test_a_node_refuses_a_config_that_changes_its_membership(loaded: LocalCluster) -> None:
+    # today's way to lose writes: edit cluster.toml and restart one node onto a new ring
+    nodes = [n.id for n in loaded.config.nodes]
+    grow = _with_nodes(loaded, nodes, 1, "grow.toml")
+    loaded.stop_node("n1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvstore", "node", "--id", "n1", "--config", str(grow)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "not the ring this node serves (epoch 1: n1, n2, n3, n4, n5" in proc.stderr
+    loaded.start_node("n1")  # with its own config it starts, on the same data
+    assert loaded.status("n1").ring.epoch == 1
