@@ -17,6 +17,9 @@ Rules:
   (``read_repair_targets``); a fallback's copy is a hint, handed back to its owner.
 - An ABD read's write-back (``write_back``) makes the winner held by a quorum: it asks
   the primaries not known to hold it for as many acknowledgements as the quorum lacks.
+- While the membership changes, a write must reach W in the old ring and in the new one
+  (``MultiWriteRound``): one message per distinct replica, each acknowledgement counted
+  in every ring it belongs to; the write fails as soon as one ring cannot reach W.
 """
 
 from __future__ import annotations
@@ -203,4 +206,88 @@ class ReadRound:
             f"read timed out after {timeout_ms} ms with {self.tally.acks} of "
             f"{self.tally.needed} replies",
             definite=True,
+        )
+
+
+def merge_targets(groups: list[list[Replica]]) -> list[Replica]:
+    """Every distinct replica of several rings' targets, in order of first appearance."""
+    return list(dict.fromkeys(t for group in groups for t in group))
+
+
+class _Combined:
+    """The tally view ``MultiWriteRound`` gives: REACHED once every ring reached W, FAILED
+    once one cannot; decided once, like ``Tally`` (a late reply never flips it)."""
+
+    __slots__ = ("decided", "rounds")
+
+    def __init__(self, rounds: list[WriteRound]) -> None:
+        self.rounds = rounds
+        self.decided = Outcome.PENDING
+        self.update()
+
+    def update(self) -> Outcome:
+        if self.decided is Outcome.PENDING:
+            outcomes = [r.tally.outcome for r in self.rounds]
+            if Outcome.FAILED in outcomes:
+                self.decided = Outcome.FAILED
+            elif all(o is Outcome.REACHED for o in outcomes):
+                self.decided = Outcome.REACHED
+        return self.decided
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.decided
+
+    @property
+    def acks(self) -> int:
+        return min(r.tally.acks for r in self.rounds)
+
+    @property
+    def needed(self) -> int:
+        return max(r.tally.needed for r in self.rounds)
+
+
+class MultiWriteRound:
+    """One write tallied toward W in each of several rings (a membership change)."""
+
+    __slots__ = ("rounds", "tally", "targets")
+
+    def __init__(self, groups: list[list[Replica]], w: int, sloppy: bool) -> None:
+        self.rounds = [WriteRound(group, w, sloppy) for group in groups]
+        self.targets = merge_targets(groups)
+        self.tally = _Combined(self.rounds)
+
+    def reply(self, target: Replica, reply: Reply) -> Outcome:
+        for r in self.rounds:
+            if target in r.targets:
+                r.reply(target, reply)
+        return self.tally.update()
+
+    @property
+    def acked(self) -> list[Replica]:
+        return list(dict.fromkeys(t for r in self.rounds for t in r.acked))
+
+    @property
+    def maybe_applied(self) -> bool:
+        return any(r.maybe_applied for r in self.rounds)
+
+    def error(self) -> KVError:
+        failing = next(
+            (r for r in self.rounds if r.tally.outcome is Outcome.FAILED), self.rounds[0]
+        )  # the ring that decided the failure (a ring failing later cannot flip it)
+        if not self.maybe_applied:
+            return failing.error()  # definite: nothing can land in either ring
+        which = "old" if failing is self.rounds[0] else "new"
+        failed = ", ".join(f"{node} ({reply.value})" for node, reply in failing.failed.items())
+        return QuorumFailed(
+            f"only {failing.tally.acks} of {failing.tally.needed} required replicas of the "
+            f"{which} ring acknowledged during a membership change (failed: {failed}); the "
+            f"write may still be on some replicas"
+        )
+
+    def timeout_error(self, timeout_ms: int) -> KVError:
+        return RequestTimeout(
+            f"write timed out after {timeout_ms} ms before W acknowledgements in both the "
+            f"old and the new ring (a membership change is under way); it may or may not "
+            f"have been applied"
         )

@@ -40,29 +40,70 @@ class Ballot(NamedTuple):
 ZERO = Ballot(0, "")
 
 
+STABLE = "stable"  # one ring: reads and writes use ``members``
+WRITE_BOTH = "write-both"  # writes reach W in both rings; reads use ``members``
+READ_NEW = "read-new"  # writes reach W in both rings; reads use ``target``
+PHASES = (STABLE, WRITE_BOTH, READ_NEW)
+
+Members = tuple[tuple[str, str], ...]
+
+
+def _check_members(epoch: int, members: Members, n: int, what: str) -> None:
+    ids = [m for m, _ in members]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"epoch {epoch}: a {what} member is named twice ({', '.join(ids)})")
+    if not 1 <= n <= len(ids):
+        raise ValueError(f"epoch {epoch}: N={n} needs 1..{len(ids)} {what} members")
+
+
 @dataclass(frozen=True, slots=True)
 class RingRecord:
-    """One epoch's membership: members by (id, address), N and vnodes."""
+    """One epoch's membership: members by (id, address), N and vnodes; while a change
+    is under way, the ring it goes to (``target``) and how far it is (``phase``).
+    The members vote on the next epoch, whatever the phase."""
 
     epoch: int
-    members: tuple[tuple[str, str], ...]
+    members: Members
     n: int
     vnodes: int
+    target: Members | None = None
+    phase: str = STABLE
 
     def __post_init__(self) -> None:
         if self.epoch < 1:
             raise ValueError(f"epoch {self.epoch}: epochs start at 1")
-        ids = [m for m, _ in self.members]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"epoch {self.epoch}: a member is named twice ({', '.join(ids)})")
-        if not 1 <= self.n <= len(ids):
-            raise ValueError(f"epoch {self.epoch}: N={self.n} needs 1..{len(ids)} members")
+        _check_members(self.epoch, self.members, self.n, "ring")
         if self.vnodes < 1:
             raise ValueError(f"epoch {self.epoch}: vnodes must be at least 1")
+        if self.phase not in PHASES:
+            raise ValueError(f"epoch {self.epoch}: phase {self.phase!r} is not one of {PHASES}")
+        if (self.target is None) != (self.phase == STABLE):
+            raise ValueError(f"epoch {self.epoch}: a target ring exactly while a change is on")
+        if self.target is not None:
+            _check_members(self.epoch, self.target, self.n, "target")
+            addresses = dict(self.members)
+            for m, a in self.target:
+                if m in addresses and addresses[m] != a:
+                    raise ValueError(f"epoch {self.epoch}: {m} has two addresses")
 
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(m for m, _ in self.members)
+
+    @property
+    def target_ids(self) -> tuple[str, ...]:
+        return tuple(m for m, _ in self.target or ())
+
+    def everyone(self) -> Members:
+        """Members and target members, each once: every node that takes part."""
+        return tuple(dict((*self.members, *(self.target or ()))).items())
+
+    def read_ids(self) -> tuple[str, ...]:
+        return self.target_ids if self.phase == READ_NEW else self.ids
+
+    def write_rings(self) -> tuple[tuple[str, ...], ...]:
+        """The rings a write must reach W in: one, or both during a change."""
+        return (self.ids,) if self.target is None else (self.ids, self.target_ids)
 
     def majority(self) -> int:
         return len(self.members) // 2 + 1
@@ -240,5 +281,5 @@ class Proposer:
             return []
         self.outcome = Decided(ring, ring == self.wanted)
         # the new ring's members too: they vote on the epoch after it
-        learners = dict.fromkeys((*self.current.ids, *ring.ids))
+        learners = dict.fromkeys((*self.current.ids, *(m for m, _ in ring.everyone())))
         return [(node, Learn(ring)) for node in learners]

@@ -93,6 +93,10 @@ def encode_ring(ring: RingRecord) -> dict[str, Any]:
         "members": [{"id": m, "address": a} for m, a in ring.members],
         "n": ring.n,
         "vnodes": ring.vnodes,
+        "target": None
+        if ring.target is None
+        else [{"id": m, "address": a} for m, a in ring.target],
+        "phase": ring.phase,
     }
 
 
@@ -119,18 +123,24 @@ def _field(raw: Any, name: str, kind: type, where: str) -> Any:
     return value
 
 
-def decode_ring(raw: Any, where: str) -> RingRecord:
+def _members(raw: Any, where: str, name: str) -> tuple[tuple[str, str], ...]:
     members = []
-    for i, m in enumerate(_field(raw, "members", list, where)):
-        at = f"{where} members[{i}]"
-        member_id, address = _field(m, "id", str, at), _field(m, "address", str, at)
-        members.append((member_id, address))
+    for i, m in enumerate(_field(raw, name, list, where)):
+        at = f"{where} {name}[{i}]"
+        members.append((_field(m, "id", str, at), _field(m, "address", str, at)))
+    return tuple(members)
+
+
+def decode_ring(raw: Any, where: str) -> RingRecord:
+    target = None if raw.get("target") is None else _members(raw, where, "target")
     try:
         return RingRecord(
             _field(raw, "epoch", int, where),
-            tuple(members),
+            _members(raw, where, "members"),
             _field(raw, "n", int, where),
             _field(raw, "vnodes", int, where),
+            target,
+            _field(raw, "phase", str, where),
         )
     except ValueError as exc:
         raise RingStoreError(f"{where}: {exc}") from None

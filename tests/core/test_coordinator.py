@@ -10,10 +10,12 @@ import pytest
 from hypothesis import given
 
 from kvstore.core.coordinator import (
+    MultiWriteRound,
     ReadRound,
     Reply,
     WriteBack,
     WriteRound,
+    merge_targets,
     plan,
     read_repair_targets,
     targeted_split,
@@ -168,3 +170,56 @@ def test_write_back_reaches_a_quorum_and_asks_only_who_lacks_the_winner(
     primaries = sum(t.primary for t in targets)
     if primaries >= quorum:
         assert len(todo.ask) >= todo.needed
+
+
+# ----------------------------------------------------------- writes during a change
+
+_OLD = [Replica(n, True) for n in ("n1", "n2", "n3")]
+_NEW = [Replica(n, True) for n in ("n2", "n3", "n6")]
+
+
+def test_a_write_during_a_change_needs_w_in_both_rings() -> None:
+    round_ = MultiWriteRound([_OLD, _NEW], 2, False)
+    assert round_.targets == [*_OLD, _NEW[2]]  # n2 and n3 get one message each
+    assert round_.reply(Replica("n1", True), Reply.ACK) is Outcome.PENDING
+    assert round_.reply(Replica("n2", True), Reply.ACK) is Outcome.PENDING  # old: 2, new: 1
+    assert round_.reply(Replica("n6", True), Reply.ACK) is Outcome.REACHED
+
+
+def test_a_write_fails_as_soon_as_one_ring_cannot_reach_w_and_stays_failed() -> None:
+    round_ = MultiWriteRound([_OLD, _NEW], 2, False)
+    round_.reply(Replica("n6", True), Reply.NOT_SENT)
+    assert round_.reply(Replica("n3", True), Reply.FAILED) is Outcome.FAILED  # new: 1 left
+    assert round_.reply(Replica("n2", True), Reply.ACK) is Outcome.FAILED  # never flips
+    error = round_.error()
+    assert not error.definite and "new ring" in str(error)
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["n1", "n2", "n3", "n6"]), st.sampled_from(list(Reply))),
+        max_size=8,
+        unique_by=lambda x: x[0],
+    ),
+    st.integers(1, 3),
+)
+def test_the_outcome_is_the_obvious_model_s(replies: list[tuple[str, Reply]], w: int) -> None:
+    round_ = MultiWriteRound([_OLD, _NEW], w, False)
+    decided = Outcome.PENDING
+    for node, reply in replies:
+        outcome = round_.reply(Replica(node, True), reply)
+        if decided is Outcome.PENDING:
+            # the model: each ring on its own, then both must hold
+            got = dict(replies[: replies.index((node, reply)) + 1])
+            rings = [{t.node for t in _OLD}, {t.node for t in _NEW}]
+            acks = [sum(got.get(n) is Reply.ACK for n in ring) for ring in rings]
+            open_ = [sum(n not in got or got[n] is Reply.ACK for n in ring) for ring in rings]
+            if any(o < w for o in open_):
+                decided = Outcome.FAILED
+            elif all(a >= w for a in acks):
+                decided = Outcome.REACHED
+        assert outcome is decided
+
+
+def test_merge_keeps_the_first_appearance_order() -> None:
+    assert [t.node for t in merge_targets([_OLD, _NEW])] == ["n1", "n2", "n3", "n6"]
