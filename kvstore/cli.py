@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="skew this node's clock (a fault: needs --enable-faults)",
     )
+    node.add_argument(
+        "--join",
+        action="store_true",
+        help="a node new to a running cluster: it learns the ring from the cluster "
+        "(kvstore cluster apply adds it) instead of starting one from the config",
+    )
     node.set_defaults(func=cmd_node)
 
     from kvstore.security.cli import register as register_certs
@@ -97,13 +103,20 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", "each node's address, PID, health and counters"),
         ("down", "stop every node of the local cluster"),
         ("plan", "what making the running cluster match the config would move (read-only)"),
+        ("apply", "make the running cluster's membership the config's (add, remove nodes)"),
     ):
         p = cluster_sub.add_parser(action, help=helptext)
         _add_config(p)
         if action in ("status", "plan"):
             p.add_argument("--json", action="store_true", help="print JSON")
+        if action in ("status", "plan", "apply"):
             _add_tls_options(p)
-        if action == "plan":
+        if action == "apply":
+            p.add_argument(
+                "--rate", type=float, default=0.0, metavar="KEYS_PER_S",
+                help="throttle streaming to this many keys per second per stream (0: none)",
+            )  # fmt: skip
+        if action in ("plan", "apply"):
             p.add_argument(
                 "--dead",
                 action="append",
@@ -192,6 +205,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         args.id,
         clock_offset_us=args.clock_offset_ms * 1000,
         enable_faults=args.enable_faults,
+        join=args.join,
     )
     return 0
 
@@ -208,6 +222,15 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         from kvstore.cluster.plan import run_plan
 
         return run_plan(cfg, _admin_dialer(args, cfg), dead=args.dead, as_json=args.json)
+    if args.action == "apply":
+        from kvstore.cluster.apply import run_apply
+        from kvstore.cluster.local import LocalCluster
+
+        local = LocalCluster(cfg, Path(args.config))
+        local.load_state()
+        return run_apply(
+            cfg, local, _admin_dialer(args, cfg), dead=args.dead, rate_keys_s=args.rate
+        )
     return commands.show_status(cfg, Path(args.config), as_json=args.json, tls=tls_files(args, cfg))
 
 

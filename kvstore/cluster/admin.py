@@ -32,8 +32,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 import grpc
+import msgpack
 
 from kvstore.config import ClusterConfig
+from kvstore.core import epoch_wire
+from kvstore.core.epochs import Accept, Learn, Prepare, Reply, Request
 from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
@@ -181,6 +184,36 @@ class SyncAdminClient(_Target):
             ranges=[pb.TokenRange(first=first, last=last) for first, last in ranges]
         )
         return self._admin().RangeStats(request, timeout=timeout)
+
+    def pull(
+        self,
+        source: str,
+        ranges: list[tuple[int, int]],
+        after: bytes | None = None,
+        *,
+        rate_keys_s: float = 0.0,
+        budget_s: float = 5.0,
+    ) -> pb.PullReply:
+        """Make this node stream ``ranges`` from ``source`` for about ``budget_s``."""
+        request = pb.PullRequest(
+            source=source,
+            ranges=[pb.TokenRange(first=first, last=last) for first, last in ranges],
+            rate_keys_s=rate_keys_s,
+            budget_s=budget_s,
+        )
+        if after is not None:
+            request.after = after
+        return self._admin().Pull(request, timeout=budget_s + 60.0)
+
+    def epoch(self, message: Request, *, timeout: float = 5.0) -> Reply:
+        """One Paxos message on the ring epochs, and the node's (validated) answer."""
+        payload = msgpack.packb(epoch_wire.encode_message(message))
+        answer = self._admin().Epoch(pb.EpochFrame(payload=payload), timeout=timeout)
+        raw = msgpack.unpackb(answer.payload, raw=False)
+        reply = epoch_wire.decode_message(raw, f"{self.node_id or self.address}'s answer")
+        if isinstance(reply, (Prepare, Accept, Learn)):
+            raise epoch_wire.WireError(f"{self.node_id}: answered with a request")
+        return reply
 
     def repair(
         self,

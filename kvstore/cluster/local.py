@@ -224,7 +224,11 @@ class LocalCluster:
             self.stop()
             raise
 
-    def start_node(self, node_id: str, *, wait: bool = True, timeout: float = 20.0) -> None:
+    def start_node(
+        self, node_id: str, *, wait: bool = True, timeout: float = 20.0, join: bool = False
+    ) -> None:
+        """Start one node; ``join``: it is new to the running cluster (``kvstore node
+        --join``), so it learns the ring instead of starting one."""
         node = self.config.node(node_id)
         current = self.nodes.get(node_id)
         if current is not None and pid_alive(current.pid):
@@ -246,6 +250,8 @@ class LocalCluster:
             args = self.command_prefix(node_id) + args
         if self.enable_faults:
             args.append("--enable-faults")
+        if join:
+            args.append("--join")
         offset = self.clock_offsets_ms.get(node_id)
         if offset:
             args += ["--clock-offset-ms", str(offset)]

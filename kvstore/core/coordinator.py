@@ -25,7 +25,7 @@ Rules:
 from __future__ import annotations
 
 import enum
-from collections.abc import Container, Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 
 from kvstore.core.quorum import Outcome, Tally
@@ -252,8 +252,11 @@ class MultiWriteRound:
 
     __slots__ = ("rounds", "tally", "targets")
 
-    def __init__(self, groups: list[list[Replica]], w: int, sloppy: bool) -> None:
-        self.rounds = [WriteRound(group, w, sloppy) for group in groups]
+    def __init__(self, groups: list[list[Replica]], w: int | Sequence[int], sloppy: bool) -> None:
+        needed = [w] * len(groups) if isinstance(w, int) else list(w)
+        if len(needed) != len(groups):
+            raise ValueError("one W per group")
+        self.rounds = [WriteRound(g, k, sloppy) for g, k in zip(groups, needed, strict=True)]
         self.targets = merge_targets(groups)
         self.tally = _Combined(self.rounds)
 

@@ -14,7 +14,8 @@ a new state the caller must persist before sending the reply; ``Proposer`` says 
 messages to send and is fed the replies. The runtime moves the messages.
 
 Rules and invariants:
-- A ballot is (round, proposer id), ordered as a tuple: no two proposers share one.
+- A ballot is (round, proposer id), ordered as a tuple: no two proposers share one, so
+  proposer ids must be unique (an operator's is random).
 - An acceptor answers only for the epoch after the one it knows is chosen; older
   epochs get the chosen ring (``Chosen``), newer ones ``Behind`` (teach it first).
 - Prepare(b): promise b if b is above every ballot promised, reporting what it
@@ -238,8 +239,10 @@ class Proposer:
         return self.wanted.epoch
 
     def start(self) -> list[tuple[str, Request]]:
-        """Phase 1 with a fresh ballot above ``round``."""
+        """Phase 1 with a fresh ballot (each call a higher one: call it again when the
+        replies stopped coming)."""
         self._ballot = Ballot(self.round, self.me)
+        self.round += 1
         self._phase, self._promises, self._accepted, self._value = 1, {}, set(), None
         return [(voter, Prepare(self.epoch, self._ballot)) for voter in self.current.ids]
 
@@ -252,7 +255,7 @@ class Proposer:
             return [(voter, Learn(self.current))]  # teach it epoch e; it votes next time
         if isinstance(reply, Nack):
             if reply.epoch == self.epoch and reply.promised > self._ballot:
-                self.round = reply.promised.round + 1
+                self.round = max(self.round, reply.promised.round + 1)
                 return self.start()
             return []
         if isinstance(reply, Promise):

@@ -96,6 +96,7 @@ class Membership:
         self, me: str, peers: list[str], interval_s: float, detection_s: float, start_s: float
     ) -> None:
         self.me = me
+        self._interval_s, self._detection_s = interval_s, detection_s
         self.detectors = {p: PhiDetector(interval_s, detection_s, start_s) for p in peers}
         # down() is asked on every request: its answer is kept until the next instant a
         # silent peer crosses its threshold, or until a peer it calls down is heard
@@ -103,6 +104,12 @@ class Membership:
         # a peer that is up only moves its threshold later, so the answer stands).
         self._down: frozenset[str] = frozenset()
         self._down_valid_until = -math.inf
+
+    def add(self, peer: str, now_s: float) -> None:
+        """A new member: it gets one detection time from now before it can be down."""
+        if peer != self.me and peer not in self.detectors:
+            self.detectors[peer] = PhiDetector(self._interval_s, self._detection_s, now_s)
+            self._down_valid_until = -math.inf
 
     def heard(self, peer: str, now_s: float) -> None:
         detector = self.detectors.get(peer)

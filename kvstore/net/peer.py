@@ -148,6 +148,7 @@ class PeerLink:
 
     async def _run(self) -> None:
         """Connect, then pump frames both ways until the stream breaks."""
+        generation = self._generation
         if self._channel is None:
             self._channel = self.dialer.aio(self.address, self.peer_id)
         try:
@@ -166,10 +167,7 @@ class PeerLink:
             return
         self._backoff = BACKOFF_S[0]
         stub = pb_grpc.ReplicaStub(self._channel)
-        self._generation += 1
-        call = stub.Stream(
-            self._frames(self._generation), metadata=((PEER_METADATA, self.local_id),)
-        )
+        call = stub.Stream(self._frames(generation), metadata=((PEER_METADATA, self.local_id),))
         try:
             async for frame in call:
                 self._dispatch(frame.payload)
@@ -181,6 +179,12 @@ class PeerLink:
             raise
         else:
             self._fail_all(f"stream to {self.peer_id} ended", sent=True)
+        finally:
+            # This stream is over the moment it ends: gRPC may still poll its iterator,
+            # which then wakes with the next request queued and must not send it into the
+            # dead call (it did: the first request after a refused or broken stream was
+            # lost until its deadline, 30 s for a membership change's first chunk).
+            self._generation += 1
 
     async def _frames(self, generation: int) -> AsyncIterator[pb.Frame]:
         # A generation number keeps the iterator of a broken stream, should gRPC still
@@ -191,6 +195,9 @@ class PeerLink:
                 return
             self._wakeup.clear()
             await asyncio.sleep(0)  # one more turn: let every task ready now queue its message
+            if generation != self._generation:
+                self._wakeup.set()  # what is queued is the next stream's: leave it a wake-up
+                return
             while self._outbox:
                 batch, rest = cut(self._outbox, replica_codec.message_size, BATCH_LIMIT_BYTES)
                 self._outbox = rest

@@ -14,7 +14,8 @@ A frame holds a list of messages; batching many messages into one frame is the p
     requester's round trip, on its clock, it splits a round trip into its legs without
     two clocks having to agree (``kvstore.node.metrics``).
     write -> applied (bool); read -> None | [value|None, wall, logical, node];
-    ping -> [id, physical clock in us] (peers estimate their clock offsets from it)
+    ping -> [id, physical clock in us, ring epoch] (peers estimate their clock offsets
+    from it, and learn a newer epoch; older nodes leave the epoch out)
 
 Invariants: encode/decode round-trip every message exactly; keys and values stay
 bytes (``use_bin_type``), strings stay str; a malformed message raises ``ValueError``.

@@ -431,6 +431,7 @@ class AntiEntropy:
             now=node.time.monotonic,
         )
         self._lock = asyncio.Lock()
+        node.ring_listeners.append(self._ring_changed)
         node.replica_ops.update(self.replica.ops())
         node.services.append(self._purge_loop)
         if node.config.anti_entropy_interval_s > 0:
@@ -440,7 +441,14 @@ class AntiEntropy:
     def grace_us(self) -> int:
         return int(self.node.config.tombstone_grace_s * 1_000_000)
 
+    def _ring_changed(self) -> None:
+        # trees are built per exchange, so the next one simply uses the new ring
+        self.replica.ring = self.node.ring
+        self.replica.limits = self.node.limits
+
     def peers(self) -> list[str]:
+        if self.node.placement is None:
+            return []  # joining: it shares nothing yet
         return merkle.sharing_peers(self.node.ring, self.node.id, self.node.config.n)
 
     async def repair(self, peers: Sequence[str] | None = None) -> RepairReport:

@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from kvstore.config import ClusterConfig
 from kvstore.core import consistency
 from kvstore.core.coordinator import (
+    MultiWriteRound,
     ReadRound,
     Reply,
     WriteRound,
+    merge_targets,
     plan,
     read_repair_targets,
     targeted_split,
@@ -42,14 +44,17 @@ from kvstore.core.hlc import HybridClock
 from kvstore.core.keys import as_key, as_value
 from kvstore.core.peer_input import PeerInputError
 from kvstore.core.quorum import Outcome
-from kvstore.core.ring import Replica, Ring
+from kvstore.core.ring import Replica
 from kvstore.core.version import Record, Timestamp
-from kvstore.errors import CoordinatorRefused, KVError, Overloaded
+from kvstore.errors import CoordinatorRefused, KVError, Overloaded, Unavailable
 from kvstore.net import replica_codec
 from kvstore.net.faults import FaultRules
 from kvstore.net.link import Link, PeerError
 from kvstore.node.clock import Clock
 from kvstore.node.metrics import NodeMetrics
+
+if TYPE_CHECKING:
+    from kvstore.node.epochs import Placement
 
 # Replica requests outlive their call by this much, so that the call's own deadline, not
 # a replica request expiring at the same instant, decides how a slow call fails
@@ -81,7 +86,7 @@ class ReadResult:
     replicas: list[ReplicaReport] = field(default_factory=list)
 
 
-RoundT = TypeVar("RoundT", WriteRound, ReadRound)
+RoundT = TypeVar("RoundT", WriteRound, MultiWriteRound, ReadRound)
 T = TypeVar("T")
 
 
@@ -131,12 +136,15 @@ class _Deadline:
         return max(0.001, self.end - self.clock.monotonic())
 
 
+WriteFan = _Fanout[WriteRound] | _Fanout[MultiWriteRound]
+
+
 class CoordinatorMixin:
     """``Node``'s coordinator methods; the state they use is the node's (declared here)."""
 
     config: ClusterConfig
     id: str
-    ring: Ring
+    placement: Placement | None
     defaults: consistency.Defaults
     inflight: int
     metrics: NodeMetrics | None
@@ -185,22 +193,34 @@ class CoordinatorMixin:
 
     def _prepare(
         self, op: str, key: object, call: consistency.CallOptions, read: bool
-    ) -> tuple[consistency.Resolved, bytes, list[Replica]]:
-        """Validate a call and plan its targets; count a refusal under ``op``."""
+    ) -> tuple[consistency.Resolved, bytes, list[Replica], list[list[Replica]] | None]:
+        """Validate a call and plan its targets; count a refusal under ``op``.
+
+        The targets are the read ring's; for a write during a membership change, also
+        the targets of each ring it must reach W in (None: the read ring's alone)."""
         try:
+            placement = self.placement
+            if placement is None:
+                raise Unavailable(f"{self.id} is joining the cluster: it coordinates nothing yet")
             opts = consistency.resolve(call, self.defaults)
             if not read and "strict-counts-fallbacks" in self.faults.planted:
                 # a planted bug: strict writes plan and count fallbacks as sloppy ones do
                 opts = dataclasses.replace(opts, sloppy=True)
             key_bytes = as_key(key, self.config.max_key_bytes)
             needed = opts.r if read else opts.w
-            targets = plan(
-                self.ring, key_bytes, self.config.n, needed, opts.sloppy, self.down(), op
-            )
+            down = self.down()
+            n = self.config.n
+            targets = plan(placement.read_ring, key_bytes, n, needed, opts.sloppy, down, op)
+            groups = None
+            if not read and len(placement.write_rings) > 1:
+                groups = [
+                    plan(ring, key_bytes, n, needed, opts.sloppy, down, op)
+                    for ring in placement.write_rings
+                ]
         except KVError as exc:
             self.counters[f"{op}.{exc.code}"] += 1
             raise
-        return opts, key_bytes, targets
+        return opts, key_bytes, targets, groups
 
     async def put(
         self,
@@ -220,7 +240,7 @@ class CoordinatorMixin:
         except KVError as exc:
             self.counters[f"{op}.{exc.code}"] += 1
             raise
-        opts, key_bytes, targets = self._prepare(op, key, call, read=False)
+        opts, key_bytes, targets, groups = self._prepare(op, key, call, read=False)
         deadline = _Deadline(opts.timeout_ms, self.time)
         if opts.linearizable and "abd-no-query" not in self.faults.planted:
             # ABD phase 1: learn the highest timestamp a quorum holds, and write above it,
@@ -232,7 +252,7 @@ class CoordinatorMixin:
             if highest is not None:
                 self.clock.observe(highest.ts, self.physical_us())
         record = Record(key_bytes, value_bytes, self.clock.now(self.physical_us()))
-        write = self._fan_out_write(targets, record, opts.w, opts.sloppy, deadline)
+        write = self._fan_out_write(targets, record, opts.w, opts.sloppy, deadline, groups)
         await self._await_round(write.decided, write.round, deadline, op)
         if trace:
             await self._settle(write, TRACE_GRACE_S, report=True)
@@ -241,7 +261,7 @@ class CoordinatorMixin:
     async def get(
         self, key: object, call: consistency.CallOptions, *, trace: bool = False
     ) -> ReadResult:
-        opts, key_bytes, targets = self._prepare("get", key, call, read=True)
+        opts, key_bytes, targets, _ = self._prepare("get", key, call, read=True)
         deadline = _Deadline(opts.timeout_ms, self.time)
         # Repair, tracing and ABD need every replica's answer; a plain read needs R.
         targeted = not (trace or opts.linearizable or opts.read_repair != "off")
@@ -293,6 +313,26 @@ class CoordinatorMixin:
         Without it, a read that saw a write on one replica could be followed by a read
         that misses it: new-then-old, which a linearizable register never shows.
         """
+        placement = self.placement
+        if placement is not None and len(placement.write_rings) > 1:
+            # during a membership change the winner must be held by a quorum of each ring
+            # (a read after the switch asks the new one): the new ring's members the read
+            # did not ask count as not holding it
+            rings = [
+                plan(ring, winner.key, self.config.n, quorum, False, self.down(), "get")
+                for ring in placement.write_rings
+            ]
+            todos = [write_back(ring, read.round.replies, winner, quorum) for ring in rings]
+            lacking = [t for t in todos if t.needed > 0]
+            if not lacking:
+                return
+            groups = [t.ask for t in lacking]
+            self.counters["read_repair.linearizable"] += len(merge_targets(groups))
+            back = self._fan_out_write(
+                [], winner, [t.needed for t in lacking], False, deadline, groups
+            )
+            await self._await_round(back.decided, back.round, deadline, "get", count_ok=False)
+            return
         todo = write_back(read.targets, read.round.replies, winner, quorum)
         if todo.needed <= 0:
             return
@@ -304,11 +344,21 @@ class CoordinatorMixin:
         self,
         targets: list[Replica],
         record: Record,
-        w: int,
+        w: int | list[int],
         sloppy: bool,
         deadline: _Deadline,
-    ) -> _Fanout[WriteRound]:
-        fan: _Fanout[WriteRound] = _Fanout(WriteRound(targets, w, sloppy), targets, deadline)
+        groups: list[list[Replica]] | None = None,
+    ) -> WriteFan:
+        """Send ``record`` to ``targets``, tallied toward ``w``; with ``groups``, to every
+        group's replicas, tallied toward ``w`` in each (a list: one figure per group)."""
+        fan: WriteFan
+        if groups is None:
+            assert isinstance(w, int)
+            fan = _Fanout(WriteRound(targets, w, sloppy), targets, deadline)
+        else:
+            multi = MultiWriteRound(groups, w, sloppy)
+            targets = multi.targets
+            fan = _Fanout(multi, targets, deadline)
         timeout_s = deadline.left() + REPLICA_GRACE_S
         for target in targets:
             if target.node == self.id:
@@ -417,7 +467,10 @@ class CoordinatorMixin:
         return functools.partial(self.metrics.round_trip, op, peer, self.time.monotonic())
 
     def _on_write(
-        self, fan: _Fanout[WriteRound], target: Replica, future: asyncio.Future[Any]
+        self,
+        fan: WriteFan,
+        target: Replica,
+        future: asyncio.Future[Any],
     ) -> None:
         error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
         if error is None:
@@ -435,7 +488,7 @@ class CoordinatorMixin:
     async def _await_round(
         self,
         decided: asyncio.Future[bool],
-        round_: WriteRound | ReadRound,
+        round_: WriteRound | MultiWriteRound | ReadRound,
         deadline: _Deadline,
         op: str,
         *,

@@ -46,6 +46,8 @@ class ReplicaMixin:
 
         def physical_us(self) -> int: ...
         def _spawn(self, coro: Any) -> None: ...
+        @property
+        def epoch(self) -> int: ...
 
     def _peer_record(self, key: bytes, raw: Any, node: str) -> Record | None:
         """A version a replica answered, validated (its own answer is trusted)."""
@@ -136,7 +138,7 @@ class ReplicaMixin:
                     else:
                         reads.append((rid, key))
                 elif op == "p":
-                    reply([rid, replica_codec.OK, [self.id, self.physical_us()]])
+                    reply([rid, replica_codec.OK, [self.id, self.physical_us(), self.epoch]])
                 elif op in self.replica_ops:
                     self._spawn(self._serve_op(rid, self.replica_ops[op], args, reply))
                 else:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kvstore.config import ClusterConfig
-from kvstore.core.epochs import AcceptorState, Ballot, RingRecord
+from kvstore.core import epoch_wire as wire
+from kvstore.core.epochs import AcceptorState, RingRecord
 from kvstore.errors import ConfigError
 
 FORMAT = 1
@@ -87,92 +88,17 @@ class FileRingStore:
 # ------------------------------------------------------------------------ encoding
 
 
-def encode_ring(ring: RingRecord) -> dict[str, Any]:
-    return {
-        "epoch": ring.epoch,
-        "members": [{"id": m, "address": a} for m, a in ring.members],
-        "n": ring.n,
-        "vnodes": ring.vnodes,
-        "target": None
-        if ring.target is None
-        else [{"id": m, "address": a} for m, a in ring.target],
-        "phase": ring.phase,
-    }
-
-
 def encode_state(state: AcceptorState) -> dict[str, Any]:
-    accepted = state.accepted
-    return {
-        "format": FORMAT,
-        "chosen": encode_ring(state.chosen),
-        "promised": list(state.promised),
-        "accepted": None
-        if accepted is None
-        else {"ballot": list(accepted[0]), "ring": encode_ring(accepted[1])},
-    }
-
-
-def _field(raw: Any, name: str, kind: type, where: str) -> Any:
-    if not isinstance(raw, dict) or name not in raw:
-        raise RingStoreError(f"{where}: missing {name!r}")
-    value = raw[name]
-    if kind is int and (type(value) is not int or value < 0):
-        raise RingStoreError(f"{where}: {name!r} must be a non-negative integer")
-    if kind is not int and not isinstance(value, kind):
-        raise RingStoreError(f"{where}: {name!r} must be a {kind.__name__}")
-    return value
-
-
-def _members(raw: Any, where: str, name: str) -> tuple[tuple[str, str], ...]:
-    members = []
-    for i, m in enumerate(_field(raw, name, list, where)):
-        at = f"{where} {name}[{i}]"
-        members.append((_field(m, "id", str, at), _field(m, "address", str, at)))
-    return tuple(members)
-
-
-def decode_ring(raw: Any, where: str) -> RingRecord:
-    target = None if raw.get("target") is None else _members(raw, where, "target")
-    try:
-        return RingRecord(
-            _field(raw, "epoch", int, where),
-            _members(raw, where, "members"),
-            _field(raw, "n", int, where),
-            _field(raw, "vnodes", int, where),
-            target,
-            _field(raw, "phase", str, where),
-        )
-    except ValueError as exc:
-        raise RingStoreError(f"{where}: {exc}") from None
-
-
-def _ballot(raw: Any, where: str) -> Ballot:
-    if not (
-        isinstance(raw, list)
-        and len(raw) == 2
-        and type(raw[0]) is int
-        and raw[0] >= 0
-        and isinstance(raw[1], str)
-    ):
-        raise RingStoreError(f"{where}: a ballot is [round, proposer]")
-    return Ballot(raw[0], raw[1])
+    return {"format": FORMAT, **wire.encode_state(state)}
 
 
 def decode_state(raw: Any, where: str) -> AcceptorState:
-    if _field(raw, "format", int, where) != FORMAT:
-        raise RingStoreError(f"{where}: format {raw['format']}, this kvstore reads {FORMAT}")
-    chosen = decode_ring(_field(raw, "chosen", dict, where), f"{where} chosen")
-    promised = _ballot(raw.get("promised"), f"{where} promised")
-    accepted_raw = raw.get("accepted")
-    accepted = None
-    if accepted_raw is not None:
-        at = f"{where} accepted"
-        ballot = _ballot(_field(accepted_raw, "ballot", list, at), at)
-        ring = decode_ring(_field(accepted_raw, "ring", dict, at), at)
-        if ring.epoch != chosen.epoch + 1:
-            raise RingStoreError(f"{at}: a vote for epoch {ring.epoch} after {chosen.epoch}")
-        accepted = (ballot, ring)
-    return AcceptorState(chosen, promised, accepted)
+    try:
+        if wire.field(raw, "format", int, where) != FORMAT:
+            raise RingStoreError(f"{where}: format {raw['format']}, this kvstore reads {FORMAT}")
+        return wire.decode_state(raw, where)
+    except wire.WireError as exc:
+        raise RingStoreError(str(exc)) from None
 
 
 def configured_ring(config: ClusterConfig) -> RingRecord:
@@ -180,40 +106,50 @@ def configured_ring(config: ClusterConfig) -> RingRecord:
     return RingRecord(1, tuple((n.id, n.address) for n in config.nodes), config.n, config.vnodes)
 
 
-def open_ring(store: RingStore, config: ClusterConfig) -> AcceptorState:
-    """The node's ring state: the stored one, or epoch 1 from ``config`` for a new node.
+def open_ring(
+    store: RingStore, config: ClusterConfig, *, join: bool = False
+) -> AcceptorState | None:
+    """The node's ring state: the stored one, epoch 1 from ``config`` for a new node, or
+    None for a new node that joins a running cluster (it learns the ring from it).
 
-    The config must describe the stored ring's membership (ids, N, vnodes): a node that
-    silently placed keys on a ring its peers do not use would lose writes, so a
-    difference is refused (``ConfigError``). Addresses follow the config.
+    The config must describe the stored ring's membership (ids, N, vnodes), or the ring a
+    change under way goes to: a node that silently placed keys on a ring its peers do not
+    use would lose writes, so anything else is refused (``ConfigError``). Addresses
+    follow the config.
     """
     wanted = configured_ring(config)
     state = store.load()
     if state is None:
+        if join:
+            return None
         state = AcceptorState(wanted)
         store.save(state)
         return state
     chosen = state.chosen
-    if (sorted(chosen.ids), chosen.n, chosen.vnodes) != (
-        sorted(wanted.ids),
-        wanted.n,
-        wanted.vnodes,
-    ):
+    shape = (sorted(wanted.ids), wanted.n, wanted.vnodes)
+    rings = [(sorted(chosen.ids), chosen.n, chosen.vnodes)]
+    if chosen.target is not None:
+        rings.append((sorted(chosen.target_ids), chosen.n, chosen.vnodes))
+    if shape not in rings:
         raise ConfigError(
             f"{config.source or 'the config'}: its nodes ({', '.join(wanted.ids)}, N={wanted.n}, "
             f"vnodes={wanted.vnodes}) are not the ring this node serves (epoch {chosen.epoch}: "
             f"{', '.join(chosen.ids)}, N={chosen.n}, vnodes={chosen.vnodes}); membership "
-            f"changes through `kvstore cluster plan`, never by editing the config under a "
+            f"changes through `kvstore cluster apply`, never by editing the config under a "
             f"running cluster (a new cluster needs empty data directories)"
         )
     addresses = dict(wanted.members)
-    if any(addresses[m] != a for m, a in chosen.members):
-        moved = RingRecord(
-            chosen.epoch,
-            tuple((m, addresses[m]) for m, _ in chosen.members),
-            chosen.n,
-            chosen.vnodes,
-        )
-        state = AcceptorState(moved, state.promised, state.accepted)
+    if any(addresses.get(m, a) != a for m, a in chosen.everyone()):
+
+        def moved(
+            members: tuple[tuple[str, str], ...] | None,
+        ) -> tuple[tuple[str, str], ...] | None:
+            return None if members is None else tuple((m, addresses.get(m, a)) for m, a in members)
+
+        ring = RingRecord(
+            chosen.epoch, moved(chosen.members) or (), chosen.n, chosen.vnodes,
+            moved(chosen.target), chosen.phase,
+        )  # fmt: skip
+        state = AcceptorState(ring, state.promised, state.accepted)
         store.save(state)
     return state

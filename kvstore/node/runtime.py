@@ -40,23 +40,26 @@ from kvstore.core.failure import Membership
 from kvstore.core.hlc import HybridClock
 from kvstore.core.peer_input import PeerLimits
 from kvstore.core.ring import Ring
+from kvstore.core.version import Record
 from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.net.faults import FaultRules
 from kvstore.net.link import Link, Transport
 from kvstore.net.peer import GrpcTransport
 from kvstore.node.clock import SYSTEM_CLOCK, Clock, on_thread
 from kvstore.node.coordinator import CoordinatorMixin, ReadResult, ReplicaReport, WriteResult
+from kvstore.node.epochs import EpochMixin, Placement
 from kvstore.node.handoff import HandoffMixin
 from kvstore.node.metrics import NodeMetrics
 from kvstore.node.replica import ReplicaMixin
 from kvstore.node.ring_store import MemoryRingStore, RingStore, open_ring
+from kvstore.node.streaming import Pulled, pull, scan_chunk
 from kvstore.storage.base import Engine
 from kvstore.storage.lying import LyingDisk
 
 __all__ = ["Node", "ReadResult", "ReplicaReport", "WriteResult"]
 
 
-class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
+class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin, EpochMixin):
     def __init__(
         self,
         config: ClusterConfig,
@@ -70,10 +73,12 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
         clock: Clock = SYSTEM_CLOCK,
         offload: Callable[..., Awaitable[Any]] = on_thread,
         ring_store: RingStore | None = None,
+        join: bool = False,
     ) -> None:
         """``transport``, ``clock``, ``offload`` and ``ring_store`` are the node's seams to
         its world: gRPC, real time, threads and (from the server) a file by default; the
-        simulator passes its own."""
+        simulator passes its own. ``join``: a node new to a running cluster, which learns
+        the ring from it instead of taking the config's as epoch 1."""
         if clock_offset_us and not enable_faults:
             raise ValueError("a clock offset is a fault: it needs enable_faults")
         self.config = config
@@ -82,8 +87,12 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
         self.me = config.node(node_id)
         self.engine = engine
         self.ring_store = ring_store if ring_store is not None else MemoryRingStore()
-        self.epochs = open_ring(self.ring_store, config)  # raises on a changed membership
-        self.ring = Ring(config.node_ids, config.vnodes)
+        # raises on a changed membership; None: joining, until the cluster teaches it
+        self.epochs = open_ring(self.ring_store, config, join=join)
+        self.placement = Placement.of(self.epochs.chosen) if self.epochs is not None else None
+        self._config_ring = Ring(config.node_ids, config.vnodes)
+        self._epoch_lock = asyncio.Lock()
+        self.ring_listeners: list[Callable[[], None]] = []  # told when the ring changes
         self.defaults = consistency.Defaults(
             n=config.n,
             r=config.r,
@@ -93,10 +102,11 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
             timeout_ms=config.request_timeout_ms,
             max_timeout_ms=config.max_timeout_ms,
         )
+        members = {m for m, _ in self.epochs.chosen.everyone()} if self.epochs else set()
         self.limits = PeerLimits(
             config.max_key_bytes,
             config.max_value_bytes,
-            frozenset(config.node_ids),
+            frozenset({*config.node_ids, *members}),
             config.max_clock_drift_ms * 1000,
         )
         self.inflight = 0
@@ -125,6 +135,7 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
             transport = GrpcTransport(
                 node_id, self.faults, dialer=dialer, max_pending=config.max_peer_pending
             )
+        self._transport = transport
         self.links: dict[str, Link] = {
             peer.id: transport.link(peer.id, peer.address, self._heard)
             for peer in config.nodes
@@ -132,7 +143,10 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
         }
         # Extension points for services built on the node (anti-entropy): extra replica
         # message handlers (args -> reply payload) and background loops run by start().
-        self.replica_ops: dict[str, Callable[[list[Any]], Awaitable[Any]]] = {}
+        self.replica_ops: dict[str, Callable[[list[Any]], Awaitable[Any]]] = {
+            "epoch.get": self.op_epoch_get,
+            "stream.scan": lambda args: scan_chunk(self.engine, args, self.limits),
+        }
         self.services: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.membership = Membership(
             node_id,
@@ -141,12 +155,19 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
             config.failure_detection_ms / 1000,
             clock.monotonic(),
         )
+        if self.epochs is not None:
+            self.follow(self.epochs.chosen)  # links and detectors for every member
         # a list, not a set: close cancels in creation order (determinism); pruned of
         # finished tasks now and then rather than by a done-callback on every task
         self._background: list[asyncio.Future[Any]] = []
         self._loops: list[asyncio.Task[None]] = []
 
     # ----------------------------------------------------------------- time & health
+
+    @property
+    def ring(self) -> Ring:
+        """The ring reads use (and anti-entropy): the config's while joining."""
+        return self.placement.read_ring if self.placement is not None else self._config_ring
 
     def physical_us(self) -> int:
         return self.time.wall_us() + self.clock_offset_us
@@ -174,6 +195,37 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
                 ping.add_done_callback(functools.partial(self._pong, peer, self.physical_us()))
             await asyncio.sleep(interval)
 
+    async def pull_ranges(
+        self,
+        source: str,
+        ranges: list[tuple[int, int]],
+        after: bytes | None,
+        rate_keys_s: float,
+        budget_s: float,
+    ) -> Pulled:
+        """Stream ``ranges`` from ``source`` into this node (``kvstore.node.streaming``)."""
+        link = self.links.get(source)
+        if link is None:
+            raise ValueError(f"{source} is not a node this one knows")
+
+        async def store(records: list[Record]) -> int:
+            stored = sum(await self.engine.apply_many(records))
+            self.counters["stream.keys_stored"] += stored
+            return stored
+
+        return await pull(
+            link,
+            ranges,
+            after,
+            limits=self.limits,
+            store=store,
+            observe=self.observe_peer_ts,
+            rate_keys_s=rate_keys_s,
+            budget_s=budget_s,
+            sleep=asyncio.sleep,
+            now=self.time.monotonic,
+        )
+
     def clock_problem(self) -> str | None:
         """Why this node must not make timestamps now, or None: its physical clock is
         too far from its peers', or its hybrid clock ran ahead of real time (say, while
@@ -195,9 +247,11 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
         if future.cancelled() or future.exception() is not None:
             return
         answer = future.result()
-        if isinstance(answer, list) and len(answer) == 2 and type(answer[1]) is int:
+        if isinstance(answer, list) and len(answer) in (2, 3) and type(answer[1]) is int:
             now = self.time.monotonic()
             self.clock_guard.sample(peer, sent_us, self.physical_us(), answer[1], now)
+            if len(answer) == 3 and type(answer[2]) is int:
+                self.heard_epoch(peer, answer[2])
 
     # ----------------------------------------------------------- background tasks
 
@@ -243,10 +297,12 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin):
             ],
             "hints_pending": await self.engine.hint_counts(),
             "ring": {
-                "members": list(self.epochs.chosen.members),
-                "n": self.epochs.chosen.n,
-                "vnodes": self.epochs.chosen.vnodes,
-                "epoch": self.epochs.chosen.epoch,
+                "members": list(self.epochs.chosen.members) if self.epochs else [],
+                "target": list(self.epochs.chosen.target or ()) if self.epochs else [],
+                "phase": self.epochs.chosen.phase if self.epochs else "joining",
+                "n": self.config.n,
+                "vnodes": self.config.vnodes,
+                "epoch": self.epoch,
             },
         }
 

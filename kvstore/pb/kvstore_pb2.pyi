@@ -788,13 +788,21 @@ class RingView(_message.Message):
     N_FIELD_NUMBER: _builtins.int
     VNODES_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
     n: _builtins.int
     vnodes: _builtins.int
     epoch: _builtins.int
     """1: the membership the cluster was created with"""
+    phase: _builtins.str
+    """stable | write-both | read-new | joining"""
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___RingMember]:
-        """in the config's order"""
+        """in the config's order; empty while joining"""
+
+    @_builtins.property
+    def target(self) -> _containers.RepeatedCompositeFieldContainer[Global___RingMember]:
+        """the ring a change under way goes to"""
 
     def __init__(
         self,
@@ -803,10 +811,12 @@ class RingView(_message.Message):
         n: _builtins.int = ...,
         vnodes: _builtins.int = ...,
         epoch: _builtins.int = ...,
+        target: _abc.Iterable[Global___RingMember] | None = ...,
+        phase: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "members", b"members", "n", b"n", "vnodes", b"vnodes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "members", b"members", "n", b"n", "phase", b"phase", "target", b"target", "vnodes", b"vnodes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -884,6 +894,101 @@ class RangeCount(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RangeCount: _TypeAlias = RangeCount  # noqa: Y015
+
+@_typing.final
+class PullRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    RANGES_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    RATE_KEYS_S_FIELD_NUMBER: _builtins.int
+    BUDGET_S_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    after: _builtins.bytes
+    """resume after this key (unset: from the start)"""
+    rate_keys_s: _builtins.float
+    """0: as fast as it goes"""
+    budget_s: _builtins.float
+    """answer after about this long (0: 5 s)"""
+    @_builtins.property
+    def ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenRange]: ...
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        ranges: _abc.Iterable[Global___TokenRange] | None = ...,
+        after: _builtins.bytes | None = ...,
+        rate_keys_s: _builtins.float = ...,
+        budget_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after", b"_after", "after", b"after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after", b"_after", "after", b"after", "budget_s", b"budget_s", "ranges", b"ranges", "rate_keys_s", b"rate_keys_s", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__after: _TypeAlias = _typing.Literal["after"]  # noqa: Y015
+    _WhichOneofArgType__after: _TypeAlias = _typing.Literal["_after", b"_after"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after) -> _WhichOneofReturnType__after | None: ...
+
+Global___PullRequest: _TypeAlias = PullRequest  # noqa: Y015
+
+@_typing.final
+class PullReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    STORED_FIELD_NUMBER: _builtins.int
+    TOMBSTONES_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    CHUNKS_FIELD_NUMBER: _builtins.int
+    NEXT_FIELD_NUMBER: _builtins.int
+    keys: _builtins.int
+    stored: _builtins.int
+    """newer than what this node held"""
+    tombstones: _builtins.int
+    bytes: _builtins.int
+    chunks: _builtins.int
+    next: _builtins.bytes
+    """where to resume; unset: the ranges are all here"""
+    def __init__(
+        self,
+        *,
+        keys: _builtins.int = ...,
+        stored: _builtins.int = ...,
+        tombstones: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        chunks: _builtins.int = ...,
+        next: _builtins.bytes | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_next", b"_next", "next", b"next"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_next", b"_next", "bytes", b"bytes", "chunks", b"chunks", "keys", b"keys", "next", b"next", "stored", b"stored", "tombstones", b"tombstones"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__next: _TypeAlias = _typing.Literal["next"]  # noqa: Y015
+    _WhichOneofArgType__next: _TypeAlias = _typing.Literal["_next", b"_next"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next) -> _WhichOneofReturnType__next | None: ...
+
+Global___PullReply: _TypeAlias = PullReply  # noqa: Y015
+
+@_typing.final
+class EpochFrame(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    payload: _builtins.bytes
+    """msgpack of kvstore.core.epoch_wire.encode_message"""
+    def __init__(
+        self,
+        *,
+        payload: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EpochFrame: _TypeAlias = EpochFrame  # noqa: Y015
 
 @_typing.final
 class RangeStatsReply(_message.Message):

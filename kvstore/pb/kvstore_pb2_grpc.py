@@ -337,6 +337,16 @@ class AdminStub:
                 request_serializer=kvstore_dot_pb_dot_kvstore__pb2.RangeStatsRequest.SerializeToString,
                 response_deserializer=kvstore_dot_pb_dot_kvstore__pb2.RangeStatsReply.FromString,
                 _registered_method=True)
+        self.Epoch = channel.unary_unary(
+                '/kvstore.v1.Admin/Epoch',
+                request_serializer=kvstore_dot_pb_dot_kvstore__pb2.EpochFrame.SerializeToString,
+                response_deserializer=kvstore_dot_pb_dot_kvstore__pb2.EpochFrame.FromString,
+                _registered_method=True)
+        self.Pull = channel.unary_unary(
+                '/kvstore.v1.Admin/Pull',
+                request_serializer=kvstore_dot_pb_dot_kvstore__pb2.PullRequest.SerializeToString,
+                response_deserializer=kvstore_dot_pb_dot_kvstore__pb2.PullReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -383,6 +393,22 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Epoch(self, request, context):
+        """One Paxos message on the ring epochs (kvstore.core.epoch_wire, msgpack) and the
+        node's answer, sent once its vote is on disk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Pull(self, request, context):
+        """Pull token ranges from another node into this one (a membership change's streaming),
+        for at most budget_s; resume from the reply's next key until it is done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -415,6 +441,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RangeStats,
                     request_deserializer=kvstore_dot_pb_dot_kvstore__pb2.RangeStatsRequest.FromString,
                     response_serializer=kvstore_dot_pb_dot_kvstore__pb2.RangeStatsReply.SerializeToString,
+            ),
+            'Epoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.Epoch,
+                    request_deserializer=kvstore_dot_pb_dot_kvstore__pb2.EpochFrame.FromString,
+                    response_serializer=kvstore_dot_pb_dot_kvstore__pb2.EpochFrame.SerializeToString,
+            ),
+            'Pull': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pull,
+                    request_deserializer=kvstore_dot_pb_dot_kvstore__pb2.PullRequest.FromString,
+                    response_serializer=kvstore_dot_pb_dot_kvstore__pb2.PullReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -579,6 +615,60 @@ class Admin:
             '/kvstore.v1.Admin/RangeStats',
             kvstore_dot_pb_dot_kvstore__pb2.RangeStatsRequest.SerializeToString,
             kvstore_dot_pb_dot_kvstore__pb2.RangeStatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Epoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/Epoch',
+            kvstore_dot_pb_dot_kvstore__pb2.EpochFrame.SerializeToString,
+            kvstore_dot_pb_dot_kvstore__pb2.EpochFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pull(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/Pull',
+            kvstore_dot_pb_dot_kvstore__pb2.PullRequest.SerializeToString,
+            kvstore_dot_pb_dot_kvstore__pb2.PullReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -138,6 +138,14 @@ class AdminStub:
     """What this node stores in each token range (one scan): what a membership change
     would stream from it.
     """
+    Epoch: _grpc.UnaryUnaryMultiCallable[_kvstore_pb2.EpochFrame, _kvstore_pb2.EpochFrame]
+    """One Paxos message on the ring epochs (kvstore.core.epoch_wire, msgpack) and the
+    node's answer, sent once its vote is on disk.
+    """
+    Pull: _grpc.UnaryUnaryMultiCallable[_kvstore_pb2.PullRequest, _kvstore_pb2.PullReply]
+    """Pull token ranges from another node into this one (a membership change's streaming),
+    for at most budget_s; resume from the reply's next key until it is done.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -153,6 +161,14 @@ class AdminAsyncStub(AdminStub):
     RangeStats: _aio.UnaryUnaryMultiCallable[_kvstore_pb2.RangeStatsRequest, _kvstore_pb2.RangeStatsReply]  # type: ignore[assignment]
     """What this node stores in each token range (one scan): what a membership change
     would stream from it.
+    """
+    Epoch: _aio.UnaryUnaryMultiCallable[_kvstore_pb2.EpochFrame, _kvstore_pb2.EpochFrame]  # type: ignore[assignment]
+    """One Paxos message on the ring epochs (kvstore.core.epoch_wire, msgpack) and the
+    node's answer, sent once its vote is on disk.
+    """
+    Pull: _aio.UnaryUnaryMultiCallable[_kvstore_pb2.PullRequest, _kvstore_pb2.PullReply]  # type: ignore[assignment]
+    """Pull token ranges from another node into this one (a membership change's streaming),
+    for at most budget_s; resume from the reply's next key until it is done.
     """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
@@ -202,6 +218,26 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kvstore_pb2.RangeStatsReply, _abc.Awaitable[_kvstore_pb2.RangeStatsReply]]:
         """What this node stores in each token range (one scan): what a membership change
         would stream from it.
+        """
+
+    @_abc_1.abstractmethod
+    def Epoch(
+        self,
+        request: _kvstore_pb2.EpochFrame,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kvstore_pb2.EpochFrame, _abc.Awaitable[_kvstore_pb2.EpochFrame]]:
+        """One Paxos message on the ring epochs (kvstore.core.epoch_wire, msgpack) and the
+        node's answer, sent once its vote is on disk.
+        """
+
+    @_abc_1.abstractmethod
+    def Pull(
+        self,
+        request: _kvstore_pb2.PullRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kvstore_pb2.PullReply, _abc.Awaitable[_kvstore_pb2.PullReply]]:
+        """Pull token ranges from another node into this one (a membership change's streaming),
+        for at most budget_s; resume from the reply's next key until it is done.
         """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -54,7 +54,12 @@ def _credentials(config: ClusterConfig, node_id: str) -> grpc.ServerCredentials 
 
 
 async def serve(
-    config: ClusterConfig, node_id: str, *, clock_offset_us: int = 0, enable_faults: bool = False
+    config: ClusterConfig,
+    node_id: str,
+    *,
+    clock_offset_us: int = 0,
+    enable_faults: bool = False,
+    join: bool = False,
 ) -> None:
     me = config.node(node_id)
     credentials = _credentials(config, node_id)
@@ -70,6 +75,7 @@ async def serve(
         enable_faults=enable_faults,
         dialer=dialer,
         ring_store=FileRingStore(Path(me.data_dir) / "ring.json"),
+        join=join,
     )
     anti_entropy = AntiEntropy(node)  # registers its replica ops and loops on the node
     if me.metrics is not None:
@@ -116,7 +122,12 @@ async def serve(
 
 
 def run(
-    config: ClusterConfig, node_id: str, *, clock_offset_us: int = 0, enable_faults: bool = False
+    config: ClusterConfig,
+    node_id: str,
+    *,
+    clock_offset_us: int = 0,
+    enable_faults: bool = False,
+    join: bool = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO,
@@ -131,7 +142,13 @@ def run(
     data_dir = config.node(node_id).data_dir
     prepare_data_dir(data_dir)
     with DataDirLock(data_dir):
-        main = serve(config, node_id, clock_offset_us=clock_offset_us, enable_faults=enable_faults)
+        main = serve(
+            config,
+            node_id,
+            clock_offset_us=clock_offset_us,
+            enable_faults=enable_faults,
+            join=join,
+        )
         try:
             import uvloop
         except ImportError:

@@ -18,12 +18,16 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import grpc
+import msgpack
 
+from kvstore.core import epoch_wire
+from kvstore.core.epochs import Accept, Learn, Prepare
 from kvstore.core.keys import as_key
 from kvstore.errors import InvalidArgument, KVError, PermissionDenied, Unauthenticated
 from kvstore.net import replica_codec
 from kvstore.net.convert import ts_to_pb
 from kvstore.net.faults import PLANTED_BUGS
+from kvstore.net.link import PeerError
 from kvstore.net.outbox import Outbox
 from kvstore.net.peer import PEER_METADATA
 from kvstore.net.status import to_status
@@ -218,7 +222,52 @@ class AdminServicer(pb_grpc.AdminServicer):
         reply.ring.n, reply.ring.vnodes, reply.ring.epoch = ring["n"], ring["vnodes"], ring["epoch"]
         for member_id, address in ring["members"]:
             reply.ring.members.append(pb.RingMember(id=member_id, address=address))
+        for member_id, address in ring["target"]:
+            reply.ring.target.append(pb.RingMember(id=member_id, address=address))
+        reply.ring.phase = ring["phase"]
         return reply
+
+    async def Pull(
+        self, request: pb.PullRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PullReply:
+        await self.gate.require(context, ADMIN, "stream ranges into this node")
+        ranges = [(r.first, r.last) for r in request.ranges]
+        after = request.after if request.HasField("after") else None
+        budget = request.budget_s if request.budget_s > 0 else 5.0
+        try:
+            if not 0 <= request.rate_keys_s < 1e9 or not budget <= 600:
+                raise ValueError("rate_keys_s must be in 0..1e9 and budget_s at most 600")
+            got = await self.node.pull_ranges(
+                request.source, ranges, after, request.rate_keys_s, budget
+            )
+        except ValueError as exc:  # bad ranges, an unknown source, a bad chunk
+            await _refuse(context, InvalidArgument(str(exc)))
+            raise AssertionError("unreachable") from None
+        except PeerError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{request.source}: {exc}")
+            raise AssertionError("unreachable") from None
+        reply = pb.PullReply(
+            keys=got.keys, stored=got.stored, tombstones=got.tombstones, bytes=got.size,
+            chunks=got.chunks,
+        )  # fmt: skip
+        if got.next is not None:
+            reply.next = got.next
+        return reply
+
+    async def Epoch(
+        self, request: pb.EpochFrame, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.EpochFrame:
+        await self.gate.require(context, ADMIN, "vote on the ring's membership")
+        try:
+            raw = msgpack.unpackb(request.payload, raw=False)
+            message = epoch_wire.decode_message(raw, "the Epoch request")
+            if not isinstance(message, (Prepare, Accept, Learn)):
+                raise epoch_wire.WireError("the Epoch request: a reply is not a request")
+        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
+            await _refuse(context, InvalidArgument(str(exc)))
+            raise AssertionError("unreachable") from None
+        reply = await self.node.epoch_message(message)
+        return pb.EpochFrame(payload=msgpack.packb(epoch_wire.encode_message(reply)))
 
     async def RangeStats(
         self, request: pb.RangeStatsRequest, context: grpc.aio.ServicerContext[Any, Any]

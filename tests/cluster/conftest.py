@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from kvstore import config as config_mod
-from kvstore.cluster.local import LocalCluster, write_local_config
+from kvstore.cluster.local import LocalCluster, free_ports, write_local_config
 
 pytestmark = pytest.mark.cluster
 
@@ -59,3 +59,17 @@ def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCl
         yield cluster
     finally:
         cluster.stop()
+
+
+def config_with_nodes(cluster: LocalCluster, keep: list[str], add: int, name: str) -> Path:
+    """A copy of ``cluster``'s config (beside it) with only the ``keep`` nodes and ``add``
+    new ones (n6, n7, ... on free ports): a desired membership for plan and apply."""
+    head, *blocks = cluster.config_path.read_text().split("[[nodes]]")
+    kept = [b for b in blocks if any(f'id = "{node}"' in b for node in keep)]
+    new = [
+        f'\nid = "n{6 + i}"\naddress = "127.0.0.1:{port}"\ndata_dir = "data/n{6 + i}"\n\n'
+        for i, port in enumerate(free_ports(add))
+    ]
+    path = cluster.config_path.with_name(name)
+    path.write_text(head + "".join(f"[[nodes]]{b}" for b in [*kept, *new]))
+    return path

@@ -14,9 +14,9 @@ import pytest
 
 from kvstore import SyncClient
 from kvstore.cli import main
-from kvstore.cluster.local import LocalCluster, free_ports
+from kvstore.cluster.local import LocalCluster
 from kvstore.core.ring import Ring
-from tests.cluster.conftest import ClusterFactory
+from tests.cluster.conftest import ClusterFactory, config_with_nodes
 
 KEYS = [f"plan-{i}".encode() for i in range(120)]
 
@@ -24,20 +24,6 @@ KEYS = [f"plan-{i}".encode() for i in range(120)]
 def _plan(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, Any]:
     code = main(["cluster", "plan", "--config", str(config), "--json", *extra])
     return code, json.loads(capsys.readouterr().out)
-
-
-def _with_nodes(cluster: LocalCluster, keep: list[str], add: int, name: str) -> Path:
-    """A copy of the cluster's config with only ``keep`` and ``add`` new nodes."""
-    text = cluster.config_path.read_text()
-    head, *blocks = text.split("[[nodes]]")
-    kept = [b for b in blocks if any(f'id = "{node}"' in b for node in keep)]
-    new = [
-        f'\nid = "n{6 + i}"\naddress = "127.0.0.1:{port}"\ndata_dir = "data/n{6 + i}"\n\n'
-        for i, port in enumerate(free_ports(add))
-    ]
-    path = cluster.config_path.with_name(name)
-    path.write_text(head + "".join(f"[[nodes]]{b}" for b in [*kept, *new]))
-    return path
 
 
 @pytest.fixture
@@ -54,7 +40,7 @@ def test_adding_a_node_plans_what_it_will_own_with_the_sources_real_counts(
     loaded: LocalCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
     nodes = [n.id for n in loaded.config.nodes]
-    desired = _with_nodes(loaded, nodes, 1, "grow.toml")
+    desired = config_with_nodes(loaded, nodes, 1, "grow.toml")
     code, report = _plan(desired, capsys)
     assert code == 0, report
     assert report["added"] == ["n6"] and report["removed"] == [] and report["silent"] == ["n6"]
@@ -76,12 +62,14 @@ def test_adding_a_node_plans_what_it_will_own_with_the_sources_real_counts(
 def test_removing_a_node_and_refusals(
     loaded: LocalCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, report = _plan(_with_nodes(loaded, ["n1", "n3", "n4", "n5"], 0, "shrink.toml"), capsys)
+    code, report = _plan(
+        config_with_nodes(loaded, ["n1", "n3", "n4", "n5"], 0, "shrink.toml"), capsys
+    )
     assert code == 0 and report["removed"] == ["n2"] and report["silent"] == []
     assert "n2" in report["cleanup"] and "n2" not in {s["to"] for s in report["streams"]}
     # fewer nodes than N: the config itself is refused before any plan
     code = main(
-        ["cluster", "plan", "--config", str(_with_nodes(loaded, ["n1", "n2"], 0, "two.toml"))]
+        ["cluster", "plan", "--config", str(config_with_nodes(loaded, ["n1", "n2"], 0, "two.toml"))]
     )
     assert (
         code == 2
@@ -114,7 +102,7 @@ def test_range_stats_refuses_overlapping_ranges(loaded: LocalCluster) -> None:
 def test_a_node_refuses_a_config_that_changes_its_membership(loaded: LocalCluster) -> None:
     # today's way to lose writes: edit cluster.toml and restart one node onto a new ring
     nodes = [n.id for n in loaded.config.nodes]
-    grow = _with_nodes(loaded, nodes, 1, "grow.toml")
+    grow = config_with_nodes(loaded, nodes, 1, "grow.toml")
     loaded.stop_node("n1")
     proc = subprocess.run(
         [sys.executable, "-m", "kvstore", "node", "--id", "n1", "--config", str(grow)],

@@ -274,3 +274,18 @@ def test_closing_the_link_fails_what_it_had(kind: str) -> None:
         assert caught.value.sent is False
 
     run_in(kind, body)
+
+
+@pytest.mark.parametrize("kind", WORLDS)
+def test_a_request_made_while_the_link_reconnects_is_answered(kind: str) -> None:
+    # The peer refuses the stream once (gone), then is back: a request queued while the
+    # link dials again must go out on the new stream, not into the dead one.
+    async def body(world: World) -> None:
+        await world.link.request(["p", "n1"], 2.0)
+        await world.stop_peer()
+        await world.start_peer()
+        for _ in range(5):
+            answer = await world.link.request(["p", "n1"], 2.0)
+            assert answer is not None
+
+    run_in(kind, body)

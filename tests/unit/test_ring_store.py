@@ -82,7 +82,8 @@ def test_a_damaged_file_is_refused_naming_the_file_and_the_field(
 def test_a_new_node_starts_at_epoch_one_and_keeps_it(tmp_path: Path) -> None:
     store = MemoryRingStore()
     state = open_ring(store, _config(tmp_path))
-    assert state.chosen == configured_ring(_config(tmp_path)) and state.chosen.epoch == 1
+    assert state is not None and state.chosen == configured_ring(_config(tmp_path))
+    assert state.chosen.epoch == 1
     assert store.load() == state and open_ring(store, _config(tmp_path)) == state
 
 
@@ -122,5 +123,5 @@ def test_addresses_follow_the_config_and_the_epoch_stays(tmp_path: Path) -> None
         base=tmp_path,
     )
     state = open_ring(store, moved)
-    assert state.chosen.epoch == 4
+    assert state is not None and state.chosen.epoch == 4
     assert dict(state.chosen.members)["n1"] == "127.0.0.1:8001"

@@ -1,0 +1,122 @@
+"""Membership changes on real processes: ``kvstore cluster apply`` adds and removes nodes
+under a steady load, and no acknowledged write is lost (issue: membership changes)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from kvstore import SyncClient
+from kvstore import config as config_mod
+from kvstore.cli import main
+from kvstore.cluster.local import LocalCluster
+from kvstore.core.ring import Ring
+from kvstore.errors import KVError
+from tests.cluster.conftest import ClusterFactory, config_with_nodes
+
+STATIC = [f"s-{i}" for i in range(150)]  # written once, before the change: streamed
+
+
+class Load:
+    """A writer at one level, a new key per write (each written once, so a key a change
+    failed to copy stays missing), remembering which writes were acknowledged."""
+
+    def __init__(self, cluster: LocalCluster, consistency: str) -> None:
+        self.cluster = cluster
+        self.consistency = consistency
+        self.acked: dict[str, int] = {}
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        seq = 0
+        with SyncClient.from_config(self.cluster.config, timeout=3.0) as client:
+            while not self.stop.is_set():
+                seq += 1
+                key = f"d-{seq}"
+                try:
+                    client.put(key, str(seq).encode(), consistency=self.consistency)
+                except KVError as exc:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                else:
+                    self.acked[key] = seq
+
+    def __enter__(self) -> Load:
+        with SyncClient.from_config(self.cluster.config, timeout=5.0) as client:
+            for i, key in enumerate(STATIC):
+                client.put(key, str(i).encode(), consistency=self.consistency)
+                self.acked[key] = i
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    @property
+    def during(self) -> int:
+        return len(self.acked) - len(STATIC)
+
+
+def _check_nothing_lost(config: config_mod.ClusterConfig, acked: dict[str, int]) -> None:
+    with SyncClient.from_config(config, timeout=5.0) as client:
+        for key, seq in acked.items():
+            value = client.get(key, consistency="linearizable")
+            assert value is not None and int(value) >= seq, (key, value, seq)
+
+
+def _holds_what_it_owns(
+    cluster: LocalCluster, node: str, ring: Ring, n: int, keys: list[str]
+) -> None:
+    with cluster.sync_admin(node) as admin:
+        for key in keys:
+            if node in ring.primaries(key.encode(), n):
+                assert admin.read_local(key.encode()).version.found, (node, key)
+
+
+@pytest.mark.parametrize("consistency", ["quorum", "linearizable"])
+def test_adding_a_node_under_load_loses_no_acknowledged_write(
+    start_cluster: ClusterFactory, consistency: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = start_cluster()
+    nodes = [n.id for n in cluster.config.nodes]
+    grow = config_with_nodes(cluster, nodes, 1, "grow.toml")
+    desired = LocalCluster(config_mod.load(grow), grow)
+    try:
+        with Load(cluster, consistency) as load:
+            assert main(["cluster", "apply", "--config", str(grow)]) == 0
+            during = load.during
+        out = capsys.readouterr().out
+        assert "epoch 4: stable on n1, n2, n3, n4, n5, n6" in out, out
+        assert during > 20 and not load.errors, load.errors[:3]  # the change ran under load
+        _check_nothing_lost(desired.config, load.acked)
+        ring = Ring([*nodes, "n6"], desired.config.vnodes)
+        _holds_what_it_owns(desired, "n6", ring, desired.config.n, list(load.acked))
+        # idempotent: a second apply has nothing to do
+        assert main(["cluster", "apply", "--config", str(grow)]) == 0
+        assert "done: epoch 4" in capsys.readouterr().out
+        assert {desired.status(n).ring.epoch for n in [*nodes, "n6"]} == {4}
+    finally:
+        desired.load_state()
+        desired.stop()
+
+
+def test_removing_a_node_under_load_and_a_refused_second_change(
+    start_cluster: ClusterFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = start_cluster()
+    shrink = config_with_nodes(cluster, ["n1", "n3", "n4", "n5"], 0, "shrink.toml")
+    desired = LocalCluster(config_mod.load(shrink), shrink)
+    with Load(cluster, "quorum") as load:
+        assert main(["cluster", "apply", "--config", str(shrink)]) == 0
+    out = capsys.readouterr().out
+    assert "stable on n1, n3, n4, n5" in out and "stopping n2" in out, out
+    _check_nothing_lost(desired.config, load.acked)
+    ring = Ring(["n1", "n3", "n4", "n5"], desired.config.vnodes)
+    for node in ("n1", "n3", "n4", "n5"):
+        _holds_what_it_owns(desired, node, ring, desired.config.n, list(load.acked))
+    # N=3 of 4 left: removing two more would leave fewer than N
+    two = config_with_nodes(cluster, ["n1", "n3"], 0, "two.toml")
+    assert main(["cluster", "apply", "--config", str(two)]) == 2  # the config itself
