@@ -17,6 +17,7 @@ Rules (Jepsen's):
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +91,7 @@ async def run_workers(
     options: Options,
     op_timeout: float,
     tally: Tally,
+    stagger: random.Random | None = None,
 ) -> None:
     clock = asyncio.get_running_loop().time  # virtual time in the simulator
     start = clock()
@@ -103,6 +105,8 @@ async def run_workers(
             slot = issued
             issued += 1
             due = start + slot / rate
+            if stagger is not None:  # see RunOptions.stagger
+                due += (stagger.random() - 0.5) / rate
             if due >= stop_at or clock() >= stop_at:
                 return
             delay = due - clock()

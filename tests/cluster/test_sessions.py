@@ -43,9 +43,14 @@ async def test_both_transports_give_the_same_answers(
     async with Client.from_config(cfg, transport=transport) as client:  # type: ignore[arg-type]
         key = f"transport-{transport}"
         written = await client.put(key, "v1", w="quorum", trace=True)
-        assert sorted(a.node for a in written.replicas if a.ok) == sorted(
-            Ring(cfg.node_ids, cfg.vnodes).primaries(key.encode(), cfg.n)
-        )
+        primaries = Ring(cfg.node_ids, cfg.vnodes).primaries(key.encode(), cfg.n)
+        # every primary is traced; at least W acked (the third may still be syncing when
+        # the trace's grace ends: "no reply yet", seen on a machine busy with fsyncs)
+        assert sorted(a.node for a in written.replicas) == sorted(primaries)
+        acked = [a for a in written.replicas if a.ok]
+        assert len(acked) >= 2 and all(
+            a.ok or a.error == "no reply yet" for a in written.replicas
+        ), written.replicas
         traced = await client.get(key, r="all", trace=True)
         assert traced.value == b"v1" and traced.ts == written.ts
         deleted = await client.delete(key, w="all")
