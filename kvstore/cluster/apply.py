@@ -48,6 +48,7 @@ from kvstore.core.epochs import (
 )
 from kvstore.core.rebalance import PlanRefused, RingSpec, plan
 from kvstore.net.channel import Dialer
+from kvstore.node.ring_store import configured_ring
 from kvstore.pb import kvstore_pb2 as pb
 
 console = Console()
@@ -288,7 +289,7 @@ def run_apply(
     rate_keys_s: float = 0.0,
 ) -> int:
     """The CLI's entry: 0 done (or nothing to do), 1 refused or waiting on something."""
-    desired = RingRecord(1, tuple((n.id, n.address) for n in config.nodes), config.n, config.vnodes)
+    desired = configured_ring(config)  # only its members, N and vnodes are used
     operator = Operator(config, dialer, frozenset(dead), rate_keys_s)
 
     def start_new(node: str) -> None:

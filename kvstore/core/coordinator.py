@@ -238,14 +238,6 @@ class _Combined:
     def outcome(self) -> Outcome:
         return self.decided
 
-    @property
-    def acks(self) -> int:
-        return min(r.tally.acks for r in self.rounds)
-
-    @property
-    def needed(self) -> int:
-        return max(r.tally.needed for r in self.rounds)
-
 
 class MultiWriteRound:
     """One write tallied toward W in each of several rings (a membership change)."""
@@ -265,10 +257,6 @@ class MultiWriteRound:
             if target in r.targets:
                 r.reply(target, reply)
         return self.tally.update()
-
-    @property
-    def acked(self) -> list[Replica]:
-        return list(dict.fromkeys(t for r in self.rounds for t in r.acked))
 
     @property
     def maybe_applied(self) -> bool:

@@ -51,9 +51,9 @@ class Placement:
 
     @classmethod
     def of(cls, record: RingRecord) -> Placement:
+        # reads use one of the write rings (the old one, or the new once reads switch)
         rings = {ids: Ring(ids, record.vnodes) for ids in record.write_rings()}
-        return cls(record, rings.get(record.read_ids()) or Ring(record.read_ids(), record.vnodes),
-                   tuple(rings.values()))  # fmt: skip
+        return cls(record, rings[record.read_ids()], tuple(rings.values()))
 
 
 class EpochMixin:

@@ -26,34 +26,45 @@ class RangeCount:
     bytes: int = 0
 
 
-def check_ranges(ranges: Sequence[tuple[int, int]]) -> list[int]:
-    """The ranges' indexes sorted by ``first``; ValueError if they are not valid."""
-    if len(ranges) > MAX_RANGES:
-        raise ValueError(f"{len(ranges)} ranges asked for; at most {MAX_RANGES}")
-    for i, (first, last) in enumerate(ranges):
-        if not 0 <= first <= last <= TOP:
-            raise ValueError(f"range {i} ({first:#x}..{last:#x}) is not 0 <= first <= last < 2^64")
-    order = sorted(range(len(ranges)), key=lambda i: ranges[i][0])
-    for a, b in itertools.pairwise(order):
-        if ranges[b][0] <= ranges[a][1]:
-            raise ValueError(f"ranges {a} and {b} overlap")
-    return order
+class RangeIndex:
+    """Validated ranges, and which of them a token falls in (one bisect)."""
+
+    __slots__ = ("_firsts", "_order", "_ranges")
+
+    def __init__(self, ranges: Sequence[tuple[int, int]]) -> None:
+        if len(ranges) > MAX_RANGES:
+            raise ValueError(f"{len(ranges)} ranges asked for; at most {MAX_RANGES}")
+        for i, (first, last) in enumerate(ranges):
+            if not 0 <= first <= last <= TOP:
+                raise ValueError(
+                    f"range {i} ({first:#x}..{last:#x}) is not 0 <= first <= last < 2^64"
+                )
+        order = sorted(range(len(ranges)), key=lambda i: ranges[i][0])
+        for a, b in itertools.pairwise(order):
+            if ranges[b][0] <= ranges[a][1]:
+                raise ValueError(f"ranges {a} and {b} overlap")
+        self._ranges = ranges
+        self._order = order
+        self._firsts = [ranges[i][0] for i in order]
+
+    def find(self, t: int) -> int | None:
+        """The index (as given) of the range holding token ``t``, or None."""
+        at = bisect.bisect_right(self._firsts, t) - 1
+        if at < 0:
+            return None
+        i = self._order[at]
+        return i if t <= self._ranges[i][1] else None
 
 
 async def range_stats(engine: Engine, ranges: Sequence[tuple[int, int]]) -> list[RangeCount]:
     """One count per range, in the order asked."""
-    order = check_ranges(ranges)
-    firsts = [ranges[i][0] for i in order]
+    index = RangeIndex(ranges)
     counts = [RangeCount() for _ in ranges]
     if not ranges:
         return counts
     async for record in engine.scan():
-        t = token(record.key)
-        at = bisect.bisect_right(firsts, t) - 1
-        if at < 0:
-            continue
-        i = order[at]
-        if t > ranges[i][1]:
+        i = index.find(token(record.key))
+        if i is None:
             continue
         count = counts[i]
         count.keys += 1

@@ -102,11 +102,10 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin, EpochMixin):
             timeout_ms=config.request_timeout_ms,
             max_timeout_ms=config.max_timeout_ms,
         )
-        members = {m for m, _ in self.epochs.chosen.everyone()} if self.epochs else set()
-        self.limits = PeerLimits(
+        self.limits = PeerLimits(  # follow() below adds the ring's members
             config.max_key_bytes,
             config.max_value_bytes,
-            frozenset({*config.node_ids, *members}),
+            frozenset(config.node_ids),
             config.max_clock_drift_ms * 1000,
         )
         self.inflight = 0

@@ -20,7 +20,6 @@ Rules and invariants:
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from kvstore.core.peer_input import PeerInputError, PeerLimits, fields, integer
 from kvstore.core.ring import token
 from kvstore.core.version import Record, Timestamp
 from kvstore.net.link import Link
-from kvstore.node.ranges import check_ranges
+from kvstore.node.ranges import RangeIndex
 from kvstore.storage.base import Engine
 
 CHUNK_RECORDS = 2000
@@ -42,11 +41,6 @@ TIMEOUT_S = 30.0
 def _encode(record: Record) -> list[Any]:
     ts = record.ts
     return [record.key, record.value, ts.wall, ts.logical, ts.node]
-
-
-def _in(ranges: Sequence[tuple[int, int]], firsts: list[int], order: list[int], t: int) -> bool:
-    at = bisect.bisect_right(firsts, t) - 1
-    return at >= 0 and t <= ranges[order[at]][1]
 
 
 def _ranges(raw: object) -> list[tuple[int, int]]:
@@ -65,8 +59,7 @@ async def scan_chunk(engine: Engine, args: list[Any], limits: PeerLimits) -> lis
     """The source's side (``stream.scan``): [records, next key or None when done]."""
     raw_ranges, after = fields(args, 2, "stream.scan")
     ranges = _ranges(raw_ranges)
-    order = check_ranges(ranges)
-    firsts = [ranges[i][0] for i in order]
+    index = RangeIndex(ranges)
     start = b"" if after is None else limits.key(after) + b"\x00"
     records: list[list[Any]] = []
     size = scanned = 0
@@ -74,7 +67,7 @@ async def scan_chunk(engine: Engine, args: list[Any], limits: PeerLimits) -> lis
     async for record in engine.scan(start):
         scanned += 1
         last = record.key
-        if _in(ranges, firsts, order, token(record.key)):
+        if index.find(token(record.key)) is not None:
             records.append(_encode(record))
             size += len(record.key) + len(record.value or b"")
         if len(records) >= CHUNK_RECORDS or size >= CHUNK_BYTES or scanned >= SCAN_KEYS:
@@ -106,8 +99,7 @@ async def pull(
     now: Callable[[], float] = time.monotonic,
 ) -> Pulled:
     """The target's side: chunks from ``link``'s node until done or ``budget_s`` is spent."""
-    order = check_ranges(ranges)
-    firsts = [ranges[i][0] for i in order]
+    index = RangeIndex(ranges)
     began = now()
     out = Pulled(next=after)
     wire_ranges = [[first, last] for first, last in ranges]
@@ -120,7 +112,7 @@ async def pull(
         for raw in raw_records:
             key, value, wall, logical, node = fields(raw, 5, "a record")
             record = limits.record(key, value, wall, logical, node)
-            if not _in(ranges, firsts, order, token(record.key)):
+            if index.find(token(record.key)) is None:
                 raise PeerInputError("the source sent a key outside the ranges asked for")
             observe(record.ts)
             records.append(record)
