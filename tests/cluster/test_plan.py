@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import msgpack
 import pytest
 
 from kvstore import SyncClient
 from kvstore.cli import main
 from kvstore.cluster.local import LocalCluster
 from kvstore.core.ring import Ring
+from kvstore.pb import kvstore_pb2 as pb
 from tests.cluster.conftest import ClusterFactory, config_with_nodes
 
 KEYS = [f"plan-{i}".encode() for i in range(120)]
@@ -115,3 +117,20 @@ def test_a_node_refuses_a_config_that_changes_its_membership(loaded: LocalCluste
     assert "not the ring this node serves (epoch 1: n1, n2, n3, n4, n5" in proc.stderr
     loaded.start_node("n1")  # with its own config it starts, on the same data
     assert loaded.status("n1").ring.epoch == 1
+
+
+def test_epoch_and_pull_refuse_bad_input(loaded: LocalCluster) -> None:
+    with loaded.sync_admin("n1") as admin:
+        stub = admin._admin()
+        for payload in (b"\xc1", msgpack.packb(["learned", 3]), msgpack.packb(["prepare", 2])):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Epoch(pb.EpochFrame(payload=payload), timeout=5)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as caught:
+            admin.pull("n2", [(0, 100), (50, 200)])
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "overlap" in (caught.value.details() or "")
+        with pytest.raises(grpc.RpcError) as caught:
+            admin.pull("n9", [(0, 100)])
+        assert "n9 is not a node this one knows" in (caught.value.details() or "")
+    assert loaded.status("n1").ring.epoch == 1  # nothing above changed its vote
