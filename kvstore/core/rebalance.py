@@ -8,9 +8,13 @@ Rules and invariants:
   one cut both rings name one replica set, so a key's replicas change exactly when its
   token falls in a range whose sets differ; adjacent cuts with the same pair of sets are
   one range. The ranges cover the space once, in order, without gaps.
-- A node that gains a range streams it from one replica that holds it now and is not
-  dead, preferring one that keeps it (it serves reads through the change); a range none
-  of whose current replicas is alive is refused, never planned with a gap.
+- A node that gains a range takes the place of one that drops it, and streams from that
+  node: then every key is on as many replicas after the change as before (a write
+  acknowledged by W old replicas is on W new ones, whichever replica missed it). Streaming
+  from a replica that keeps the range would lose a write that replica missed. When the
+  dropped node is dead, no one copy stands in for it: the gained node merges every live
+  old replica's (last writer wins), so a write any survivor holds reaches it. A range
+  none of whose current replicas is alive is refused, never planned with a gap.
 - Refused with a reason (``PlanRefused``): fewer than N nodes after the change, a change
   of N or of vnodes (every key would move: that is a new cluster, not a membership
   change), a dead node that is not a member or is kept, an unknown or repeated node id.
@@ -148,9 +152,16 @@ def _streams(
             f"tokens [{start:#x}, {end:#x}) have no live replica to stream from: "
             f"{', '.join(was)} are all dead (their data is lost; restore a node first)"
         )
-    keeps = [node for node in alive if node in will]
-    source = (keeps or alive)[0]
-    return tuple(Stream(source, node) for node in gained)
+    dropped = [node for node in was if node not in will]
+    if len(dropped) != len(gained):  # a ring of fewer than N members: no pairing
+        return tuple(Stream(source, node) for node in gained for source in alive)
+    out: list[Stream] = []
+    for target, leaving in zip(gained, dropped, strict=True):
+        if leaving in dead:  # no single copy stands in for it: merge every survivor's
+            out.extend(Stream(source, target) for source in alive)
+        else:  # the new replica takes the leaving one's place with its exact copy
+            out.append(Stream(leaving, target))
+    return tuple(out)
 
 
 def _check(before: RingSpec, after: RingSpec, dead: frozenset[str]) -> None:

@@ -11,9 +11,10 @@ Rules and invariants:
 - Resumable: a chunk ends at a key (``next``); the pull answers that key, and the next
   pull starts after it. The source scans in key order from there, so a whole stream is
   one scan of the source's store, however many chunks it takes.
-- Bounded: a chunk holds at most ``CHUNK_RECORDS`` records or ``CHUNK_BYTES`` bytes and
-  scans at most ``SCAN_KEYS`` keys; the target waits between chunks to stay under its
-  rate (keys per second), so a stream never starves client calls.
+- Bounded: a chunk holds at most ``CHUNK_RECORDS`` records (fewer when the target asks)
+  or ``CHUNK_BYTES`` bytes and scans at most ``SCAN_KEYS`` keys. A throttled target asks
+  for chunks of a tenth of a second's worth of its rate (keys per second) and waits after
+  each one, so a stream never starves client calls and takes at least keys / rate.
 - Everything the source sends is validated like any peer input (``PeerLimits``), and
   records far ahead of this node's clock are refused (``observe_peer_ts``).
 """
@@ -56,9 +57,11 @@ def _ranges(raw: object) -> list[tuple[int, int]]:
 
 
 async def scan_chunk(engine: Engine, args: list[Any], limits: PeerLimits) -> list[Any]:
-    """The source's side (``stream.scan``): [records, next key or None when done]."""
-    raw_ranges, after = fields(args, 2, "stream.scan")
+    """The source's side (``stream.scan`` [ranges, after, limit]): [records, next key or
+    None when done], at most ``limit`` records."""
+    raw_ranges, after, raw_limit = fields(args, 3, "stream.scan")
     ranges = _ranges(raw_ranges)
+    most = integer(raw_limit, "limit", 1, CHUNK_RECORDS)
     index = RangeIndex(ranges)
     start = b"" if after is None else limits.key(after) + b"\x00"
     records: list[list[Any]] = []
@@ -70,7 +73,7 @@ async def scan_chunk(engine: Engine, args: list[Any], limits: PeerLimits) -> lis
         if index.find(token(record.key)) is not None:
             records.append(_encode(record))
             size += len(record.key) + len(record.value or b"")
-        if len(records) >= CHUNK_RECORDS or size >= CHUNK_BYTES or scanned >= SCAN_KEYS:
+        if len(records) >= most or size >= CHUNK_BYTES or scanned >= SCAN_KEYS:
             return [records, last]
     return [records, None]
 
@@ -103,11 +106,12 @@ async def pull(
     began = now()
     out = Pulled(next=after)
     wire_ranges = [[first, last] for first, last in ranges]
+    most = CHUNK_RECORDS if rate_keys_s <= 0 else max(1, min(CHUNK_RECORDS, int(rate_keys_s / 10)))
     while True:
-        answer = await link.request(["stream.scan", wire_ranges, out.next], TIMEOUT_S)
+        answer = await link.request(["stream.scan", wire_ranges, out.next, most], TIMEOUT_S)
         raw_records, nxt = fields(answer, 2, "a stream chunk")
-        if not isinstance(raw_records, list) or len(raw_records) > CHUNK_RECORDS:
-            raise PeerInputError(f"a chunk holds a list of at most {CHUNK_RECORDS} records")
+        if not isinstance(raw_records, list) or len(raw_records) > most:
+            raise PeerInputError(f"a chunk holds a list of at most {most} records")
         records = []
         for raw in raw_records:
             key, value, wall, logical, node = fields(raw, 5, "a record")
@@ -126,7 +130,7 @@ async def pull(
             if out.next is not None and nxt <= out.next:
                 raise PeerInputError("the source's cursor went backwards")
         out.next = nxt
-        if nxt is None or now() - began >= budget_s:
-            return out
         if rate_keys_s > 0 and records:
             await sleep(len(records) / rate_keys_s)
+        if nxt is None or now() - began >= budget_s:
+            return out

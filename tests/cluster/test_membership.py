@@ -3,7 +3,10 @@ under a steady load, and no acknowledged write is lost (issue: membership change
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -120,3 +123,68 @@ def test_removing_a_node_under_load_and_a_refused_second_change(
     # N=3 of 4 left: removing two more would leave fewer than N
     two = config_with_nodes(cluster, ["n1", "n3"], 0, "two.toml")
     assert main(["cluster", "apply", "--config", str(two)]) == 2  # the config itself
+
+
+def test_replacing_a_dead_node_streams_its_ranges_from_the_survivors(
+    start_cluster: ClusterFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster = start_cluster()
+    swap = config_with_nodes(cluster, ["n1", "n2", "n4", "n5"], 1, "swap.toml")
+    desired = LocalCluster(config_mod.load(swap), swap)
+    try:
+        with Load(cluster, "quorum") as load:
+            cluster.kill("n3")  # gone for good, mid-load
+            assert main(["cluster", "apply", "--config", str(swap), "--dead", "n3"]) == 0
+        out = capsys.readouterr().out
+        assert "stable on n1, n2, n4, n5, n6" in out, out
+        assert "n3 ->" not in out, out  # never a source
+        _check_nothing_lost(desired.config, load.acked)
+        members = ["n1", "n2", "n4", "n5", "n6"]
+        ring = Ring(members, desired.config.vnodes)
+        for node in members:
+            _holds_what_it_owns(desired, node, ring, desired.config.n, list(load.acked))
+    finally:
+        desired.load_state()
+        desired.stop()
+
+
+def test_an_operator_killed_mid_apply_is_finished_by_the_next_apply(
+    start_cluster: ClusterFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator dies while it streams (throttled so it is still at it); a second
+    apply resumes the change from the epoch the nodes are on and finishes it."""
+    cluster = start_cluster()
+    nodes = [n.id for n in cluster.config.nodes]
+    grow = config_with_nodes(cluster, nodes, 1, "grow.toml")
+    desired = LocalCluster(config_mod.load(grow), grow)
+    command = [sys.executable, "-m", "kvstore", "cluster", "apply", "--config", str(grow)]
+    try:
+        with Load(cluster, "linearizable") as load:
+            operator = subprocess.Popen(
+                [*command, "--rate", "20"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                assert operator.stdout is not None
+                seen = []
+                for line in operator.stdout:  # until it is streaming
+                    seen.append(line)
+                    if "writes to both rings" in line:
+                        break
+                time.sleep(1.0)
+                assert operator.poll() is None, "".join(seen)
+            finally:
+                operator.kill()
+                operator.wait(timeout=10)
+            assert {cluster.status(n).ring.phase for n in nodes} == {"write-both"}
+            assert main(["cluster", "apply", "--config", str(grow)]) == 0
+        out = capsys.readouterr().out
+        assert "stable on n1, n2, n3, n4, n5, n6" in out, out
+        _check_nothing_lost(desired.config, load.acked)
+        ring = Ring([*nodes, "n6"], desired.config.vnodes)
+        _holds_what_it_owns(desired, "n6", ring, desired.config.n, list(load.acked))
+    finally:
+        desired.load_state()
+        desired.stop()

@@ -57,12 +57,14 @@ async def _pull(chunks: list[list[Any]], ranges: list[tuple[int, int]]) -> Any:
 @pytest.mark.parametrize(
     ("args", "problem"),
     [
-        ([[[5, 1]], None], "is not 0 <= first <= last"),
-        ([[[0, 10], [5, 20]], None], "overlap"),
-        ([[[0, TOP + 1]], None], "last"),
-        ([[[0, 10]], b""], "key must be non-empty"),
-        ([[[0, 10]]], "stream.scan"),
-        (["all", None], "ranges must be a list"),
+        ([[[5, 1]], None, 10], "is not 0 <= first <= last"),
+        ([[[0, 10], [5, 20]], None, 10], "overlap"),
+        ([[[0, TOP + 1]], None, 10], "last"),
+        ([[[0, 10]], b"", 10], "key must be non-empty"),
+        ([[[0, 10]], None], "stream.scan"),
+        (["all", None, 10], "ranges must be a list"),
+        ([[[0, 10]], None, 0], "limit must be an integer in 1..2000"),
+        ([[[0, 10]], None, 10**9], "limit"),
     ],
 )
 async def test_the_source_refuses_bad_requests(args: list[Any], problem: str) -> None:
@@ -91,7 +93,52 @@ async def test_a_whole_store_streams_in_key_order_chunks() -> None:
         [Record(f"k{i}".encode(), None if i % 7 == 0 else b"v", Timestamp(1, i, "n1"))
          for i in range(50)]
     )  # fmt: skip
-    first = await scan_chunk(engine, [[[0, TOP]], None], LIMITS)
+    first = await scan_chunk(engine, [[[0, TOP]], None, 2000], LIMITS)
     assert first[1] is None and len(first[0]) == 50
     got = await _pull([first], [(0, TOP)])
     assert (got.keys, got.tombstones, got.next) == (50, 8, None)
+
+
+class EngineLink:
+    """A source engine behind a link: each request answered by ``scan_chunk``."""
+
+    def __init__(self, engine: MemoryEngine) -> None:
+        self.engine = engine
+        self.asked: list[int] = []
+
+    async def _answer(self, body: list[Any]) -> Any:
+        self.asked.append(body[3])
+        return await scan_chunk(self.engine, body[1:], LIMITS)
+
+    def request(self, body: list[Any], timeout_s: float, served: Any = None) -> Any:
+        return asyncio.ensure_future(self._answer(body))
+
+
+async def test_a_throttled_stream_takes_at_least_keys_over_rate_in_small_chunks() -> None:
+    engine = MemoryEngine()
+    await engine.apply_many(
+        [Record(f"k{i:03}".encode(), b"v", Timestamp(1, i, "n1")) for i in range(95)]
+    )
+    link = EngineLink(engine)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async def store(records: list[Record]) -> int:
+        return len(records)
+
+    got = await pull(
+        link,  # type: ignore[arg-type]
+        [(0, TOP)],
+        None,
+        limits=LIMITS,
+        store=store,
+        observe=lambda _ts: None,
+        rate_keys_s=100,
+        budget_s=5,
+        sleep=sleep,
+    )
+    assert (got.keys, got.next) == (95, None)
+    assert set(link.asked) == {10}  # a tenth of a second's worth per chunk
+    assert sum(slept) == pytest.approx(0.95)  # the last chunk is waited for too
