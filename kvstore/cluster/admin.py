@@ -205,6 +205,10 @@ class SyncAdminClient(_Target):
             request.after = after
         return self._admin().Pull(request, timeout=budget_s + 60.0)
 
+    def clean_up(self, *, timeout: float = 600.0) -> pb.CleanUpReply:
+        """Make this node drop the keys its ring no longer places on it."""
+        return self._admin().CleanUp(pb.Empty(), timeout=timeout)
+
     def epoch(self, message: Request, *, timeout: float = 5.0) -> Reply:
         """One Paxos message on the ring epochs, and the node's (validated) answer."""
         payload = msgpack.packb(epoch_wire.encode_message(message))

@@ -11,16 +11,18 @@ Steps (each an epoch):
                  replicas, from A's, with their original timestamps)
             ->  A, target B, read-new: reads use B; writes still reach both
             ->  (every node confirms it)
+            ->  A, target B, clean-up: reads and writes use B only
+            ->  (every node confirms it; then every node drops the keys B does not
+                 place on it: old copies go last, once nobody reads or writes them)
             ->  stable B
 A node that does not confirm an epoch holds the change (it might still coordinate with
 the older one); ``--dead ID`` removes a member that is gone for good: it is never
 waited for nor streamed from.
 
 Rules: idempotent (apply twice: nothing to do) and resumable (streams run again
-harmlessly: last-writer-wins with original timestamps). Refused with the reason: a
-change other than the one under way, N or vnodes changed, fewer than N nodes, a range
-with no live replica. Old copies are not yet removed once the change is done (they are
-only unused): that cleanup is left for a later step.
+harmlessly: last-writer-wins with original timestamps; a clean-up run again finds
+nothing to drop). Refused with the reason: a change other than the one under way, N or
+vnodes changed, fewer than N nodes, a range with no live replica.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from kvstore.cluster.admin import SyncAdminClient
 from kvstore.cluster.local import LocalCluster
 from kvstore.config import ClusterConfig
 from kvstore.core.epochs import (
+    CLEAN_UP,
     READ_NEW,
     STABLE,
     WRITE_BOTH,
@@ -207,6 +210,22 @@ class Operator:
                 f"{keys} keys ({stored} new there) in {time.monotonic() - began:.1f} s"
             )
 
+    def clean_up(self, record: RingRecord) -> None:
+        """Every live node drops what ``record``'s target ring does not place on it."""
+        for node, _ in record.everyone():
+            if node in self.dead:
+                continue
+            try:
+                with self.admin(node) as admin:
+                    got = admin.clean_up()
+            except grpc.RpcError as exc:
+                why = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+                raise ApplyError(
+                    f"clean-up on {node} failed: {why}; run apply again to resume"
+                ) from None
+            if got.dropped:
+                self.say(f"  {node} dropped {got.dropped} of {got.scanned} keys it no longer owns")
+
     # ------------------------------------------------------------------- loop
 
     def step(self, record: RingRecord, desired: RingRecord) -> RingRecord | None:
@@ -232,8 +251,13 @@ class Operator:
                 wanted = RingRecord(
                     e + 1, record.members, record.n, record.vnodes, record.target, READ_NEW
                 )
+            elif record.phase == READ_NEW:
+                wanted = RingRecord(
+                    e + 1, record.members, record.n, record.vnodes, record.target, CLEAN_UP
+                )
             else:
                 assert record.target is not None
+                self.clean_up(record)
                 wanted = RingRecord(e + 1, record.target, record.n, record.vnodes)
         decided = self.decide(record, wanted)
         if not decided.ours:
@@ -276,7 +300,11 @@ def _spec(members: tuple[tuple[str, str], ...], record: RingRecord) -> RingSpec:
 def _phase(record: RingRecord) -> str:
     if record.phase == STABLE:
         return f"stable on {', '.join(record.ids)}"
-    verb = "writes to both rings" if record.phase == WRITE_BOTH else "reads from the new ring"
+    verb = {
+        WRITE_BOTH: "writes to both rings",
+        READ_NEW: "reads from the new ring",
+        CLEAN_UP: "the new ring only, old copies dropped",
+    }[record.phase]
     return f"{verb} ({', '.join(record.ids)} -> {', '.join(record.target_ids)})"
 
 

@@ -16,6 +16,8 @@ from rich.table import Table
 
 from kvstore.cluster.headlines import scrape_headlines
 from kvstore.cluster.local import ClusterError, LocalCluster, is_our_node
+from kvstore.cluster.ring_view import show as show_ring
+from kvstore.cluster.ring_view import summary
 from kvstore.config import ClusterConfig
 from kvstore.security.tls import TLSFiles
 
@@ -78,6 +80,15 @@ def collect(
                 peers={p.node: p.state for p in reply.peers},
                 ring_epoch=reply.ring.epoch,
                 ring_members=[m.id for m in reply.ring.members],
+                ring={
+                    "epoch": reply.ring.epoch,
+                    "phase": reply.ring.phase,
+                    "members": [m.id for m in reply.ring.members],
+                    "target": [m.id for m in reply.ring.target],
+                    "n": reply.ring.n,
+                    "vnodes": reply.ring.vnodes,
+                },
+                streams=[_stream(s) for s in reply.streams],
                 tls=reply.tls,
                 faults_enabled=reply.faults_enabled,
                 metrics=scrape_headlines(node.metrics),
@@ -86,12 +97,16 @@ def collect(
     return rows
 
 
+def _stream(s: Any) -> dict[str, Any]:
+    return {"source": s.source, "epoch": s.epoch, "keys": s.keys, "bytes": s.bytes, "done": s.done}
+
+
 def show_status(
     config: ClusterConfig, config_path: Path, *, as_json: bool = False, tls: TLSFiles | None = None
 ) -> int:
     rows = collect(config, config_path, tls)
     if as_json:
-        print(json.dumps({"cluster": config.name, "nodes": rows}, indent=2))
+        print(json.dumps({"cluster": config.name, "nodes": rows, "ring": summary(rows)}, indent=2))
         return 0 if all(r["health"] == "up" for r in rows) else 1
     table = Table(title=f"cluster {config.name} (N={config.n}, R={config.r}, W={config.w})")
     columns = (
@@ -155,6 +170,7 @@ def show_status(
             else "-",
         )
     console.print(table)
+    show_ring(summary(rows), console)
     return 0 if all(r["health"] == "up" for r in rows) else 1
 
 

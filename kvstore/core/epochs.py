@@ -44,7 +44,9 @@ ZERO = Ballot(0, "")
 STABLE = "stable"  # one ring: reads and writes use ``members``
 WRITE_BOTH = "write-both"  # writes reach W in both rings; reads use ``members``
 READ_NEW = "read-new"  # writes reach W in both rings; reads use ``target``
-PHASES = (STABLE, WRITE_BOTH, READ_NEW)
+# reads and writes use ``target`` only; nodes drop the copies ``target`` does not give them
+CLEAN_UP = "clean-up"
+PHASES = (STABLE, WRITE_BOTH, READ_NEW, CLEAN_UP)
 
 Members = tuple[tuple[str, str], ...]
 
@@ -100,11 +102,13 @@ class RingRecord:
         return tuple(dict((*self.members, *(self.target or ()))).items())
 
     def read_ids(self) -> tuple[str, ...]:
-        return self.target_ids if self.phase == READ_NEW else self.ids
+        return self.target_ids if self.phase in (READ_NEW, CLEAN_UP) else self.ids
 
     def write_rings(self) -> tuple[tuple[str, ...], ...]:
-        """The rings a write must reach W in: one, or both during a change."""
-        return (self.ids,) if self.target is None else (self.ids, self.target_ids)
+        """The rings a write must reach W in: one, or both while ranges move."""
+        if self.target is None:
+            return (self.ids,)
+        return (self.target_ids,) if self.phase == CLEAN_UP else (self.ids, self.target_ids)
 
     def majority(self) -> int:
         return len(self.members) // 2 + 1

@@ -36,6 +36,7 @@ from typing import Any
 from kvstore.config import ClusterConfig
 from kvstore.core import consistency
 from kvstore.core.clock_guard import ClockGuard
+from kvstore.core.epochs import CLEAN_UP, STABLE
 from kvstore.core.failure import Membership
 from kvstore.core.hlc import HybridClock
 from kvstore.core.peer_input import PeerLimits
@@ -52,7 +53,7 @@ from kvstore.node.handoff import HandoffMixin
 from kvstore.node.metrics import NodeMetrics
 from kvstore.node.replica import ReplicaMixin
 from kvstore.node.ring_store import MemoryRingStore, RingStore, open_ring
-from kvstore.node.streaming import Pulled, pull, scan_chunk
+from kvstore.node.streaming import Dropped, Pulled, drop_unowned, pull, scan_chunk
 from kvstore.storage.base import Engine
 from kvstore.storage.lying import LyingDisk
 
@@ -122,6 +123,8 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin, EpochMixin):
         self.clock_offset_us = clock_offset_us
         self.started = clock.monotonic()
         self.counters: collections.Counter[str] = collections.Counter()
+        # source -> [epoch, keys, bytes, done] of what the last change pulled in here
+        self.pulled: dict[str, list[Any]] = {}
         self.faults = FaultRules()
         # The lying disk is a fault of the storage seam: only a node with faults enabled
         # has the wrapper, which lies while ``faults.lying_disk`` says so.
@@ -207,12 +210,21 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin, EpochMixin):
         if link is None:
             raise ValueError(f"{source} is not a node this one knows")
 
+        epoch = self.epoch
+        if any(e != epoch for e, *_ in self.pulled.values()):
+            self.pulled = {}  # a later change: the last one's progress is history
+        progress = self.pulled.setdefault(source, [epoch, 0, 0, False])
+        if after is None:  # a stream (re)started from its first key
+            progress[1:] = [0, 0, False]
+
         async def store(records: list[Record]) -> int:
             stored = sum(await self.engine.apply_many(records))
             self.counters["stream.keys_stored"] += stored
+            progress[1] += len(records)
+            progress[2] += sum(len(r.key) + len(r.value or b"") for r in records)
             return stored
 
-        return await pull(
+        got = await pull(
             link,
             ranges,
             after,
@@ -224,6 +236,25 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin, EpochMixin):
             sleep=asyncio.sleep,
             now=self.time.monotonic,
         )
+        progress[3] = got.next is None
+        return got
+
+    async def clean_up(self) -> Dropped:
+        """Drop the keys the ring no longer gives this node (``drop_unowned``): only in
+        the ``clean-up`` phase, when every node reads and writes the new ring only, or
+        on a stable ring."""
+        record = self.epochs.chosen if self.epochs is not None else None
+        if record is None or record.phase not in (STABLE, CLEAN_UP) or self.placement is None:
+            raise ValueError(
+                f"{self.id} is {'joining' if record is None else f'in phase {record.phase}'}: "
+                f"copies are dropped only in the clean-up phase of a change (or when stable)"
+            )
+        epoch = record.epoch
+        got = await drop_unowned(
+            self.engine, self.id, self.placement.read_ring, record.n, lambda: self.epoch == epoch
+        )
+        self.counters["cleanup.dropped"] += got.dropped
+        return got
 
     def clock_problem(self) -> str | None:
         """Why this node must not make timestamps now, or None: its physical clock is
@@ -303,6 +334,10 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin, EpochMixin):
                 "vnodes": self.config.vnodes,
                 "epoch": self.epoch,
             },
+            "streams": [
+                {"source": source, "epoch": e, "keys": k, "bytes": b, "done": d}
+                for source, (e, k, b, d) in sorted(self.pulled.items())
+            ],
         }
 
     async def close_links(self) -> None:

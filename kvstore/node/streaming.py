@@ -15,6 +15,10 @@ Rules and invariants:
   or ``CHUNK_BYTES`` bytes and scans at most ``SCAN_KEYS`` keys. A throttled target asks
   for chunks of a tenth of a second's worth of its rate (keys per second) and waits after
   each one, so a stream never starves client calls and takes at least keys / rate.
+- Handing back (``drop_unowned``) comes last, once every node reads and writes the new
+  ring only (the ``clean-up`` phase): a node removes the exact versions it holds of keys
+  that ring does not give it (``Engine.drop``: a newer version written meanwhile stays).
+  It stops if the ring changes under it.
 - Everything the source sends is validated like any peer input (``PeerLimits``), and
   records far ahead of this node's clock are refused (``observe_peer_ts``).
 """
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kvstore.core.peer_input import PeerInputError, PeerLimits, fields, integer
-from kvstore.core.ring import token
+from kvstore.core.ring import Ring, token
 from kvstore.core.version import Record, Timestamp
 from kvstore.net.link import Link
 from kvstore.node.ranges import RangeIndex
@@ -134,3 +138,34 @@ async def pull(
             await sleep(len(records) / rate_keys_s)
         if nxt is None or now() - began >= budget_s:
             return out
+
+
+@dataclass(slots=True)
+class Dropped:
+    scanned: int = 0
+    dropped: int = 0
+
+
+async def drop_unowned(
+    engine: Engine,
+    me: str,
+    ring: Ring,
+    n: int,
+    unchanged: Callable[[], bool],
+    batch: int = 500,
+) -> Dropped:
+    """Remove from ``engine`` every key ``ring`` does not place on ``me`` (N replicas)."""
+    out = Dropped()
+    doomed: list[Record] = []
+    async for record in engine.scan():
+        out.scanned += 1
+        if me not in ring.primaries(record.key, n):
+            doomed.append(record)
+        if len(doomed) >= batch:
+            if not unchanged():
+                raise RuntimeError("the ring changed during the clean-up: run it again")
+            out.dropped += await engine.drop(doomed)
+            doomed = []
+    if doomed and unchanged():
+        out.dropped += await engine.drop(doomed)
+    return out

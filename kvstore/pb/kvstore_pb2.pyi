@@ -709,6 +709,7 @@ class StatusReply(_message.Message):
     TLS_FIELD_NUMBER: _builtins.int
     CLOCK_OFFSET_MS_FIELD_NUMBER: _builtins.int
     RING_FIELD_NUMBER: _builtins.int
+    STREAMS_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     cluster: _builtins.str
     address: _builtins.str
@@ -731,6 +732,10 @@ class StatusReply(_message.Message):
     def ring(self) -> Global___RingView:
         """the membership this node places keys with"""
 
+    @_builtins.property
+    def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamView]:
+        """ranges pulled into this node by the last change"""
+
     def __init__(
         self,
         *,
@@ -747,16 +752,51 @@ class StatusReply(_message.Message):
         tls: _builtins.bool = ...,
         clock_offset_ms: _builtins.int | None = ...,
         ring: Global___RingView | None = ...,
+        streams: _abc.Iterable[Global___StreamView] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "clock_offset_ms", b"clock_offset_ms", "ring", b"ring"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "address", b"address", "clock_offset_ms", b"clock_offset_ms", "cluster", b"cluster", "counters", b"counters", "faults_enabled", b"faults_enabled", "hints_pending", b"hints_pending", "keys", b"keys", "node", b"node", "peers", b"peers", "pid", b"pid", "ring", b"ring", "tls", b"tls", "uptime_s", b"uptime_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms", "address", b"address", "clock_offset_ms", b"clock_offset_ms", "cluster", b"cluster", "counters", b"counters", "faults_enabled", b"faults_enabled", "hints_pending", b"hints_pending", "keys", b"keys", "node", b"node", "peers", b"peers", "pid", b"pid", "ring", b"ring", "streams", b"streams", "tls", b"tls", "uptime_s", b"uptime_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__clock_offset_ms: _TypeAlias = _typing.Literal["clock_offset_ms"]  # noqa: Y015
     _WhichOneofArgType__clock_offset_ms: _TypeAlias = _typing.Literal["_clock_offset_ms", b"_clock_offset_ms"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__clock_offset_ms) -> _WhichOneofReturnType__clock_offset_ms | None: ...
 
 Global___StatusReply: _TypeAlias = StatusReply  # noqa: Y015
+
+@_typing.final
+class StreamView(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    epoch: _builtins.int
+    """the write-both epoch of the change they belong to"""
+    keys: _builtins.int
+    """received so far"""
+    bytes: _builtins.int
+    done: _builtins.bool
+    """the source has sent all of them"""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        keys: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        done: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "done", b"done", "epoch", b"epoch", "keys", b"keys", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamView: _TypeAlias = StreamView  # noqa: Y015
 
 @_typing.final
 class RingMember(_message.Message):
@@ -795,7 +835,7 @@ class RingView(_message.Message):
     epoch: _builtins.int
     """1: the membership the cluster was created with"""
     phase: _builtins.str
-    """stable | write-both | read-new | joining"""
+    """stable | write-both | read-new | clean-up | joining"""
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___RingMember]:
         """in the config's order; empty while joining"""
@@ -969,6 +1009,33 @@ class PullReply(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__next) -> _WhichOneofReturnType__next | None: ...
 
 Global___PullReply: _TypeAlias = PullReply  # noqa: Y015
+
+@_typing.final
+class CleanUpReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    SCANNED_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """the ring the clean-up used"""
+    scanned: _builtins.int
+    dropped: _builtins.int
+    """keys that ring does not place on this node"""
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+        scanned: _builtins.int = ...,
+        dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "epoch", b"epoch", "scanned", b"scanned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CleanUpReply: _TypeAlias = CleanUpReply  # noqa: Y015
 
 @_typing.final
 class EpochFrame(_message.Message):

@@ -347,6 +347,11 @@ class AdminStub:
                 request_serializer=kvstore_dot_pb_dot_kvstore__pb2.PullRequest.SerializeToString,
                 response_deserializer=kvstore_dot_pb_dot_kvstore__pb2.PullReply.FromString,
                 _registered_method=True)
+        self.CleanUp = channel.unary_unary(
+                '/kvstore.v1.Admin/CleanUp',
+                request_serializer=kvstore_dot_pb_dot_kvstore__pb2.Empty.SerializeToString,
+                response_deserializer=kvstore_dot_pb_dot_kvstore__pb2.CleanUpReply.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -409,6 +414,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CleanUp(self, request, context):
+        """Drop the keys the ring no longer places on this node: the last step of a change
+        (its clean-up phase), refused while ranges still move.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -451,6 +464,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Pull,
                     request_deserializer=kvstore_dot_pb_dot_kvstore__pb2.PullRequest.FromString,
                     response_serializer=kvstore_dot_pb_dot_kvstore__pb2.PullReply.SerializeToString,
+            ),
+            'CleanUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.CleanUp,
+                    request_deserializer=kvstore_dot_pb_dot_kvstore__pb2.Empty.FromString,
+                    response_serializer=kvstore_dot_pb_dot_kvstore__pb2.CleanUpReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -669,6 +687,33 @@ class Admin:
             '/kvstore.v1.Admin/Pull',
             kvstore_dot_pb_dot_kvstore__pb2.PullRequest.SerializeToString,
             kvstore_dot_pb_dot_kvstore__pb2.PullReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CleanUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvstore.v1.Admin/CleanUp',
+            kvstore_dot_pb_dot_kvstore__pb2.Empty.SerializeToString,
+            kvstore_dot_pb_dot_kvstore__pb2.CleanUpReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -146,6 +146,10 @@ class AdminStub:
     """Pull token ranges from another node into this one (a membership change's streaming),
     for at most budget_s; resume from the reply's next key until it is done.
     """
+    CleanUp: _grpc.UnaryUnaryMultiCallable[_kvstore_pb2.Empty, _kvstore_pb2.CleanUpReply]
+    """Drop the keys the ring no longer places on this node: the last step of a change
+    (its clean-up phase), refused while ranges still move.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -169,6 +173,10 @@ class AdminAsyncStub(AdminStub):
     Pull: _aio.UnaryUnaryMultiCallable[_kvstore_pb2.PullRequest, _kvstore_pb2.PullReply]  # type: ignore[assignment]
     """Pull token ranges from another node into this one (a membership change's streaming),
     for at most budget_s; resume from the reply's next key until it is done.
+    """
+    CleanUp: _aio.UnaryUnaryMultiCallable[_kvstore_pb2.Empty, _kvstore_pb2.CleanUpReply]  # type: ignore[assignment]
+    """Drop the keys the ring no longer places on this node: the last step of a change
+    (its clean-up phase), refused while ranges still move.
     """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
@@ -238,6 +246,16 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kvstore_pb2.PullReply, _abc.Awaitable[_kvstore_pb2.PullReply]]:
         """Pull token ranges from another node into this one (a membership change's streaming),
         for at most budget_s; resume from the reply's next key until it is done.
+        """
+
+    @_abc_1.abstractmethod
+    def CleanUp(
+        self,
+        request: _kvstore_pb2.Empty,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kvstore_pb2.CleanUpReply, _abc.Awaitable[_kvstore_pb2.CleanUpReply]]:
+        """Drop the keys the ring no longer places on this node: the last step of a change
+        (its clean-up phase), refused while ranges still move.
         """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

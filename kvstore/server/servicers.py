@@ -225,6 +225,8 @@ class AdminServicer(pb_grpc.AdminServicer):
         for member_id, address in ring["target"]:
             reply.ring.target.append(pb.RingMember(id=member_id, address=address))
         reply.ring.phase = ring["phase"]
+        for stream in status["streams"]:
+            reply.streams.append(pb.StreamView(**stream))
         return reply
 
     async def Pull(
@@ -253,6 +255,18 @@ class AdminServicer(pb_grpc.AdminServicer):
         if got.next is not None:
             reply.next = got.next
         return reply
+
+    async def CleanUp(
+        self, request: pb.Empty, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CleanUpReply:
+        await self.gate.require(context, ADMIN, "drop the copies this node no longer owns")
+        epoch = self.node.epoch
+        try:
+            got = await self.node.clean_up()
+        except (ValueError, RuntimeError) as exc:  # not the phase for it, or the ring moved
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise AssertionError("unreachable") from None
+        return pb.CleanUpReply(epoch=epoch, scanned=got.scanned, dropped=got.dropped)
 
     async def Epoch(
         self, request: pb.EpochFrame, context: grpc.aio.ServicerContext[Any, Any]

@@ -95,6 +95,13 @@ class SimEngine(Engine):
         await self._fsync()
         return await self.disk.store.purge_tombstones(older_than_wall_us)
 
+    async def drop(self, records: Sequence[Record]) -> int:
+        self._check_open()
+        for record in records:
+            check_record(record)
+        await self._fsync()
+        return await self.disk.store.drop(records)
+
     async def add_hint(self, owner: str, record: Record, stored_at_us: int) -> int:
         check_record(record)
         await self._fsync()

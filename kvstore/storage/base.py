@@ -11,6 +11,9 @@ Contract (checked for every engine by ``tests/storage/contract.py``):
 - ``purge_tombstones(t)`` durably removes every tombstone whose ``ts.wall < t`` and
   nothing else: after it, such a key reads as never seen (``get`` returns None). It is
   atomic with respect to concurrent ``apply`` calls (a newer value is never removed).
+- ``drop(records)`` durably removes each given record if it is still the stored version
+  of its key (same timestamp), and nothing else: a newer version applied before or at
+  the same time is kept. It is how a node hands back ranges it no longer owns.
 - Hints are records held for another node (``owner``); they live apart from the
   node's own data and are removed only by ``delete_hints``.
 - No method blocks the event loop: blocking work runs on threads the engine owns.
@@ -70,6 +73,10 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def purge_tombstones(self, older_than_wall_us: int) -> int:
         """Durably remove tombstones with ``ts.wall < older_than_wall_us``; how many."""
+
+    @abc.abstractmethod
+    async def drop(self, records: Sequence[Record]) -> int:
+        """Durably remove each record that is still its key's stored version; how many."""
 
     @abc.abstractmethod
     async def add_hint(self, owner: str, record: Record, stored_at_us: int) -> int:

@@ -78,6 +78,15 @@ class LyingDisk(Engine):
     async def purge_tombstones(self, older_than_wall_us: int) -> int:
         return await self.inner.purge_tombstones(older_than_wall_us)
 
+    async def drop(self, records: Sequence[Record]) -> int:
+        wanted = list(records)
+        for record in wanted:
+            check_record(record)
+        held = [r for r in wanted if (v := self.volatile.get(r.key)) is not None and v.ts == r.ts]
+        for record in held:
+            del self.volatile[record.key]
+        return len(held) + await self.inner.drop([r for r in wanted if r not in held])
+
     async def add_hint(self, owner: str, record: Record, stored_at_us: int) -> int:
         return await self.inner.add_hint(owner, record, stored_at_us)
 

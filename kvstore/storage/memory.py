@@ -138,6 +138,19 @@ class MemoryEngine(Engine):
             del self._data[key]
         return len(doomed)
 
+    async def drop(self, records: Sequence[Record]) -> int:
+        self._check_open()
+        wanted = list(records)
+        for record in wanted:
+            check_record(record)
+        dropped = 0
+        for record in wanted:
+            held = self._data.get(record.key)
+            if held is not None and held.ts == record.ts:
+                del self._data[record.key]
+                dropped += 1
+        return dropped
+
     async def add_hint(self, owner: str, record: Record, stored_at_us: int) -> int:
         self._check_open()
         check_text("owner", owner)

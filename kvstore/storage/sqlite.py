@@ -253,6 +253,17 @@ class SqliteEngine(Engine):
         )
         return purged
 
+    async def drop(self, records: Sequence[Record]) -> int:
+        wanted = list(records)
+        if not wanted:
+            if self._closed:
+                raise EngineClosed(f"engine for {self.path} is closed")
+            return 0
+        dropped: int = await self._submit(
+            self._wq, partial(sql.drop_records, wanted), check=partial(_check_records, wanted)
+        )
+        return dropped
+
     async def add_hint(self, owner: str, record: Record, stored_at_us: int) -> int:
         check_text("owner", owner)
         check_record(record)

@@ -157,6 +157,19 @@ def purge_tombstones(older_than_wall_us: int, conn: sqlite3.Connection) -> int:
     return cursor.rowcount
 
 
+def drop_records(records: list[Record], conn: sqlite3.Connection) -> int:
+    # In the writer's transaction, so an apply of a newer version is either before it
+    # (the timestamp no longer matches: kept) or after it (stored again).
+    dropped = 0
+    for r in records:
+        cursor = conn.execute(
+            "DELETE FROM kv WHERE key = ? AND wall = ? AND logical = ? AND node = ?",
+            (r.key, r.ts.wall, r.ts.logical, r.ts.node),
+        )
+        dropped += cursor.rowcount
+    return dropped
+
+
 def delete_hints(hint_ids: list[int], conn: sqlite3.Connection) -> None:
     conn.executemany("DELETE FROM hints WHERE hint_id = ?", [(i,) for i in hint_ids])
 

@@ -139,3 +139,19 @@ def test_safety_fails_when_a_proposer_ignores_what_was_accepted(
 
     monkeypatch.setattr(Proposer, "on_reply", stubborn)
     assert any(len(_run(seed)[0]) > 1 for seed in range(400))
+
+
+def test_each_phase_says_where_reads_and_writes_go() -> None:
+    from kvstore.core.epochs import CLEAN_UP, READ_NEW, STABLE, WRITE_BOTH
+
+    old, new = ONE.ids, GROW.ids
+    expected = {
+        STABLE: (old, (old,)),
+        WRITE_BOTH: (old, (old, new)),
+        READ_NEW: (new, (old, new)),
+        CLEAN_UP: (new, (new,)),  # the old ring gets nothing more: its copies can go
+    }
+    for phase, (reads, writes) in expected.items():
+        target = None if phase == STABLE else GROW.members
+        record = RingRecord(3, FIVE, 3, 16, target, phase)
+        assert (record.read_ids(), record.write_rings()) == (reads, writes), phase

@@ -207,6 +207,32 @@ class EngineContract:
             else:
                 assert got is None
 
+    async def test_drop_removes_only_the_exact_versions_given(self, engine: Engine) -> None:
+        kept, gone, tomb = rec(b"a", b"new", 5), rec(b"b", b"v", 3), rec(b"t", None, 4)
+        await engine.apply_many([kept, gone, tomb])
+        hint_id = await engine.add_hint("n2", rec(b"b", b"h", 9), 1)
+        older = rec(b"a", b"old", 4)  # not the stored version: "a" stays
+        assert await engine.drop([older, gone, tomb, rec(b"never", b"x", 1)]) == 2
+        assert await engine.get_many([b"a", b"b", b"t"]) == [kept, None, None]
+        assert await engine.count() == 1
+        assert [h.hint_id for h in await engine.hints()] == [hint_id]  # hints untouched
+        assert await engine.drop([gone]) == 0  # idempotent
+        assert await engine.apply(rec(b"b", b"older", 1)) is True  # as if never seen
+        with pytest.raises(TypeError):
+            await engine.drop([b"k"])  # type: ignore[list-item]
+        with pytest.raises(ValueError):
+            await engine.drop([Record(b"k", b"v", Timestamp(1 << 63, 0, "n1"))])
+
+    async def test_drop_never_removes_a_newer_version(self, engine: Engine) -> None:
+        keys = [b"d%03d" % i for i in range(100)]
+        olds = [rec(k, b"old", 1) for k in keys]
+        await engine.apply_many(olds)
+        newer_ones = [engine.apply(rec(k, b"new", 2)) for k in keys[::2]]
+        results = await asyncio.gather(engine.drop(olds), *newer_ones)
+        assert results[0] in range(50, 101)
+        for i, got in enumerate(await engine.get_many(keys)):
+            assert got == (rec(keys[i], b"new", 2) if i % 2 == 0 else None)
+
     async def test_empty_value_and_key_are_not_absent(self, engine: Engine) -> None:
         empty = rec(b"", b"", 1)
         assert await engine.apply(empty) is True
@@ -465,6 +491,8 @@ class EngineContract:
             lambda: scan_all(engine),
             lambda: engine.count(),
             lambda: engine.purge_tombstones(1),
+            lambda: engine.drop([r]),
+            lambda: engine.drop([]),
             lambda: engine.add_hint("n2", r, 1),
             lambda: engine.hints(),
             lambda: engine.hints("n2"),

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from kvstore.core.peer_input import PeerInputError, PeerLimits
-from kvstore.core.ring import token
+from kvstore.core.ring import Ring, token
 from kvstore.core.version import Record, Timestamp
-from kvstore.node.streaming import pull, scan_chunk
+from kvstore.node.streaming import drop_unowned, pull, scan_chunk
 from kvstore.storage.memory import MemoryEngine
 
 LIMITS = PeerLimits(1024, 1 << 20, frozenset({"n1"}), 1 << 62)
@@ -142,3 +142,25 @@ async def test_a_throttled_stream_takes_at_least_keys_over_rate_in_small_chunks(
     assert (got.keys, got.next) == (95, None)
     assert set(link.asked) == {10}  # a tenth of a second's worth per chunk
     assert sum(slept) == pytest.approx(0.95)  # the last chunk is waited for too
+
+
+async def test_drop_unowned_keeps_exactly_what_the_ring_places_here() -> None:
+    engine = MemoryEngine()
+    records = [Record(f"k{i:03}".encode(), b"v", Timestamp(1, i, "n1")) for i in range(300)]
+    await engine.apply_many(records)
+    ring = Ring(["n1", "n2", "n3", "n4"], 8)
+    got = await drop_unowned(engine, "n1", ring, 2, lambda: True, batch=7)
+    owned = [r for r in records if "n1" in ring.primaries(r.key, 2)]
+    assert 0 < len(owned) < 300
+    assert (got.scanned, got.dropped) == (300, 300 - len(owned))
+    assert [r async for r in engine.scan()] == owned
+
+
+async def test_drop_unowned_stops_when_the_ring_changes() -> None:
+    engine = MemoryEngine()
+    await engine.apply_many(
+        [Record(f"k{i:03}".encode(), b"v", Timestamp(1, i, "n1")) for i in range(100)]
+    )
+    with pytest.raises(RuntimeError, match="ring changed"):
+        await drop_unowned(engine, "n9", Ring(["n1", "n2"], 4), 1, lambda: False, batch=10)
+    assert await engine.count() == 100  # nothing dropped under a ring that moved
