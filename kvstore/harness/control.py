@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
 
+from kvstore.cluster.apply import GrpcNodes
 from kvstore.cluster.local import LocalCluster
+from kvstore.cluster.operator import Nodes
 from kvstore.core.version import Timestamp
 from kvstore.net.convert import ts_from_pb
 from kvstore.pb import kvstore_pb2 as pb
@@ -78,6 +81,14 @@ class Control(Protocol):
         """The node's own version of ``key`` (``describe``), or ``unreachable: ...``."""
         ...
 
+    def operator_nodes(self) -> Nodes:
+        """The cluster as the membership operator speaks to it."""
+        ...
+
+    async def join(self, node: str) -> None:
+        """Wipe a stopped node's data and start it joining the running cluster."""
+        ...
+
 
 class LocalControl:
     """``Control`` over a ``LocalCluster``: real signals, real Admin calls."""
@@ -91,6 +102,18 @@ class LocalControl:
 
     async def restart(self, node: str) -> None:
         await asyncio.to_thread(self.cluster.start_node, node)
+
+    def operator_nodes(self) -> Nodes:
+        addresses = {n.id: n.address for n in self.cluster.config.nodes}
+        return GrpcNodes(addresses, self.cluster.dialer)
+
+    async def join(self, node: str) -> None:
+        await asyncio.to_thread(self._join, node)
+
+    def _join(self, node: str) -> None:
+        self.cluster.stop_node(node)
+        shutil.rmtree(self.cluster.config.node(node).data_dir, ignore_errors=True)
+        self.cluster.start_node(node, join=True)
 
     async def pause(self, node: str) -> None:
         self.cluster.pause(node)

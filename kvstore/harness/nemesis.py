@@ -26,6 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from kvstore.cluster.netns import NetnsNetwork
+from kvstore.cluster.operator import ApplyError, Operator
+from kvstore.core.epochs import RingRecord
+from kvstore.core.rebalance import PlanRefused
 from kvstore.harness.control import Control, NodeFaults
 
 __all__ = ["NEMESES", "FaultState", "Nemesis", "NodeFaults", "build", "parse_nemeses"]
@@ -40,6 +43,7 @@ NEMESES = (
     "drop",
     "lying-disk",
     "hint-loss",
+    "membership",
 )
 PARTITION_KINDS = ("halves", "one", "majorities-ring", "bridge")
 
@@ -319,7 +323,52 @@ class HintLossNemesis(Nemesis):
         return {"restarted": restarted}
 
 
+class MembershipNemesis(Nemesis):
+    """Remove a node from the ring while the load runs (the membership operator streams
+    its ranges away, cleans up, then the node is stopped); heal wipes it and adds it
+    back (it joins, learns the ring, its ranges stream in). Both go through every epoch
+    of ``kvstore.cluster.operator``, as ``kvstore cluster apply`` does. A change that
+    cannot finish (its error is in the history) is finished by the next heal."""
+
+    name = "membership"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.removed: str | None = None
+        self.addresses: dict[str, str] = {}
+
+    async def _change(self, leave_out: str | None) -> dict[str, Any]:
+        said: list[str] = []
+        operator = Operator(self.control.operator_nodes(), list(self.nodes), say=said.append)
+        try:
+            current = await operator.current()
+            self.addresses.update(current.everyone())
+            members = tuple((m, self.addresses[m]) for m in self.nodes if m != leave_out)
+            desired = RingRecord(1, members, current.n, current.vnodes)
+            final = await operator.run(desired)
+        except (ApplyError, PlanRefused) as exc:
+            return {"error": str(exc), "steps": said}
+        return {"epoch": final.epoch, "steps": len(said)}
+
+    async def start(self) -> dict[str, Any]:
+        node = self.rng.choice(self.nodes)
+        detail = await self._change(node)
+        if "error" in detail:
+            return {"removing": node, **detail}
+        self.removed = node
+        await self.control.kill(node)  # no longer a member: its ranges live elsewhere
+        return {"removed": node, **detail}
+
+    async def heal(self) -> dict[str, Any]:
+        added, self.removed = self.removed, None
+        if added is not None:
+            await self.control.join(added)
+            await self.faults.push(added)
+        return {"added": added, **await self._change(None)}
+
+
 _KINDS: dict[str, Callable[..., Nemesis]] = {
+    "membership": MembershipNemesis,
     "hint-loss": HintLossNemesis,
     "lying-disk": LyingDiskNemesis,
     "kill": KillNemesis,

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 #   abd-no-write-back        linearizable reads skip ABD's write-back
 #   strict-counts-fallbacks  strict writes count fallbacks' acks toward W
 #   first-reply-wins         reads return the first replica's answer, not the newest
-PLANTED_BUGS = ("abd-no-query", "abd-no-write-back", "strict-counts-fallbacks", "first-reply-wins")
+#   membership-no-stream     a node gaining ranges drops the chunks streamed to it
+PLANTED_BUGS = (
+    "abd-no-query",
+    "abd-no-write-back",
+    "strict-counts-fallbacks",
+    "first-reply-wins",
+    "membership-no-stream",
+)
 
 
 @dataclass(slots=True)

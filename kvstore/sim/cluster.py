@@ -91,20 +91,22 @@ class SimCluster:
         for node_id in self.node_ids:
             self.start_node(node_id)
 
-    def start_node(self, node_id: str) -> None:
+    def start_node(self, node_id: str, *, join: bool = False) -> None:
+        """Start ``node_id`` on its disk; ``join``: new to the running cluster (it learns
+        the ring from its peers, as ``kvstore node --join``)."""
         if self.nodes[node_id] is not None:
             return
         self.starts[node_id] += 1
         process = f"{node_id}#{self.starts[node_id]}"
         context = process_context(process)
-        node = context.run(self._build, node_id, context)
+        node = context.run(self._build, node_id, context, join)
         self.nodes[node_id] = node
         self.processes[node_id] = process
         self.contexts[node_id] = context
         self.network.attach(node_id, process, context, node.handle_frame)
         context.run(self.loop.create_task, node.start(), name=f"{process} start")
 
-    def _build(self, node_id: str, context: contextvars.Context) -> Node:
+    def _build(self, node_id: str, context: contextvars.Context, join: bool) -> Node:
         node = Node(
             self.config,
             node_id,
@@ -114,6 +116,7 @@ class SimCluster:
             clock=self.clocks[node_id],
             offload=inline,
             ring_store=self.ring_stores.setdefault(node_id, MemoryRingStore()),
+            join=join,
         )
         self.repairers[node_id] = AntiEntropy(node)
         node.metrics = NodeMetrics(node)  # a registry, not served: read by expositions()
@@ -134,6 +137,14 @@ class SimCluster:
                 call.set_exception(
                     CoordinatorUnreachable(f"{node_id}: the connection reset", definite=False)
                 )
+
+    def wipe(self, node_id: str) -> None:
+        """A new, empty disk and ring store for a node that is down (an operator wiping
+        a removed machine before it joins again)."""
+        if self.nodes[node_id] is not None:
+            raise RuntimeError(f"{node_id} is running: stop it before wiping its disk")
+        self.disks[node_id] = SimDisk()
+        self.ring_stores[node_id] = MemoryRingStore()
 
     def pause(self, node_id: str) -> None:
         if self.nodes[node_id] is not None:

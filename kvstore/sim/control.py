@@ -15,6 +15,7 @@ from kvstore.errors import KVError
 from kvstore.harness.control import NodeFaults, NodeHealth, RepairOutcome, describe
 from kvstore.node.runtime import Node
 from kvstore.sim.cluster import SimCluster
+from kvstore.sim.membership import SimNodes
 
 RESTART_S = 0.3
 ADMIN_TIMEOUT_S = 1.0
@@ -32,6 +33,15 @@ class SimControl:
     async def restart(self, node: str) -> None:
         await asyncio.sleep(RESTART_S)
         self.cluster.start_node(node)
+
+    def operator_nodes(self) -> SimNodes:
+        return SimNodes(self.cluster)
+
+    async def join(self, node: str) -> None:
+        self.cluster.kill(node)
+        self.cluster.wipe(node)
+        await asyncio.sleep(RESTART_S)
+        self.cluster.start_node(node, join=True)
 
     async def pause(self, node: str) -> None:
         self.cluster.pause(node)
