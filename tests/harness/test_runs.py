@@ -65,6 +65,21 @@ def test_linearizable_holds(tmp_path: Path, nemesis: str) -> None:
     assert_run_folder(results)
 
 
+def test_linearizable_holds_while_nodes_leave_and_rejoin_the_ring(tmp_path: Path) -> None:
+    """``--nemesis membership`` on real processes: the operator removes a node under load
+    (stream, clean-up, stop) and heal adds it back wiped, joining; 200 keys, so a change
+    that failed to carry a key would be read back missing (see tests/sim)."""
+    results = run(tmp_path, "linearizable", ["membership"], seed=5, time_limit=8.0, keys=200)
+    assert results["verdict"] == "held", results["reasons"]
+    folder = Path(results["folder"])
+    events = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    changes = [e["value"] for e in events if e["process"] == "nemesis" and e["f"] == "start"]
+    assert changes and all("removed" in c for c in changes), changes
+    healed = [e["value"] for e in events if e["process"] == "nemesis" and e["f"] == "stop"]
+    assert healed and all("added" in c and "error" not in c for c in healed), healed
+    assert results["convergence"]["converged"]
+
+
 def test_linearizable_holds_on_slow_and_lossy_links(tmp_path: Path) -> None:
     results = run(tmp_path, "linearizable", ["delay", "drop"], seed=4, time_limit=8.0)
     assert results["verdict"] == "held", results["reasons"]
