@@ -324,47 +324,74 @@ class HintLossNemesis(Nemesis):
 
 
 class MembershipNemesis(Nemesis):
-    """Remove a node from the ring while the load runs (the membership operator streams
-    its ranges away, cleans up, then the node is stopped); heal wipes it and adds it
-    back (it joins, learns the ring, its ranges stream in). Both go through every epoch
-    of ``kvstore.cluster.operator``, as ``kvstore cluster apply`` does. A change that
-    cannot finish (its error is in the history) is finished by the next heal."""
+    """Take a node out of the ring while the load runs, through every epoch of
+    ``kvstore.cluster.operator`` (as ``kvstore cluster apply`` does), in one of three
+    ways: a live node (its ranges stream away, old copies are dropped, then it stops), a
+    dead one (killed first, removed with ``dead``: its ranges merge every survivor's
+    copy), or a live one whose operator is killed mid-change (a new operator finishes
+    the job). Heal wipes the node and adds it back, joining. A change that cannot finish
+    (its error is in the history) is finished by the next heal."""
 
     name = "membership"
+    WAYS = ("live", "dead", "operator-killed")
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.removed: str | None = None
+        self.removed: str | None = None  # out of the ring and stopped: heal adds it back
+        self.stopped: str | None = None  # killed, still a member (its removal failed)
         self.addresses: dict[str, str] = {}
 
-    async def _change(self, leave_out: str | None) -> dict[str, Any]:
+    def _operator(self, said: list[str], dead: frozenset[str] = frozenset()) -> Operator:
+        return Operator(self.control.operator_nodes(), list(self.nodes), dead, say=said.append)
+
+    async def _change(
+        self, leave_out: str | None, way: str = "live", cut_after_s: float = 0.0
+    ) -> dict[str, Any]:
         said: list[str] = []
-        operator = Operator(self.control.operator_nodes(), list(self.nodes), say=said.append)
+        dead = frozenset({leave_out}) if way == "dead" and leave_out else frozenset()
         try:
-            current = await operator.current()
+            current = await self._operator(said).current()
             self.addresses.update(current.everyone())
             members = tuple((m, self.addresses[m]) for m in self.nodes if m != leave_out)
             desired = RingRecord(1, members, current.n, current.vnodes)
-            final = await operator.run(desired)
+            if way == "operator-killed":
+                first = asyncio.ensure_future(self._operator(said).run(desired))
+                done, _ = await asyncio.wait([first], timeout=cut_after_s)
+                if not done:
+                    first.cancel()  # the operator dies here; a new one finishes the change
+                    await asyncio.gather(first, return_exceptions=True)
+                    said.append(f"operator killed after {cut_after_s:.2f} s")
+            final = await self._operator(said, dead).run(desired)
         except (ApplyError, PlanRefused) as exc:
             return {"error": str(exc), "steps": said}
-        return {"epoch": final.epoch, "steps": len(said)}
+        interrupted = any(line.startswith("operator killed") for line in said)
+        return {"epoch": final.epoch, "steps": len(said), "operator_killed": interrupted}
 
     async def start(self) -> dict[str, Any]:
         node = self.rng.choice(self.nodes)
-        detail = await self._change(node)
-        if "error" in detail:
-            return {"removing": node, **detail}
+        way = self.rng.choice(self.WAYS)
+        cut = self.rng.uniform(0.0, 0.05)
+        if way == "dead":
+            await self.control.kill(node)
+        detail = await self._change(node, way, cut)
+        if "error" in detail:  # still a member: never wiped (its copies may be needed)
+            self.stopped = node if way == "dead" else None
+            return {"removing": node, "way": way, **detail}
         self.removed = node
-        await self.control.kill(node)  # no longer a member: its ranges live elsewhere
-        return {"removed": node, **detail}
+        if way != "dead":
+            await self.control.kill(node)  # no longer a member: its ranges live elsewhere
+        return {"removed": node, "way": way, **detail}
 
     async def heal(self) -> dict[str, Any]:
         added, self.removed = self.removed, None
+        restarted, self.stopped = self.stopped, None
         if added is not None:
             await self.control.join(added)
             await self.faults.push(added)
-        return {"added": added, **await self._change(None)}
+        if restarted is not None:
+            await self.control.restart(restarted)
+            await self.faults.push(restarted)
+        return {"added": added, "restarted": restarted, **await self._change(None)}
 
 
 _KINDS: dict[str, Callable[..., Nemesis]] = {
