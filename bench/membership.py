@@ -3,14 +3,15 @@
 Usage: python bench/membership.py [--json] [--keys 100000] [--rate 300] [--before 8]
        [--stream-rate 0]
 
-One run, one machine, real processes (SQLite, fsync, mutual TLS, N = 3): load ``--keys`` keys of 100 bytes at quorum, then a steady open-loop
-load of ``--rate`` calls/s (half puts, half gets, quorum, random keys) for ``--before``
-seconds (the baseline), then ``kvstore.cluster.operator`` adds n6 while the load goes
-on (every epoch: write-both, streaming, read-new, clean-up, stable), then ``--before``
-seconds more. Figures: the streaming rate (keys/s, MB/s, over the write-both epoch,
-which holds the streams), the change's time, the p99 (and p50) of calls before, during
-and after it (same run), and the bytes streamed over the bytes n6 holds once the change
-is done (ideal 1.0: each gained range streams once, from the node it replaces).
+One run, one machine, real processes (SQLite, fsync, mutual TLS, N = 3): load
+``--keys`` keys of 100 bytes at quorum, then a steady open-loop load of ``--rate``
+calls/s (half puts, half gets, quorum, random keys) for ``--before`` seconds (the
+baseline), then ``kvstore.cluster.operator`` adds n6 while the load goes on (every
+epoch: write-both, streaming, read-new, clean-up, stable), then ``--before`` seconds
+more. Figures: the streaming rate (keys/s, MB/s, over the write-both epoch, which holds
+the streams), the change's time, the p99 (and p50) of calls before, during and after it
+(same run), and the bytes streamed over the bytes n6 holds once the change is done
+(ideal 1.0: each gained range streams once, from the node it replaces).
 """
 
 from __future__ import annotations

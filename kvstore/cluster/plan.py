@@ -1,9 +1,10 @@
 """``kvstore cluster plan``: what making the running cluster match the config would move.
 
 Rules:
-- The config file is the desired membership; the current one is what the running nodes
-  report they place keys with (``Status.ring``). Nodes that disagree are shown and the
-  plan is refused: a change is planned from one agreed ring only.
+- The config file is the desired membership; the current one is the newest ring the
+  running nodes report (``Status.ring``), read as ``cluster apply`` reads it: nodes on an
+  older epoch are shown (they are learning it). During a change the plan is that change
+  (its phase is shown); a config asking for another membership is refused.
 - Read-only: nothing is changed anywhere. The keys and bytes come from each streaming
   source's ``RangeStats`` (one scan of its store); a source that does not answer is
   shown as unknown, never guessed.
@@ -21,7 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from kvstore.cluster.admin import SyncAdminClient
+from kvstore.cluster.apply import record_of
 from kvstore.config import ClusterConfig
+from kvstore.core.epochs import RingRecord
 from kvstore.core.rebalance import Plan, PlanRefused, Range, RingSpec, Stream, plan
 from kvstore.net.channel import Dialer
 
@@ -35,12 +38,16 @@ class Current:
     addresses: dict[str, str]
     answered: tuple[str, ...]  # nodes that reported this ring
     silent: tuple[str, ...]  # nodes of either membership that did not answer
+    target: RingSpec | None = None  # the ring a change under way goes to
+    phase: str = "stable"
+    behind: tuple[str, ...] = ()  # nodes on an older epoch (they learn the newest)
 
 
 def current_ring(config: ClusterConfig, dialer: Dialer) -> Current:
-    """The ring the running nodes agree on; PlanRefused if none answers or they differ."""
+    """The newest ring the running nodes serve, as ``cluster apply`` reads it (nodes on
+    an older epoch are learning it); PlanRefused if none answers."""
     addresses = {node.id: node.address for node in config.nodes}
-    views: dict[tuple[tuple[str, ...], int, int, int], list[str]] = {}
+    seen: dict[str, RingRecord] = {}
     asked: set[str] = set()
     silent: list[str] = []
     queue = list(addresses)
@@ -51,30 +58,30 @@ def current_ring(config: ClusterConfig, dialer: Dialer) -> Current:
         asked.add(node_id)
         try:
             with SyncAdminClient.at(addresses[node_id], dialer=dialer, node_id=node_id) as admin:
-                reply = admin.status(timeout=2.0)
+                record = record_of(admin.status(timeout=2.0).ring)
         except grpc.RpcError:
             silent.append(node_id)
             continue
-        ring = reply.ring
-        members = tuple(m.id for m in ring.members)
-        for m in ring.members:
-            if m.id not in addresses:
-                addresses[m.id] = m.address
-                queue.append(m.id)
-        views.setdefault((members, ring.n, ring.vnodes, ring.epoch), []).append(node_id)
-    if not views:
+        if record is None:  # joining: no ring of its own yet
+            continue
+        seen[node_id] = record
+        for m, a in record.everyone():
+            if m not in addresses:
+                addresses[m] = a
+                queue.append(m)
+    if not seen:
         raise PlanRefused(
             f"no node of cluster {config.name!r} answers ({', '.join(silent)}): the plan "
             f"starts from the ring the running nodes use; start them first"
         )
-    if len(views) > 1:
-        shown = "; ".join(
-            f"{', '.join(who)} place keys on [{', '.join(m)}] (epoch {e}, N={n}, vnodes={v})"
-            for (m, n, v, e), who in views.items()
-        )
-        raise PlanRefused(f"the running nodes disagree on the ring: {shown}")
-    (members, n, vnodes, epoch), answered = next(iter(views.items()))
-    return Current(RingSpec(members, n, vnodes), epoch, addresses, tuple(answered), tuple(silent))
+    newest = max(seen.values(), key=lambda r: r.epoch)
+    on_it = tuple(n for n, r in seen.items() if r.epoch == newest.epoch)
+    behind = tuple(n for n, r in seen.items() if r.epoch < newest.epoch)
+    target = RingSpec(newest.target_ids, newest.n, newest.vnodes) if newest.target else None
+    return Current(
+        RingSpec(newest.ids, newest.n, newest.vnodes), newest.epoch, addresses, on_it,
+        tuple(silent), target, newest.phase, behind,
+    )  # fmt: skip
 
 
 def desired_ring(config: ClusterConfig) -> RingSpec:
@@ -149,7 +156,14 @@ def describe(the_plan: Plan, sizes: dict[Stream, dict[str, int] | str]) -> dict[
 def run_plan(config: ClusterConfig, dialer: Dialer, *, dead: list[str], as_json: bool) -> int:
     try:
         current = current_ring(config, dialer)
-        the_plan = plan(current.spec, desired_ring(config), dead)
+        desired = desired_ring(config)
+        if current.target is not None and sorted(current.target.members) != sorted(desired.members):
+            raise PlanRefused(
+                f"a change to {', '.join(current.target.members)} is under way (epoch "
+                f"{current.epoch}, {current.phase}): finish it with `kvstore cluster apply` "
+                f"and that membership before planning another"
+            )
+        the_plan = plan(current.spec, desired, dead)
     except PlanRefused as exc:
         if as_json:
             print(json.dumps({"refused": str(exc)}))
@@ -160,6 +174,8 @@ def run_plan(config: ClusterConfig, dialer: Dialer, *, dead: list[str], as_json:
     report = describe(the_plan, sizes)
     report["silent"] = list(current.silent)
     report["epoch"] = current.epoch
+    report["phase"] = current.phase  # not "stable": this plan is the change under way
+    report["behind"] = list(current.behind)
     if as_json:
         print(json.dumps(report, indent=2))
         return 0
@@ -175,6 +191,13 @@ def _print(report: dict[str, Any], the_plan: Plan) -> None:
         )
         return
     console.print(f"from the running ring, epoch {report['epoch']}: {', '.join(report['current'])}")
+    if report["phase"] != "stable":
+        console.print(
+            f"[yellow]this change is under way ({report['phase']}): `kvstore cluster apply` "
+            f"resumes it[/yellow]"
+        )
+    if report["behind"]:
+        console.print(f"on an older epoch, learning it: {', '.join(report['behind'])}")
     console.print(
         f"[bold]add[/bold] {', '.join(report['added']) or '-'}   "
         f"[bold]remove[/bold] {', '.join(report['removed']) or '-'}"

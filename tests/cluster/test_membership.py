@@ -197,6 +197,12 @@ def test_an_operator_killed_mid_apply_is_finished_by_the_next_apply(
             assert change["ranges_moving"] > 0 and 0 < change["share_moving"] < 1, change
             got = [s for s in change["streams"] if s["to"] == "n6"]
             assert got and not all(s["done"] for s in got), change  # killed mid-stream
+            # plan shows the change under way, and refuses to plan another
+            assert main(["cluster", "plan", "--config", str(grow), "--json"]) == 0
+            shown = json.loads(capsys.readouterr().out)
+            assert (shown["phase"], shown["added"], shown["epoch"]) == ("write-both", ["n6"], 2)
+            assert main(["cluster", "plan", "--config", str(cluster.config_path), "--json"]) == 1
+            assert "is under way" in json.loads(capsys.readouterr().out)["refused"]
             assert main(["cluster", "apply", "--config", str(grow)]) == 0
         out = capsys.readouterr().out
         assert "stable on n1, n2, n3, n4, n5, n6" in out, out

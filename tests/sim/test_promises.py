@@ -235,8 +235,9 @@ def test_a_replica_held_out_past_the_grace_period_resurrects_deletes(tmp_path: P
 
 def _membership(seed: int, level: str, nemeses: list[str], plant: tuple[str, ...]) -> RunOptions:
     """Nodes removed from the ring (live, dead, or with the operator killed mid-change)
-    and added back (wiped, joining) while the load runs, on 200 keys: a key is then often left unwritten across a change, so what a change
-    fails to carry is read back missing rather than overwritten first."""
+    and added back (wiped, joining) while the load runs, on 200 keys: a key is then
+    often left unwritten across a change, so what a change fails to carry is read back
+    missing rather than overwritten first."""
     return RunOptions(
         _setting(level),
         nemeses=nemeses,
