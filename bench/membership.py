@@ -1,7 +1,7 @@
 """A membership change under load: a 5-node cluster with 100k keys gains a sixth node.
 
 Usage: python bench/membership.py [--json] [--keys 100000] [--rate 300] [--before 8]
-       [--stream-rate 0]
+       [--stream-rate 0] [--streams 1]
 
 One run, one machine, real processes (SQLite, fsync, mutual TLS, N = 3): load
 ``--keys`` keys of 100 bytes at quorum, then a steady open-loop load of ``--rate``
@@ -125,7 +125,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             nodes = GrpcNodes({n.id: n.address for n in grown.config.nodes}, grown.dialer)
             operator = Operator(
-                nodes, list(grown.config.node_ids), rate_keys_s=args.stream_rate, say=say
+                nodes,
+                list(grown.config.node_ids),
+                rate_keys_s=args.stream_rate,
+                say=say,
+                parallel=args.streams,
             )
 
             async def start_new(node: str) -> None:
@@ -150,6 +154,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "value_bytes": len(VALUE),
             "rate": args.rate,
             "stream_rate_limit": args.stream_rate,
+            "parallel_streams": args.streams,
             "preload": {"seconds": round(load_s, 1), "ops_per_s": round(loaded["ops_per_s"])},
             "final_epoch": final.epoch,
             "change_s": round(t_done - t_change, 2),
@@ -181,6 +186,7 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=300.0, help="steady load, calls/s")
     ap.add_argument("--before", type=float, default=8.0, help="seconds of load around it")
     ap.add_argument("--stream-rate", type=float, default=0.0, help="keys/s per stream (0: none)")
+    ap.add_argument("--streams", type=int, default=1, help="streams pulled at once")
     args = ap.parse_args()
     out = uvloop.run(run(args))
     out["during_over_before_p99"] = round(

@@ -116,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "--rate", type=float, default=0.0, metavar="KEYS_PER_S",
                 help="throttle streaming to this many keys per second per stream (0: none)",
             )  # fmt: skip
+            p.add_argument(
+                "--streams", type=int, default=1, metavar="K", choices=range(1, 65),
+                help="source-to-target streams pulled at once (default 1: on a small "
+                "machine more streams raise client latency far more than the rate)",
+            )  # fmt: skip
         if action in ("plan", "apply"):
             p.add_argument(
                 "--dead",
@@ -229,7 +234,12 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         local = LocalCluster(cfg, Path(args.config))
         local.load_state()
         return run_apply(
-            cfg, local, _admin_dialer(args, cfg), dead=args.dead, rate_keys_s=args.rate
+            cfg,
+            local,
+            _admin_dialer(args, cfg),
+            dead=args.dead,
+            rate_keys_s=args.rate,
+            parallel=args.streams,
         )
     return commands.show_status(cfg, Path(args.config), as_json=args.json, tls=tls_files(args, cfg))
 

@@ -135,12 +135,13 @@ def run_apply(
     *,
     dead: list[str],
     rate_keys_s: float = 0.0,
+    parallel: int = 1,
 ) -> int:
     """The CLI's entry: 0 done (or nothing to do), 1 refused or waiting on something."""
     desired = configured_ring(config)  # only its members, N and vnodes are used
     nodes = GrpcNodes({n.id: n.address for n in config.nodes}, dialer)
     operator = Operator(
-        nodes, list(config.node_ids), frozenset(dead), rate_keys_s, say=console.print
+        nodes, list(config.node_ids), frozenset(dead), rate_keys_s, console.print, parallel=parallel
     )
 
     async def start_new(node: str) -> None:
