@@ -19,6 +19,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
+# Told that a peer answered, with the newest ring epoch its answer named (None: none).
+Heard = Callable[[str, int | None], None]
+
 
 class PeerError(Exception):
     def __init__(self, message: str, *, sent: bool) -> None:
@@ -42,6 +45,7 @@ class Link(Protocol):
 
 
 class Transport(Protocol):
-    def link(self, peer_id: str, address: str, on_heard: Callable[[str], None]) -> Link:
-        """This node's link to ``peer_id``; ``on_heard`` is called whenever it answers."""
+    def link(self, peer_id: str, address: str, on_heard: Heard) -> Link:
+        """This node's link to ``peer_id``; ``on_heard(peer_id, epoch)`` is called whenever
+        it answers, with the newest ring epoch the answer names (None: it names none)."""
         ...

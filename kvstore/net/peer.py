@@ -33,7 +33,7 @@ import grpc
 from kvstore.net import replica_codec
 from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.net.faults import FaultRules
-from kvstore.net.link import Link, PeerError
+from kvstore.net.link import Heard, Link, PeerError
 from kvstore.net.outbox import BATCH_LIMIT_BYTES, cut
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
@@ -50,7 +50,7 @@ class PeerLink:
         self,
         peer_id: str,
         address: str,
-        on_heard: Callable[[str], None] | None = None,
+        on_heard: Heard | None = None,
         *,
         local_id: str = "",
         faults: FaultRules | None = None,
@@ -208,17 +208,18 @@ class PeerLink:
     def _dispatch(self, payload: bytes) -> None:
         if self.faults.active and self.peer_id in self.faults.isolated:
             return  # replies from across a partition are lost too
-        if self._on_heard is not None:
-            self._on_heard(self.peer_id)
         try:
             replies = replica_codec.unpack(payload)
         except ValueError:
-            return  # nonsense from a peer: the requests it answered will expire
+            replies = []  # nonsense from a peer: the requests it answered will expire
+        newest: int | None = None
         for reply in replies:
             fields = replica_codec.reply_fields(reply)
             if fields is None:
                 continue
-            rid, status, result, service_s = fields
+            rid, status, result, service_s, epoch = fields
+            if epoch is not None and (newest is None or epoch > newest):
+                newest = epoch
             entry = self._pending.pop(rid, None)
             if entry is None:
                 continue  # expired already
@@ -233,6 +234,8 @@ class PeerLink:
                 future.set_result(result)
             else:
                 future.set_exception(PeerError(f"{self.peer_id}: {result}", sent=True))
+        if self._on_heard is not None:
+            self._on_heard(self.peer_id, newest)
 
     def _fail_all(self, why: str, *, sent: bool) -> None:
         queued = {message[0] for message in self._outbox}
@@ -267,7 +270,7 @@ class GrpcTransport:
         self.dialer = dialer
         self.max_pending = max_pending
 
-    def link(self, peer_id: str, address: str, on_heard: Callable[[str], None]) -> Link:
+    def link(self, peer_id: str, address: str, on_heard: Heard) -> Link:
         return PeerLink(
             peer_id,
             address,

@@ -7,12 +7,15 @@ A frame holds a list of messages; batching many messages into one frame is the p
     "w"  write:  [rid, "w", key, value|None, wall, logical, node, hint_for|None]
     "r"  read:   [rid, "r", key, hint_for|None]  (hint_for: asked as a fallback for
                  that owner, so hints held for it answer too; may be left out)
-    "p"  ping:   [rid, "p", sender_id]
-  response  [rid, status, payload, service_us]   status 0 = ok, 1 = error (payload:
-    message); service_us: microseconds from the frame's arrival at the replica to this
-    reply, on the replica's own clock (may be left out, as older nodes do). With the
-    requester's round trip, on its clock, it splits a round trip into its legs without
-    two clocks having to agree (``kvstore.node.metrics``).
+    "p"  ping:   [rid, "p", sender_id, sender's ring epoch]  (older nodes leave the
+                 epoch out)
+  response  [rid, status, payload, service_us, epoch]   status 0 = ok, 1 = error
+    (payload: message); service_us: microseconds from the frame's arrival at the replica
+    to this reply, on the replica's own clock. With the requester's round trip, on its
+    clock, it splits a round trip into its legs without two clocks having to agree
+    (``kvstore.node.metrics``). epoch: the ring epoch the replica serves, so a requester
+    on an older one learns the newer from any answer. Older nodes leave out the last
+    field or two.
     write -> applied (bool); read -> None | [value|None, wall, logical, node];
     ping -> [id, physical clock in us, ring epoch] (peers estimate their clock offsets
     from it, and learn a newer epoch; older nodes leave the epoch out)
@@ -39,18 +42,26 @@ ERROR = 1
 _MAX_SERVICE_US = 1 << 63
 
 
-def reply_fields(reply: object) -> tuple[int, object, object, float | None] | None:
-    """A peer's reply as (rid, status, payload, service seconds or None); None when it is
-    not a reply at all (the request it answers then expires, as for any nonsense)."""
-    if not isinstance(reply, list) or not 3 <= len(reply) <= 4 or type(reply[0]) is not int:
+def reply_fields(
+    reply: object,
+) -> tuple[int, object, object, float | None, int | None] | None:
+    """A peer's reply as (rid, status, payload, service seconds or None, the replica's
+    ring epoch or None); None when it is not a reply at all (the request it answers then
+    expires, as for any nonsense)."""
+    if not isinstance(reply, list) or not 3 <= len(reply) <= 5 or type(reply[0]) is not int:
         return None
     service: float | None = None
-    if len(reply) == 4:
+    epoch: int | None = None
+    if len(reply) >= 4:
         us = reply[3]
         if type(us) is not int or not 0 <= us < _MAX_SERVICE_US:
             return None
         service = us / 1e6
-    return reply[0], reply[1], reply[2], service
+    if len(reply) == 5:
+        epoch = reply[4]
+        if type(epoch) is not int or not 0 <= epoch < _MAX_SERVICE_US:
+            return None
+    return reply[0], reply[1], reply[2], service, epoch
 
 
 def pack(messages: list[list[Any]]) -> bytes:

@@ -7,8 +7,11 @@ Rules and invariants:
   every ring of ``write_rings`` (two while a change is under way). Following adds links
   and failure detectors for members it did not know; it never drops a link (a leaving
   node still answers until it is stopped).
-- A node learns a newer epoch from any peer: heartbeat answers carry the peer's epoch,
-  and a node behind asks that peer for its ring (``epoch.get``) and validates it.
+- A node learns a newer epoch from any peer: every replica reply carries the replica's
+  epoch and every heartbeat its sender's, and a node behind asks that peer for its ring
+  (``epoch.get``) and validates it. It keeps serving with the one it has meanwhile: the
+  operator confirms every node is on an epoch before it takes the next step, and each
+  step is safe beside the one before it.
 - A joining node (``--join``, no ring yet) refuses to coordinate until it has learned
   one: it would not know where keys live.
 """
@@ -74,7 +77,7 @@ class EpochMixin:
 
     if TYPE_CHECKING:  # the node's own
 
-        def _heard(self, peer: str) -> None: ...
+        def _heard(self, peer: str, epoch: int | None = None) -> None: ...
         def _spawn(self, coro: Any) -> None: ...
         @property
         def time(self) -> Any: ...

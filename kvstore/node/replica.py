@@ -46,8 +46,11 @@ class ReplicaMixin:
 
         def physical_us(self) -> int: ...
         def _spawn(self, coro: Any) -> None: ...
+        def heard_epoch(self, peer: str, epoch: int) -> None: ...
         @property
         def epoch(self) -> int: ...
+        @property
+        def links(self) -> dict[str, Any]: ...
 
     def _peer_record(self, key: bytes, raw: Any, node: str) -> Record | None:
         """A version a replica answered, validated (its own answer is trusted)."""
@@ -105,14 +108,16 @@ class ReplicaMixin:
         """Serve one frame of replica requests; replies go to ``send`` as they are ready.
 
         Writes of one frame share one engine call (and so one commit); reads likewise.
-        Every reply carries its service time: from the frame's arrival to the reply, on
-        this node's clock (``replica_codec``).
+        Every reply carries its service time (from the frame's arrival to the reply, on
+        this node's clock) and the ring epoch this node serves (``replica_codec``); a ping
+        names its sender's epoch, learnt from the sender when newer.
         """
         clock = self.time.monotonic
         arrived = clock()
 
         def reply(answer: list[Any]) -> None:
             answer.append(round((clock() - arrived) * 1e6))
+            answer.append(self.epoch)
             send(answer)
 
         writes: list[tuple[int, Record]] = []
@@ -138,6 +143,8 @@ class ReplicaMixin:
                     else:
                         reads.append((rid, key))
                 elif op == "p":
+                    if len(args) == 2 and type(args[1]) is int and args[0] in self.links:
+                        self.heard_epoch(args[0], args[1])  # the sender's epoch
                     reply([rid, replica_codec.OK, [self.id, self.physical_us(), self.epoch]])
                 elif op in self.replica_ops:
                     self._spawn(self._serve_op(rid, self.replica_ops[op], args, reply))

@@ -186,14 +186,18 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin, EpochMixin):
         """Peers the failure detector calls down right now (never contacted on a request)."""
         return self.membership.down(self.time.monotonic())
 
-    def _heard(self, peer: str) -> None:
+    def _heard(self, peer: str, epoch: int | None = None) -> None:
+        """``peer`` answered; ``epoch``: the ring epoch its answer names (every reply
+        carries the replica's), learnt from that peer when newer than this node's."""
         self.membership.heard(peer, self.time.monotonic())
+        if epoch is not None:
+            self.heard_epoch(peer, epoch)
 
     async def _heartbeats(self) -> None:
         interval = self.config.heartbeat_interval_ms / 1000
         while True:
             for peer, link in self.links.items():
-                ping = link.request(["p", self.id], interval * 4)
+                ping = link.request(["p", self.id, self.epoch], interval * 4)
                 ping.add_done_callback(functools.partial(self._pong, peer, self.physical_us()))
             await asyncio.sleep(interval)
 

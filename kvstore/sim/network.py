@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvstore.net import replica_codec
-from kvstore.net.link import Link, PeerError
+from kvstore.net.link import Heard, Link, PeerError
 
 Handler = Callable[[list[list[Any]], Callable[[list[Any]], None]], None]
 
@@ -201,7 +201,7 @@ class SimTransport:
         self.context = context
         self.max_pending = max_pending
 
-    def link(self, peer_id: str, address: str, on_heard: Callable[[str], None]) -> Link:
+    def link(self, peer_id: str, address: str, on_heard: Heard) -> Link:
         link = SimLink(self.network, self.node, peer_id, self.context, on_heard, self.max_pending)
         self.network.links.append(link)
         return link
@@ -213,7 +213,7 @@ class SimLink:
     src: str
     dst: str
     context: contextvars.Context
-    on_heard: Callable[[str], None]
+    on_heard: Heard
     max_pending: int
     frames_sent: int = 0
     messages_sent: int = 0
@@ -257,11 +257,11 @@ class SimLink:
             entry.future.set_exception(PeerError(f"{self.dst} did not answer in time", sent=True))
 
     def _dispatch(self, reply: list[Any]) -> None:
-        self.on_heard(self.dst)
         fields = replica_codec.reply_fields(reply)
+        self.on_heard(self.dst, None if fields is None else fields[4])
         if fields is None:
             return
-        rid, status, result, service_s = fields
+        rid, status, result, service_s, _ = fields
         entry = self._pending.pop(rid, None)
         if entry is None:
             return  # expired already, or a duplicate's second answer

@@ -21,6 +21,7 @@ import pytest
 from kvstore import config as config_mod
 from kvstore.cluster.local import free_ports
 from kvstore.config import ClusterConfig
+from kvstore.core.epochs import Learn, Learned, RingRecord
 from kvstore.core.version import Record, Timestamp
 from kvstore.net import replica_codec
 from kvstore.net.link import Link, PeerError
@@ -289,3 +290,58 @@ def test_a_request_made_while_the_link_reconnects_is_answered(kind: str) -> None
             assert answer is not None
 
     run_in(kind, body)
+
+
+def _peer_node(world: World) -> Node:
+    node = world.b if isinstance(world, GrpcWorld) else world.cluster.nodes["n2"]  # type: ignore[attr-defined]
+    assert node is not None
+    return node
+
+
+def _requester(world: World) -> Node:
+    node = world.a if isinstance(world, GrpcWorld) else world.cluster.nodes["n1"]  # type: ignore[attr-defined]
+    assert node is not None
+    return node
+
+
+@pytest.mark.parametrize("kind", WORLDS)
+def test_a_reply_from_a_replica_on_a_newer_epoch_teaches_it(kind: str) -> None:
+    """Every reply names the replica's ring epoch; a requester behind learns the newer
+    ring from that peer. (The gRPC world runs no heartbeats: only the write's reply can
+    have told n1.)"""
+
+    async def body(world: World) -> None:
+        a, b = _requester(world), _peer_node(world)
+        assert a.epochs is not None and b.epochs is not None
+        old = a.epochs.chosen
+        newer = RingRecord(old.epoch + 1, old.members, old.n, old.vnodes)
+        assert isinstance(await b.epoch_message(Learn(newer)), Learned)
+        loop = asyncio.get_running_loop()
+        record = Record(b"k", b"v", Timestamp(int(loop.time() * 1e6), 0, "n1"))
+        assert await world.link.request(replica_codec.write_args(record, None), 2.0) is True
+        for _ in range(50):
+            if a.epoch == newer.epoch:
+                break
+            await asyncio.sleep(0.02)
+        assert a.epoch == newer.epoch and a.epochs.chosen == newer
+
+    run_in(kind, body)
+
+
+def test_a_ping_from_a_node_on_a_newer_epoch_teaches_the_replica() -> None:
+    """A heartbeat names its sender's epoch; a replica behind learns the ring from the
+    sender (simulated world only: in the gRPC world n1 serves nothing to learn from)."""
+
+    async def body(world: World) -> None:
+        a, b = _requester(world), _peer_node(world)
+        assert a.epochs is not None
+        old = a.epochs.chosen
+        newer = RingRecord(old.epoch + 1, old.members, old.n, old.vnodes)
+        await a.epoch_message(Learn(newer))
+        await world.link.request(["p", "n1", newer.epoch], 2.0)
+        # an epoch.get round trip, well inside a heartbeat interval (b's own heartbeat
+        # would teach it too, later)
+        await asyncio.sleep(0.01)
+        assert b.epoch == newer.epoch
+
+    run_in("sim", body)
