@@ -148,6 +148,7 @@ async def test_unknown_replica_ops_do_not_crash_the_node(shared_cluster: LocalCl
     # the frame that was not msgpack got an error reply (request id 0): the stream lived on
     assert by_id[0][1] == replica_codec.ERROR and "malformed" in by_id[0][2]
     assert by_id[1][1] == replica_codec.ERROR and "unknown op" in by_id[1][2]
-    status, (name, clock_us, epoch), service_us = by_id[2][1:]
+    status, (name, clock_us, epoch), service_us, served_epoch = by_id[2][1:]
     assert (status, name, epoch) == (replica_codec.OK, "n2", 1) and clock_us > 0
     assert type(service_us) is int and service_us >= 0  # the replica's own time
+    assert served_epoch == 1  # every reply names the ring epoch the replica serves

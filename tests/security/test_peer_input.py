@@ -113,7 +113,7 @@ def test_malformed_frames_get_error_replies_and_the_node_stays_healthy(secure: S
         for payload in frames:
             stream.send(payload)
         # the same stream still answers: nothing above killed it
-        status, (name, _clock, _epoch), _service = stream.ping()[1:]
+        status, (name, _clock, _epoch), _service, _served_epoch = stream.ping()[1:]
         assert (status, name) == (replica_codec.OK, "n2")
 
     try:
