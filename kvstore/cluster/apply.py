@@ -12,13 +12,14 @@ import asyncio
 
 import grpc
 from rich.console import Console
+from rich.progress import Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from kvstore.cluster.admin import SyncAdminClient
 from kvstore.cluster.local import LocalCluster
 from kvstore.cluster.operator import ApplyError, NodeCallFailed, Operator, PullStep
 from kvstore.config import ClusterConfig
 from kvstore.core.epochs import STABLE, Reply, Request, RingRecord
-from kvstore.core.rebalance import PlanRefused
+from kvstore.core.rebalance import PlanRefused, Stream
 from kvstore.net.channel import Dialer
 from kvstore.node.ring_store import configured_ring
 from kvstore.pb import kvstore_pb2 as pb
@@ -140,8 +141,26 @@ def run_apply(
     """The CLI's entry: 0 done (or nothing to do), 1 refused or waiting on something."""
     desired = configured_ring(config)  # only its members, N and vnodes are used
     nodes = GrpcNodes({n.id: n.address for n in config.nodes}, dialer)
+    bars = Progress(
+        TextColumn("  {task.description}"), TextColumn("{task.completed} keys"),
+        TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=console,
+    )  # fmt: skip
+    tasks: dict[Stream, TaskID] = {}
+
+    def progress(stream: Stream, keys: int, done: bool) -> None:
+        if stream not in tasks:
+            name = f"{stream.source} -> {stream.target}"
+            tasks[stream] = bars.add_task(name, total=None, state="streaming")
+        bars.update(tasks[stream], completed=keys, state="done" if done else "streaming")
+
     operator = Operator(
-        nodes, list(config.node_ids), frozenset(dead), rate_keys_s, console.print, parallel=parallel
+        nodes,
+        list(config.node_ids),
+        frozenset(dead),
+        rate_keys_s,
+        console.print,
+        parallel=parallel,
+        progress=progress,
     )
 
     async def start_new(node: str) -> None:
@@ -154,7 +173,8 @@ def run_apply(
             await asyncio.to_thread(local.start_node, node, join=True)
 
     try:
-        final = asyncio.run(operator.run(desired, start_new))
+        with bars:  # one live line per stream while it runs (plain lines when not a tty)
+            final = asyncio.run(operator.run(desired, start_new))
     except (ApplyError, PlanRefused) as exc:
         console.print(f"[red]kvstore cluster apply: {exc}[/red]")
         return 1

@@ -114,6 +114,8 @@ class Operator:
     rate_keys_s: float = 0.0  # per stream
     say: Callable[[str], None] = print
     parallel: int = PARALLEL_STREAMS
+    # told after every pull step: the stream, its keys so far, whether it is done
+    progress: Callable[[Stream, int, bool], None] | None = None
     me: str = field(default_factory=lambda: f"op-{uuid.uuid4().hex[:12]}")
 
     # ----------------------------------------------------------------- reading
@@ -226,6 +228,8 @@ class Operator:
                 ) from None
             keys += got.keys
             stored += got.stored
+            if self.progress is not None:
+                self.progress(stream, keys, got.next is None)
             if got.next is None:
                 break
             after = got.next

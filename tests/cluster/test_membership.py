@@ -4,6 +4,7 @@ under a steady load, and no acknowledged write is lost (issue: membership change
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -100,6 +101,7 @@ def test_adding_a_node_under_load_loses_no_acknowledged_write(
         out = capsys.readouterr().out
         assert "epoch 5: stable on n1, n2, n3, n4, n5, n6" in out, out
         assert "no longer owns" in out, out
+        assert re.search(r"n\d -> n6 +\d+ keys +done", out), out  # the progress lines
         assert during > 20 and not load.errors, load.errors[:3]  # the change ran under load
         _check_nothing_lost(desired.config, load.acked)
         ring = Ring([*nodes, "n6"], desired.config.vnodes)
