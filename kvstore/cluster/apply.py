@@ -58,7 +58,8 @@ class GrpcNodes:
             raise NodeCallFailed(f"{node}: no address known")
         return SyncAdminClient.at(self.addresses[node], dialer=self.dialer, node_id=node)
 
-    def _ring(self, node: str) -> RingRecord | None:
+    def read_ring(self, node: str) -> RingRecord | None:
+        """``ring``, blocking (for the read-only ``cluster plan``)."""
         try:
             with self._admin(node) as admin:
                 return record_of(admin.status(timeout=2.0).ring)
@@ -66,7 +67,7 @@ class GrpcNodes:
             raise NodeCallFailed(_why(exc)) from None
 
     async def ring(self, node: str) -> RingRecord | None:
-        return await asyncio.to_thread(self._ring, node)
+        return await asyncio.to_thread(self.read_ring, node)
 
     def _epoch(self, node: str, message: Request) -> Reply:
         try:

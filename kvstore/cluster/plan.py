@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from kvstore.cluster.admin import SyncAdminClient
-from kvstore.cluster.apply import record_of
+from kvstore.cluster.apply import GrpcNodes
+from kvstore.cluster.operator import NodeCallFailed
 from kvstore.config import ClusterConfig
 from kvstore.core.epochs import RingRecord
 from kvstore.core.rebalance import Plan, PlanRefused, Range, RingSpec, Stream, plan
@@ -46,29 +47,22 @@ class Current:
 def current_ring(config: ClusterConfig, dialer: Dialer) -> Current:
     """The newest ring the running nodes serve, as ``cluster apply`` reads it (nodes on
     an older epoch are learning it); PlanRefused if none answers."""
-    addresses = {node.id: node.address for node in config.nodes}
+    nodes = GrpcNodes({node.id: node.address for node in config.nodes}, dialer)
     seen: dict[str, RingRecord] = {}
-    asked: set[str] = set()
     silent: list[str] = []
-    queue = list(addresses)
+    queue = list(nodes.addresses)
     while queue:  # members only the running ring knows (leaving nodes) are asked too
         node_id = queue.pop(0)
-        if node_id in asked:
-            continue
-        asked.add(node_id)
         try:
-            with SyncAdminClient.at(addresses[node_id], dialer=dialer, node_id=node_id) as admin:
-                record = record_of(admin.status(timeout=2.0).ring)
-        except grpc.RpcError:
+            record = nodes.read_ring(node_id)
+        except NodeCallFailed:
             silent.append(node_id)
             continue
         if record is None:  # joining: no ring of its own yet
             continue
         seen[node_id] = record
-        for m, a in record.everyone():
-            if m not in addresses:
-                addresses[m] = a
-                queue.append(m)
+        queue += [m for m, _ in record.everyone() if m not in nodes.addresses]
+        nodes.know(record)
     if not seen:
         raise PlanRefused(
             f"no node of cluster {config.name!r} answers ({', '.join(silent)}): the plan "
@@ -79,7 +73,7 @@ def current_ring(config: ClusterConfig, dialer: Dialer) -> Current:
     behind = tuple(n for n, r in seen.items() if r.epoch < newest.epoch)
     target = RingSpec(newest.target_ids, newest.n, newest.vnodes) if newest.target else None
     return Current(
-        RingSpec(newest.ids, newest.n, newest.vnodes), newest.epoch, addresses, on_it,
+        RingSpec(newest.ids, newest.n, newest.vnodes), newest.epoch, nodes.addresses, on_it,
         tuple(silent), target, newest.phase, behind,
     )  # fmt: skip
 

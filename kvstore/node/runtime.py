@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import os
 from collections.abc import Awaitable, Callable, Coroutine
@@ -53,7 +54,14 @@ from kvstore.node.handoff import HandoffMixin
 from kvstore.node.metrics import NodeMetrics
 from kvstore.node.replica import ReplicaMixin
 from kvstore.node.ring_store import MemoryRingStore, RingStore, open_ring
-from kvstore.node.streaming import Dropped, Pulled, drop_unowned, pull, scan_chunk
+from kvstore.node.streaming import (
+    Dropped,
+    Pulled,
+    StreamProgress,
+    drop_unowned,
+    pull,
+    scan_chunk,
+)
 from kvstore.storage.base import Engine
 from kvstore.storage.lying import LyingDisk
 
@@ -123,8 +131,8 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin, EpochMixin):
         self.clock_offset_us = clock_offset_us
         self.started = clock.monotonic()
         self.counters: collections.Counter[str] = collections.Counter()
-        # source -> [epoch, keys, bytes, done] of what the last change pulled in here
-        self.pulled: dict[str, list[Any]] = {}
+        # by source: what the last change streamed into this node
+        self.pulled: dict[str, StreamProgress] = {}
         self.faults = FaultRules()
         # The lying disk is a fault of the storage seam: only a node with faults enabled
         # has the wrapper, which lies while ``faults.lying_disk`` says so.
@@ -215,19 +223,19 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin, EpochMixin):
             raise ValueError(f"{source} is not a node this one knows")
 
         epoch = self.epoch
-        if any(e != epoch for e, *_ in self.pulled.values()):
+        if any(p.epoch != epoch for p in self.pulled.values()):
             self.pulled = {}  # a later change: the last one's progress is history
-        progress = self.pulled.setdefault(source, [epoch, 0, 0, False])
-        if after is None:  # a stream (re)started from its first key
-            progress[1:] = [0, 0, False]
+        if after is None or source not in self.pulled:  # a stream (re)started
+            self.pulled[source] = StreamProgress(source, epoch)
+        progress = self.pulled[source]
 
         async def store(records: list[Record]) -> int:
             if "membership-no-stream" in self.faults.planted:  # a planted bug: lost chunks
                 return 0
             stored = sum(await self.engine.apply_many(records))
             self.counters["stream.keys_stored"] += stored
-            progress[1] += len(records)
-            progress[2] += sum(len(r.key) + len(r.value or b"") for r in records)
+            progress.keys += len(records)
+            progress.bytes += sum(len(r.key) + len(r.value or b"") for r in records)
             return stored
 
         got = await pull(
@@ -242,7 +250,7 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin, EpochMixin):
             sleep=asyncio.sleep,
             now=self.time.monotonic,
         )
-        progress[3] = got.next is None
+        progress.done = got.next is None
         return got
 
     async def clean_up(self) -> Dropped:
@@ -340,10 +348,7 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin, EpochMixin):
                 "vnodes": self.config.vnodes,
                 "epoch": self.epoch,
             },
-            "streams": [
-                {"source": source, "epoch": e, "keys": k, "bytes": b, "done": d}
-                for source, (e, k, b, d) in sorted(self.pulled.items())
-            ],
+            "streams": [dataclasses.asdict(p) for _, p in sorted(self.pulled.items())],
         }
 
     async def close_links(self) -> None:

@@ -141,6 +141,17 @@ async def pull(
 
 
 @dataclass(slots=True)
+class StreamProgress:
+    """What one source has streamed into this node for the change of ``epoch``."""
+
+    source: str
+    epoch: int
+    keys: int = 0
+    bytes: int = 0
+    done: bool = False
+
+
+@dataclass(slots=True)
 class Dropped:
     scanned: int = 0
     dropped: int = 0
@@ -157,15 +168,19 @@ async def drop_unowned(
     """Remove from ``engine`` every key ``ring`` does not place on ``me`` (N replicas)."""
     out = Dropped()
     doomed: list[Record] = []
+
+    async def flush() -> None:
+        if not unchanged():
+            raise RuntimeError("the ring changed during the clean-up: run it again")
+        out.dropped += await engine.drop(doomed)
+        doomed.clear()
+
     async for record in engine.scan():
         out.scanned += 1
         if me not in ring.primaries(record.key, n):
             doomed.append(record)
-        if len(doomed) >= batch:
-            if not unchanged():
-                raise RuntimeError("the ring changed during the clean-up: run it again")
-            out.dropped += await engine.drop(doomed)
-            doomed = []
-    if doomed and unchanged():
-        out.dropped += await engine.drop(doomed)
+            if len(doomed) >= batch:
+                await flush()
+    if doomed:
+        await flush()
     return out

@@ -82,7 +82,7 @@ class LyingDisk(Engine):
         wanted = list(records)
         for record in wanted:
             check_record(record)
-        held = [r for r in wanted if (v := self.volatile.get(r.key)) is not None and v.ts == r.ts]
+        held = {r for r in wanted if (v := self.volatile.get(r.key)) is not None and v.ts == r.ts}
         for record in held:
             del self.volatile[record.key]
         return len(held) + await self.inner.drop([r for r in wanted if r not in held])
