@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 #   strict-counts-fallbacks  strict writes count fallbacks' acks toward W
 #   first-reply-wins         reads return the first replica's answer, not the newest
 #   membership-no-stream     a node gaining ranges drops the chunks streamed to it
+#   no-epoch-fence           replicas serve requests placed with an older ring epoch
 PLANTED_BUGS = (
     "abd-no-query",
     "abd-no-write-back",
     "strict-counts-fallbacks",
     "first-reply-wins",
     "membership-no-stream",
+    "no-epoch-fence",
 )
 
 

@@ -33,7 +33,7 @@ import grpc
 from kvstore.net import replica_codec
 from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.net.faults import FaultRules
-from kvstore.net.link import Heard, Link, PeerError
+from kvstore.net.link import Heard, Link, PeerError, reply_error
 from kvstore.net.outbox import BATCH_LIMIT_BYTES, cut
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
@@ -233,7 +233,7 @@ class PeerLink:
                     served(service_s)
                 future.set_result(result)
             else:
-                future.set_exception(PeerError(f"{self.peer_id}: {result}", sent=True))
+                future.set_exception(reply_error(self.peer_id, status, result, epoch))
         if self._on_heard is not None:
             self._on_heard(self.peer_id, newest)
 

@@ -4,13 +4,18 @@ A frame holds a list of messages; batching many messages into one frame is the p
 (per-message gRPC cost dominates a Python cluster). Messages are plain lists:
 
   request   [rid, op, *args]
-    "w"  write:  [rid, "w", key, value|None, wall, logical, node, hint_for|None]
-    "r"  read:   [rid, "r", key, hint_for|None]  (hint_for: asked as a fallback for
-                 that owner, so hints held for it answer too; may be left out)
+    "w"  write:  [rid, "w", key, value|None, wall, logical, node, hint_for|None, epoch]
+    "r"  read:   [rid, "r", key, hint_for|None, epoch]  (hint_for: asked as a fallback
+                 for that owner, so hints held for it answer too)
+                 epoch: the ring epoch the requester placed the key with; a replica on
+                 a newer one refuses the request unserved (status 2). Older nodes leave
+                 the epoch out (and a read's hint_for), and are never refused.
     "p"  ping:   [rid, "p", sender_id, sender's ring epoch]  (older nodes leave the
                  epoch out)
   response  [rid, status, payload, service_us, epoch]   status 0 = ok, 1 = error
-    (payload: message); service_us: microseconds from the frame's arrival at the replica
+    (payload: message), 2 = refused for a stale epoch (payload: message; nothing was
+    done, so the requester learns the newer ring and asks again); service_us:
+    microseconds from the frame's arrival at the replica
     to this reply, on the replica's own clock. With the requester's round trip, on its
     clock, it splits a round trip into its legs without two clocks having to agree
     (``kvstore.node.metrics``). epoch: the ring epoch the replica serves, so a requester
@@ -34,11 +39,12 @@ from typing import Any
 
 import msgpack
 
-from kvstore.core.peer_input import PeerLimits, fields
+from kvstore.core.peer_input import PeerInputError, PeerLimits, fields, integer
 from kvstore.core.version import Record
 
 OK = 0
 ERROR = 1
+STALE = 2
 _MAX_SERVICE_US = 1 << 63
 
 
@@ -101,27 +107,37 @@ def message_size(message: list[Any]) -> int:
     return size
 
 
-def read_args(key: bytes, hint_for: str | None) -> list[Any]:
-    return ["r", key, hint_for]
+def read_args(key: bytes, hint_for: str | None, epoch: int) -> list[Any]:
+    return ["r", key, hint_for, epoch]
 
 
-def write_args(record: Record, hint_for: str | None) -> list[Any]:
+def write_args(record: Record, hint_for: str | None, epoch: int) -> list[Any]:
     ts = record.ts
-    return ["w", record.key, record.value, ts.wall, ts.logical, ts.node, hint_for]
+    return ["w", record.key, record.value, ts.wall, ts.logical, ts.node, hint_for, epoch]
 
 
-def record_from_write(args: list[Any], limits: PeerLimits) -> tuple[Record, str | None]:
-    key, value, wall, logical, node, hint_for = fields(args, 6, "a write")
+def _epoch(raw: object) -> int:
+    return integer(raw, "a request's ring epoch", 0, _MAX_SERVICE_US - 1)
+
+
+def record_from_write(args: list[Any], limits: PeerLimits) -> tuple[Record, str | None, int | None]:
+    """(record, hint_for, the requester's ring epoch or None) of a write request."""
+    if not isinstance(args, list) or not 6 <= len(args) <= 7:
+        raise PeerInputError("a write must be a list of 6 or 7 fields")
+    key, value, wall, logical, node, hint_for = args[:6]
     record = limits.record(key, value, wall, logical, node)
-    return record, limits.optional_node(hint_for, "hint_for")
+    epoch = _epoch(args[6]) if len(args) == 7 else None
+    return record, limits.optional_node(hint_for, "hint_for"), epoch
 
 
-def read_request(args: list[Any], limits: PeerLimits) -> tuple[bytes, str | None]:
-    """(key, hint_for) of a read request; ``hint_for`` may be left out."""
-    if not isinstance(args, list) or not 1 <= len(args) <= 2:
-        raise ValueError("a read must be a list of 1 or 2 fields")
+def read_request(args: list[Any], limits: PeerLimits) -> tuple[bytes, str | None, int | None]:
+    """(key, hint_for, the requester's ring epoch or None) of a read request; the last
+    two may be left out."""
+    if not isinstance(args, list) or not 1 <= len(args) <= 3:
+        raise PeerInputError("a read must be a list of 1 to 3 fields")
     hint_for = limits.optional_node(args[1], "hint_for") if len(args) > 1 else None
-    return limits.key(args[0]), hint_for
+    epoch = _epoch(args[2]) if len(args) > 2 else None
+    return limits.key(args[0]), hint_for, epoch
 
 
 def encode_record(record: Record | None) -> list[Any] | None:

@@ -14,6 +14,10 @@ Rules:
 - At most ``max_inflight_calls`` client calls are coordinated at once; more are refused
   with ``Overloaded`` before any work.
 - Peers the failure detector calls down are never asked (``plan`` leaves them out).
+- Every replica request carries the ring epoch its targets were placed with. When a
+  replica refuses one for an older epoch (``StaleEpoch``), the coordinator learns the
+  newer ring and runs the call again on it (a write with the same version, once one was
+  sent); only if it cannot learn it in the call's time does the attempt's outcome stand.
 """
 
 from __future__ import annotations
@@ -24,8 +28,7 @@ import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from kvstore.config import ClusterConfig
 from kvstore.core import consistency
@@ -45,98 +48,27 @@ from kvstore.core.keys import as_key, as_value
 from kvstore.core.peer_input import PeerInputError
 from kvstore.core.quorum import Outcome
 from kvstore.core.ring import Replica
-from kvstore.core.version import Record, Timestamp
+from kvstore.core.version import Record
 from kvstore.errors import CoordinatorRefused, KVError, Overloaded, Unavailable
 from kvstore.net import replica_codec
 from kvstore.net.faults import FaultRules
 from kvstore.net.link import Link, PeerError
 from kvstore.node.clock import Clock
+from kvstore.node.fanout import (
+    REPLICA_GRACE_S,
+    TRACE_GRACE_S,
+    Deadline,
+    Fanout,
+    ReadResult,
+    ReplicaReport,
+    T,
+    WriteFan,
+    WriteResult,
+)
 from kvstore.node.metrics import NodeMetrics
 
 if TYPE_CHECKING:
     from kvstore.node.epochs import Placement
-
-# Replica requests outlive their call by this much, so that the call's own deadline, not
-# a replica request expiring at the same instant, decides how a slow call fails
-# (RequestTimeout, which says how many answered, rather than a QuorumFailed).
-REPLICA_GRACE_S = 0.05
-TRACE_GRACE_S = 0.25
-
-
-@dataclass(slots=True)
-class ReplicaReport:
-    """What one replica did for a call (consistency tracing)."""
-
-    node: str
-    ok: bool
-    fallback: bool
-    record: Record | None = None
-    error: str = ""
-
-
-@dataclass(slots=True)
-class WriteResult:
-    ts: Timestamp
-    replicas: list[ReplicaReport] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class ReadResult:
-    record: Record | None  # the winner, tombstones included
-    replicas: list[ReplicaReport] = field(default_factory=list)
-
-
-RoundT = TypeVar("RoundT", WriteRound, MultiWriteRound, ReadRound)
-T = TypeVar("T")
-
-
-class _Fanout(Generic[RoundT]):
-    """One round of replica requests in flight: the core's round plus the I/O around it.
-
-    ``decided`` is True once the round is decided, False if the call's deadline came
-    first: the fan-out's own timer says so, and a waiter awaits just this one future
-    (one wake-up per round, no waiter or shield of its own: this runs once or twice per
-    client call). Replica work carries on either way.
-    """
-
-    __slots__ = ("_timers", "decided", "futures", "reports", "round", "spare", "targets")
-
-    def __init__(self, round_: RoundT, targets: list[Replica], deadline: _Deadline) -> None:
-        loop = asyncio.get_running_loop()
-        self.round: RoundT = round_
-        self.targets = targets
-        self.decided: asyncio.Future[bool] = loop.create_future()
-        self.futures: list[asyncio.Future[Any]] = []
-        self.reports: list[ReplicaReport] = []
-        self.spare: list[Replica] = []  # a targeted read's replicas not asked yet
-        self._timers = [loop.call_later(deadline.left(), self.decide, False)]
-
-    def decide(self, in_time: bool) -> None:
-        if not self.decided.done():
-            self.decided.set_result(in_time)
-            for timer in self._timers:
-                timer.cancel()
-
-    def also_cancel(self, timer: asyncio.TimerHandle) -> None:
-        """Cancel ``timer`` (a speculative retry) once the round is decided."""
-        self._timers.append(timer)
-
-
-class _Deadline:
-    """One call's time budget, shared by all its rounds (ABD has two)."""
-
-    __slots__ = ("clock", "end", "timeout_ms")
-
-    def __init__(self, timeout_ms: int, clock: Clock) -> None:
-        self.clock = clock
-        self.timeout_ms = timeout_ms
-        self.end = clock.monotonic() + timeout_ms / 1000
-
-    def left(self) -> float:
-        return max(0.001, self.end - self.clock.monotonic())
-
-
-WriteFan = _Fanout[WriteRound] | _Fanout[MultiWriteRound]
 
 
 class CoordinatorMixin:
@@ -165,6 +97,7 @@ class CoordinatorMixin:
         async def _read_local(
             self, key: bytes, hint_for: str | None = None
         ) -> list[Any] | None: ...
+        async def learnt_epoch(self, epoch: int, peer: str, timeout_s: float) -> bool: ...
 
     def level_label(self, call: consistency.CallOptions, read: bool) -> str:
         """A call's consistency as a bounded metrics label."""
@@ -193,11 +126,12 @@ class CoordinatorMixin:
 
     def _prepare(
         self, op: str, key: object, call: consistency.CallOptions, read: bool
-    ) -> tuple[consistency.Resolved, bytes, list[Replica], list[list[Replica]] | None]:
+    ) -> tuple[consistency.Resolved, bytes, list[Replica], list[list[Replica]] | None, int]:
         """Validate a call and plan its targets; count a refusal under ``op``.
 
         The targets are the read ring's; for a write during a membership change, also
-        the targets of each ring it must reach W in (None: the read ring's alone)."""
+        the targets of each ring it must reach W in (None: the read ring's alone); last,
+        the ring epoch they were placed with."""
         try:
             placement = self.placement
             if placement is None:
@@ -220,7 +154,20 @@ class CoordinatorMixin:
         except KVError as exc:
             self.counters[f"{op}.{exc.code}"] += 1
             raise
-        return opts, key_bytes, targets, groups
+        return opts, key_bytes, targets, groups, placement.record.epoch
+
+    async def _again_on_newer_ring(self, deadline: Deadline, op: str) -> bool:
+        """After an attempt a replica refused for its older ring epoch: True once this
+        node has learnt that epoch (the call then runs again on it, from the start); False
+        when nothing was refused, or the epoch was not learnt in the call's time (the
+        attempt's own outcome stands: what it reached, it reached on replicas that agree
+        with its ring)."""
+        refused, deadline.refused = deadline.refused, None
+        if refused is None:
+            return False
+        epoch, peer = refused
+        self.counters[f"{op}.fenced"] += 1
+        return await self.learnt_epoch(epoch, peer, deadline.end - self.time.monotonic())
 
     async def put(
         self,
@@ -240,29 +187,81 @@ class CoordinatorMixin:
         except KVError as exc:
             self.counters[f"{op}.{exc.code}"] += 1
             raise
-        opts, key_bytes, targets, groups = self._prepare(op, key, call, read=False)
-        deadline = _Deadline(opts.timeout_ms, self.time)
-        if opts.linearizable and "abd-no-query" not in self.faults.planted:
-            # ABD phase 1: learn the highest timestamp a quorum holds, and write above it,
-            # so this write orders after every write that completed before it began,
-            # whatever the clocks say.
-            query = self._fan_out_read(targets, key_bytes, opts.w, False, deadline)
-            await self._await_round(query.decided, query.round, deadline, op, count_ok=False)
-            highest = query.round.resolution().winner
-            if highest is not None:
-                self.clock.observe(highest.ts, self.physical_us())
-        record = Record(key_bytes, value_bytes, self.clock.now(self.physical_us()))
-        write = self._fan_out_write(targets, record, opts.w, opts.sloppy, deadline, groups)
-        await self._await_round(write.decided, write.round, deadline, op)
-        if trace:
-            await self._settle(write, TRACE_GRACE_S, report=True)
-        return WriteResult(record.ts, write.reports)
+        deadline: Deadline | None = None
+        # Once sent, every attempt writes this same version: a refused attempt may have
+        # reached some replicas, and a second version of the value could be read on
+        # both sides of another write (v, u, v: not linearizable).
+        record: Record | None = None
+        while True:
+            opts, key_bytes, targets, groups, epoch = self._prepare(op, key, call, read=False)
+            if deadline is None:
+                deadline = Deadline(opts.timeout_ms, self.time)
+            deadline.epoch = epoch
+            try:
+                if record is None:
+                    await self._abd_query(opts, key_bytes, targets, deadline, op)
+                    if await self._again_on_newer_ring(deadline, op):
+                        continue  # nothing written yet: ask again on the newer ring
+                    record = Record(key_bytes, value_bytes, self.clock.now(self.physical_us()))
+                write = self._fan_out_write(targets, record, opts.w, opts.sloppy, deadline, groups)
+                await self._await_round(write.decided, write.round, deadline, op)
+            except KVError:
+                if await self._again_on_newer_ring(deadline, op):
+                    continue
+                raise
+            if await self._again_on_newer_ring(deadline, op):
+                continue
+            if trace:
+                await self._settle(write, TRACE_GRACE_S, report=True)
+            return WriteResult(record.ts, write.reports)
+
+    async def _abd_query(
+        self,
+        opts: consistency.Resolved,
+        key_bytes: bytes,
+        targets: list[Replica],
+        deadline: Deadline,
+        op: str,
+    ) -> None:
+        """ABD phase 1 of a linearizable write: learn the highest timestamp a quorum
+        holds, and write above it, so the write orders after every write that completed
+        before it began, whatever the clocks say."""
+        if not opts.linearizable or "abd-no-query" in self.faults.planted:
+            return
+        query = self._fan_out_read(targets, key_bytes, opts.w, False, deadline)
+        await self._await_round(query.decided, query.round, deadline, op, count_ok=False)
+        highest = query.round.resolution().winner
+        if highest is not None:
+            self.clock.observe(highest.ts, self.physical_us())
 
     async def get(
         self, key: object, call: consistency.CallOptions, *, trace: bool = False
     ) -> ReadResult:
-        opts, key_bytes, targets, _ = self._prepare("get", key, call, read=True)
-        deadline = _Deadline(opts.timeout_ms, self.time)
+        deadline: Deadline | None = None
+        while True:
+            opts, key_bytes, targets, _, epoch = self._prepare("get", key, call, read=True)
+            if deadline is None:
+                deadline = Deadline(opts.timeout_ms, self.time)
+            deadline.epoch = epoch
+            try:
+                result = await self._get_once(opts, key_bytes, targets, deadline, trace)
+            except KVError:
+                if await self._again_on_newer_ring(deadline, "get"):
+                    continue
+                raise
+            if await self._again_on_newer_ring(deadline, "get"):
+                continue
+            self.counters["get.ok"] += 1
+            return result
+
+    async def _get_once(
+        self,
+        opts: consistency.Resolved,
+        key_bytes: bytes,
+        targets: list[Replica],
+        deadline: Deadline,
+        trace: bool,
+    ) -> ReadResult:
         # Repair, tracing and ABD need every replica's answer; a plain read needs R.
         targeted = not (trace or opts.linearizable or opts.read_repair != "off")
         read = self._fan_out_read(
@@ -280,12 +279,11 @@ class CoordinatorMixin:
         elif opts.read_repair == "async":
             # the reply goes now; the repair (and its wait for late replies) after it
             self._spawn(self._read_repair(read, "async", deadline))
-        self.counters["get.ok"] += 1
         if trace:
             await self._settle(read, TRACE_GRACE_S, report=True)
         return ReadResult(winner, read.reports)
 
-    async def _read_repair(self, read: _Fanout[ReadRound], mode: str, deadline: _Deadline) -> None:
+    async def _read_repair(self, read: Fanout[ReadRound], mode: str, deadline: Deadline) -> None:
         """Write the newest version to the primaries that answered with an older one.
 
         First the replicas beyond R get ``read_repair_wait_ms`` to answer, so that the
@@ -306,7 +304,7 @@ class CoordinatorMixin:
             await asyncio.wait(repairs.futures, timeout=deadline.left())
 
     async def _write_back(
-        self, read: _Fanout[ReadRound], winner: Record, quorum: int, deadline: _Deadline
+        self, read: Fanout[ReadRound], winner: Record, quorum: int, deadline: Deadline
     ) -> None:
         """ABD phase 2 of a read: make sure a quorum holds ``winner`` before answering.
 
@@ -346,7 +344,7 @@ class CoordinatorMixin:
         record: Record,
         w: int | list[int],
         sloppy: bool,
-        deadline: _Deadline,
+        deadline: Deadline,
         groups: list[list[Replica]] | None = None,
     ) -> WriteFan:
         """Send ``record`` to ``targets``, tallied toward ``w``; with ``groups``, to every
@@ -354,11 +352,11 @@ class CoordinatorMixin:
         fan: WriteFan
         if groups is None:
             assert isinstance(w, int)
-            fan = _Fanout(WriteRound(targets, w, sloppy), targets, deadline)
+            fan = Fanout(WriteRound(targets, w, sloppy), targets, deadline)
         else:
             multi = MultiWriteRound(groups, w, sloppy)
             targets = multi.targets
-            fan = _Fanout(multi, targets, deadline)
+            fan = Fanout(multi, targets, deadline)
         timeout_s = deadline.left() + REPLICA_GRACE_S
         for target in targets:
             if target.node == self.id:
@@ -367,7 +365,7 @@ class CoordinatorMixin:
                 )
             else:
                 future = self.links[target.node].request(
-                    replica_codec.write_args(record, target.hint_for),
+                    replica_codec.write_args(record, target.hint_for, deadline.epoch),
                     timeout_s,
                     self._timer("write", target.node),
                 )
@@ -381,17 +379,17 @@ class CoordinatorMixin:
         key: bytes,
         r: int,
         sloppy: bool,
-        deadline: _Deadline,
+        deadline: Deadline,
         *,
         targeted: bool = False,
-    ) -> _Fanout[ReadRound]:
+    ) -> Fanout[ReadRound]:
         """Ask the replicas for ``key``: all of them, or (``targeted``) R of them first.
 
         A targeted read asks the others when one of its first R fails, and all of them
         once ``speculative_read_ms`` passed without the round decided (Cassandra's
         speculative retry), so a slow or dead replica costs at most that much.
         """
-        fan: _Fanout[ReadRound] = _Fanout(ReadRound(targets, r, sloppy), targets, deadline)
+        fan: Fanout[ReadRound] = Fanout(ReadRound(targets, r, sloppy), targets, deadline)
         first = targets
         if targeted and self.config.speculative_read_ms > 0:
             first, fan.spare = targeted_split(targets, self.id, r, sloppy)
@@ -406,16 +404,14 @@ class CoordinatorMixin:
             )
         return fan
 
-    def _ask(
-        self, fan: _Fanout[ReadRound], target: Replica, key: bytes, deadline: _Deadline
-    ) -> None:
+    def _ask(self, fan: Fanout[ReadRound], target: Replica, key: bytes, deadline: Deadline) -> None:
         if target.node == self.id:
             future: asyncio.Future[Any] = asyncio.ensure_future(
                 self._local("read", self._read_local(key, target.hint_for))
             )
         else:
             future = self.links[target.node].request(
-                replica_codec.read_args(key, target.hint_for),
+                replica_codec.read_args(key, target.hint_for, deadline.epoch),
                 deadline.left() + REPLICA_GRACE_S,
                 self._timer("read", target.node),
             )
@@ -423,7 +419,7 @@ class CoordinatorMixin:
         fan.futures.append(future)
 
     def _ask_spares(
-        self, fan: _Fanout[ReadRound], key: bytes, deadline: _Deadline, reason: str, count: int = 0
+        self, fan: Fanout[ReadRound], key: bytes, deadline: Deadline, reason: str, count: int = 0
     ) -> None:
         """Ask ``count`` more of a targeted read's spare replicas (0: all of them)."""
         if fan.decided.done() or not fan.spare or self.time.monotonic() >= deadline.end:
@@ -434,7 +430,7 @@ class CoordinatorMixin:
         for target in asked:
             self._ask(fan, target, key, deadline)
 
-    async def _settle(self, fan: _Fanout[Any], grace_s: float, *, report: bool = False) -> None:
+    async def _settle(self, fan: Fanout[Any], grace_s: float, *, report: bool = False) -> None:
         """Give replicas beyond R/W ``grace_s`` to answer; with ``report``, list the rest."""
         pending = [f for f in fan.futures if not f.done()]
         if pending and grace_s > 0:
@@ -473,6 +469,7 @@ class CoordinatorMixin:
         future: asyncio.Future[Any],
     ) -> None:
         error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
+        fan.call.refused_by(error)
         if error is None:
             outcome = fan.round.reply(target, Reply.ACK)
             fan.reports.append(ReplicaReport(target.node, True, not target.primary))
@@ -489,7 +486,7 @@ class CoordinatorMixin:
         self,
         decided: asyncio.Future[bool],
         round_: WriteRound | MultiWriteRound | ReadRound,
-        deadline: _Deadline,
+        deadline: Deadline,
         op: str,
         *,
         count_ok: bool = True,
@@ -506,13 +503,14 @@ class CoordinatorMixin:
 
     def _on_read(
         self,
-        fan: _Fanout[ReadRound],
+        fan: Fanout[ReadRound],
         target: Replica,
         key: bytes,
-        deadline: _Deadline,
+        deadline: Deadline,
         future: asyncio.Future[Any],
     ) -> None:
         error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
+        fan.call.refused_by(error)
         if error is None:
             try:
                 record = self._peer_record(key, future.result(), target.node)

@@ -9,9 +9,10 @@ Rules and invariants:
   node still answers until it is stopped).
 - A node learns a newer epoch from any peer: every replica reply carries the replica's
   epoch and every heartbeat its sender's, and a node behind asks that peer for its ring
-  (``epoch.get``) and validates it. It keeps serving with the one it has meanwhile: the
-  operator confirms every node is on an epoch before it takes the next step, and each
-  step is safe beside the one before it.
+  (``epoch.get``) and validates it. Its background work keeps the one it has meanwhile;
+  a client call a replica refused for its older epoch waits to learn the newer one and
+  runs again (``kvstore.node.coordinator``). The operator confirms every node is on an
+  epoch before it takes the next step, and each step is safe beside the one before it.
 - A joining node (``--join``, no ring yet) refuses to coordinate until it has learned
   one: it would not know where keys live.
 """
@@ -42,6 +43,7 @@ from kvstore.net.link import Link, Transport
 from kvstore.node.ring_store import RingStore
 
 EPOCH_GET_TIMEOUT_S = 2.0
+LEARN_RETRY_S = 0.05  # a call waiting for a newer epoch asks again this often
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class EpochMixin:
     ring_listeners: list[Callable[[], None]]
     _transport: Transport
     _epoch_lock: asyncio.Lock
+    _epoch_waiters: list[asyncio.Future[None]]  # calls waiting to learn a newer epoch
 
     if TYPE_CHECKING:  # the node's own
 
@@ -115,8 +118,33 @@ class EpochMixin:
         self.limits = dataclasses.replace(self.limits, nodes=frozenset(known))
         self.placement = Placement.of(record)
         self.counters["epoch.followed"] += 1
+        self._wake_epoch_waiters()
         for listener in self.ring_listeners:
             listener()
+
+    async def learnt_epoch(self, epoch: int, peer: str, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until this node serves ``epoch`` or newer,
+        learning it from ``peer`` meanwhile; True once it does."""
+        end = self.time.monotonic() + timeout_s
+        while self.epoch < epoch:
+            left = end - self.time.monotonic()
+            if left <= 0:
+                return False
+            self.heard_epoch(peer, epoch)
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._epoch_waiters.append(waiter)
+            await asyncio.wait([waiter], timeout=left)  # woken by follow() or a failed learn
+            if waiter in self._epoch_waiters:
+                self._epoch_waiters.remove(waiter)
+            if self.epoch < epoch:  # the learn failed: not again at once
+                await asyncio.sleep(max(0.0, min(LEARN_RETRY_S, end - self.time.monotonic())))
+        return True
+
+    def _wake_epoch_waiters(self) -> None:
+        waiters, self._epoch_waiters = self._epoch_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def heard_epoch(self, peer: str, epoch: int) -> None:
         """A peer said it serves ``epoch``: learn it from that peer if it is newer."""
@@ -144,6 +172,7 @@ class EpochMixin:
             self.counters["epoch.learn_failed"] += 1
         finally:
             self._learning = False
+            self._wake_epoch_waiters()  # they check again, and ask again if still behind
 
     async def op_epoch_get(self, args: list[Any]) -> Any:
         """Replica op: this node's chosen ring (what a peer behind it learns)."""

@@ -6,6 +6,9 @@ Rules:
   their original timestamps (so a replayed hint never beats a newer write).
 - A hint is deleted only after the owner acknowledged it; an unacknowledged one is
   tried again on a later tick.
+- Hints target the current replica set: a hint whose owner no longer holds its key (a
+  membership change moved the key, or removed the owner) goes to the replicas the key
+  has now instead, all of them (``hints.retargeted``).
 - Hints older than the hint window are dropped and counted (``hints.dropped``;
   ``kvstore.core.hints`` decides which); anti-entropy repairs what they covered.
 - A failing tick is logged and handoff carries on.
@@ -16,15 +19,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 from kvstore.config import ClusterConfig
 from kvstore.core.failure import Membership
 from kvstore.core.hints import expired
+from kvstore.core.version import Record
 from kvstore.net import replica_codec
 from kvstore.net.link import Link
 from kvstore.node.clock import Clock
 from kvstore.storage.base import Engine
+
+if TYPE_CHECKING:
+    from kvstore.node.epochs import Placement
 
 HANDOFF_TICK_S = 0.1
 EXPIRY_EVERY_S = 1.0
@@ -37,6 +45,7 @@ class HandoffMixin:
     """``Node``'s hinted handoff; the state it uses is the node's (declared here)."""
 
     config: ClusterConfig
+    id: str
     engine: Engine
     time: Clock
     links: dict[str, Link]
@@ -44,9 +53,14 @@ class HandoffMixin:
     counters: collections.Counter[str]
     hints_pending: dict[str, int]
 
+    placement: Placement | None
+
     if TYPE_CHECKING:  # the node's own
 
         def physical_us(self) -> int: ...
+        async def apply_local(self, record: Record, hint_for: str | None) -> bool: ...
+        @property
+        def epoch(self) -> int: ...
 
     async def _handoff(self) -> None:
         last_expiry = 0.0
@@ -77,27 +91,32 @@ class HandoffMixin:
                 return dropped
 
     async def replay_hints(self, budget: int) -> int:
-        """Send up to ``budget`` hints to owners seen up; delete the acknowledged ones."""
+        """Send up to ``budget`` hints to their owners; delete the acknowledged ones.
+
+        A hint goes to the replicas its key has in the current ring: its owner while the
+        owner still holds the key (and only once the owner is seen up), or else, when the
+        ring moved the key away or removed the owner, every replica the key has now (in
+        each ring writes go to); it is deleted once all of them acknowledged it."""
         delivered_total = 0
         now = self.time.monotonic()
         counts = await self.engine.hint_counts()
         self.hints_pending = counts  # for the metrics, read without the loop
+        placement = self.placement
+        members = set() if placement is None else set(placement.record.ids)
+        if placement is not None and placement.record.target is not None:
+            members |= set(placement.record.target_ids)
         for owner, pending in sorted(counts.items()):
-            link = self.links.get(owner)
-            if budget <= 0 or pending == 0 or link is None:
+            if budget <= 0 or pending == 0 or placement is None:
                 continue
-            if not self.membership.is_up(owner, now):
-                continue
+            if owner in members and not self.membership.is_up(owner, now):
+                continue  # it comes back: the hints wait for it
             hints = await self.engine.hints(owner, limit=budget)
-            timeout_s = self.config.request_timeout_ms / 1000
-            replies = await asyncio.gather(
-                *(link.request(replica_codec.write_args(h.record, None), timeout_s) for h in hints),
-                return_exceptions=True,
-            )
+            sent = [
+                self._hand_over(h.record, self._hint_targets(owner, h.record.key)) for h in hints
+            ]
+            replies = await asyncio.gather(*sent, return_exceptions=True)
             delivered = [
-                h.hint_id
-                for h, reply in zip(hints, replies, strict=True)
-                if not isinstance(reply, BaseException)
+                h.hint_id for h, reply in zip(hints, replies, strict=True) if reply is True
             ]
             if delivered:
                 await self.engine.delete_hints(delivered)
@@ -105,3 +124,32 @@ class HandoffMixin:
             budget -= len(hints)
             delivered_total += len(delivered)
         return delivered_total
+
+    def _hint_targets(self, owner: str, key: bytes) -> set[str]:
+        """Where a hint for ``owner`` goes now: the owner if it still holds ``key``,
+        else the key's replicas in every ring writes go to."""
+        assert self.placement is not None
+        n = self.config.n
+        holders: set[str] = set()
+        for ring in self.placement.write_rings:
+            holders.update(ring.primaries(key, n))
+        if owner in holders:
+            return {owner}
+        self.counters["hints.retargeted"] += 1
+        return holders
+
+    async def _hand_over(self, record: Record, targets: set[str]) -> bool:
+        """Write ``record`` (a hint's) to every one of ``targets``; True if all took it."""
+        timeout_s = self.config.request_timeout_ms / 1000
+        sent: list[Awaitable[Any]] = []
+        for target in sorted(targets):
+            if target == self.id:
+                sent.append(self.apply_local(record, None))
+            elif (link := self.links.get(target)) is not None:
+                sent.append(
+                    link.request(replica_codec.write_args(record, None, self.epoch), timeout_s)
+                )
+            else:
+                return False
+        replies = await asyncio.gather(*sent, return_exceptions=True)
+        return not any(isinstance(reply, BaseException) for reply in replies)

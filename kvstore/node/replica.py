@@ -6,6 +6,8 @@ Rules:
   (``replica.refused_clock``), so no peer can push this node's clock ahead. A bad
   message gets an error reply; the stream and the node carry on.
 - Writes of one frame share one engine call (and so one commit); reads likewise.
+- A read or write placed with an older ring epoch than this node's is refused unserved
+  (status STALE): no coordinator serves with a ring the cluster has moved past.
 - A write for another owner (``hint_for``) is stored as a durable hint, not applied; a
   read as a fallback answers the newer of the node's own version and its hints for the
   owner, so a write a fallback took is visible while the owner is away.
@@ -130,14 +132,18 @@ class ReplicaMixin:
                 if type(rid) is not int or not 0 <= rid < 1 << 63:
                     raise PeerInputError(f"request id {rid!r} is not a non-negative integer")
                 if op == "w":
-                    record, hint_for = replica_codec.record_from_write(args, self.limits)
+                    record, hint_for, epoch = replica_codec.record_from_write(args, self.limits)
                     self.check_drift(record.ts)
+                    if self._placed_on_older(rid, epoch, reply):
+                        continue
                     if hint_for is not None and hint_for != self.id:
                         self._spawn(self._hint(rid, record, hint_for, reply))
                     else:
                         writes.append((rid, record))
                 elif op == "r":
-                    key, hint_for = replica_codec.read_request(args, self.limits)
+                    key, hint_for, epoch = replica_codec.read_request(args, self.limits)
+                    if self._placed_on_older(rid, epoch, reply):
+                        continue
                     if hint_for is not None:  # asked as a fallback
                         self._spawn(self._serve_op(rid, self._fallback_read, args, reply))
                     else:
@@ -161,6 +167,19 @@ class ReplicaMixin:
             self._spawn(self._apply_batch(writes, reply))
         if reads:
             self._spawn(self._read_batch(reads, reply))
+
+    def _placed_on_older(
+        self, rid: int, epoch: int | None, reply: Callable[[list[Any]], None]
+    ) -> bool:
+        """Refuse (unserved) a read or write placed with an older ring epoch than this
+        node's: its coordinator learns the newer ring from the reply and asks again, so
+        no coordinator serves with a ring the cluster has moved past."""
+        if epoch is None or epoch >= self.epoch or "no-epoch-fence" in self.faults.planted:
+            return False
+        self.counters["replica.refused_epoch"] += 1
+        why = f"{self.id} serves ring epoch {self.epoch}; the request was placed with {epoch}"
+        reply([rid, replica_codec.STALE, why])
+        return True
 
     async def _serve_op(
         self,

@@ -48,8 +48,9 @@ from kvstore.net.faults import FaultRules
 from kvstore.net.link import Link, Transport
 from kvstore.net.peer import GrpcTransport
 from kvstore.node.clock import SYSTEM_CLOCK, Clock, on_thread
-from kvstore.node.coordinator import CoordinatorMixin, ReadResult, ReplicaReport, WriteResult
+from kvstore.node.coordinator import CoordinatorMixin
 from kvstore.node.epochs import EpochMixin, Placement
+from kvstore.node.fanout import ReadResult, ReplicaReport, WriteResult
 from kvstore.node.handoff import HandoffMixin
 from kvstore.node.metrics import NodeMetrics
 from kvstore.node.replica import ReplicaMixin
@@ -101,6 +102,7 @@ class Node(CoordinatorMixin, ReplicaMixin, HandoffMixin, EpochMixin):
         self.placement = Placement.of(self.epochs.chosen) if self.epochs is not None else None
         self._config_ring = Ring(config.node_ids, config.vnodes)
         self._epoch_lock = asyncio.Lock()
+        self._epoch_waiters: list[asyncio.Future[None]] = []
         self.ring_listeners: list[Callable[[], None]] = []  # told when the ring changes
         self.defaults = consistency.Defaults(
             n=config.n,

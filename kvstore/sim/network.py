@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kvstore.net import replica_codec
-from kvstore.net.link import Heard, Link, PeerError
+from kvstore.net.link import Heard, Link, PeerError, reply_error
 
 Handler = Callable[[list[list[Any]], Callable[[list[Any]], None]], None]
 
@@ -261,7 +261,7 @@ class SimLink:
         self.on_heard(self.dst, None if fields is None else fields[4])
         if fields is None:
             return
-        rid, status, result, service_s, _ = fields
+        rid, status, result, service_s, epoch = fields
         entry = self._pending.pop(rid, None)
         if entry is None:
             return  # expired already, or a duplicate's second answer
@@ -273,7 +273,7 @@ class SimLink:
                 entry.served(service_s)
             entry.future.set_result(result)
         else:
-            entry.future.set_exception(PeerError(f"{self.dst}: {result}", sent=True))
+            entry.future.set_exception(reply_error(self.dst, status, result, epoch))
 
     def fail_all(self, why: str, *, sent: bool) -> None:
         pending, self._pending = self._pending, {}

@@ -24,7 +24,7 @@ from kvstore.config import ClusterConfig
 from kvstore.core.epochs import Learn, Learned, RingRecord
 from kvstore.core.version import Record, Timestamp
 from kvstore.net import replica_codec
-from kvstore.net.link import Link, PeerError
+from kvstore.net.link import Link, PeerError, StaleEpoch
 from kvstore.node.runtime import Node
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.server.servicers import Gate, ReplicaServicer
@@ -167,8 +167,9 @@ def test_a_write_then_a_read_round_trips_the_record(kind: str) -> None:
     async def body(world: World) -> None:
         loop = asyncio.get_running_loop()
         record = Record(b"k", b"v", Timestamp(int(loop.time() * 1e6), 0, "n1"))
-        assert await world.link.request(replica_codec.write_args(record, None), 2.0) is True
-        raw = await world.link.request(replica_codec.read_args(b"k", None), 2.0)
+        epoch = _requester(world).epoch
+        assert await world.link.request(replica_codec.write_args(record, None, epoch), 2.0)
+        raw = await world.link.request(replica_codec.read_args(b"k", None, epoch), 2.0)
         assert raw == replica_codec.encode_record(record)
 
     run_in(kind, body)
@@ -182,7 +183,9 @@ def test_served_gets_the_replica_service_time_before_the_reply(kind: str) -> Non
         calls: list[tuple[float, bool]] = []
         began = loop.time()
         future = world.link.request(
-            replica_codec.write_args(record, None), 2.0, lambda s: calls.append((s, future.done()))
+            replica_codec.write_args(record, None, _requester(world).epoch),
+            2.0,
+            lambda s: calls.append((s, future.done())),
         )
         assert await future is True
         rtt = loop.time() - began
@@ -305,10 +308,12 @@ def _requester(world: World) -> Node:
 
 
 @pytest.mark.parametrize("kind", WORLDS)
-def test_a_reply_from_a_replica_on_a_newer_epoch_teaches_it(kind: str) -> None:
-    """Every reply names the replica's ring epoch; a requester behind learns the newer
-    ring from that peer. (The gRPC world runs no heartbeats: only the write's reply can
-    have told n1.)"""
+@pytest.mark.parametrize("op", ["write", "read"])
+def test_a_replica_on_a_newer_epoch_refuses_a_request_and_teaches_it(kind: str, op: str) -> None:
+    """A read or write placed with an older epoch than the replica's is refused unserved
+    (``StaleEpoch``, not sent: nothing was done), and the refusal, like every reply,
+    names the replica's epoch, so the requester learns the newer ring from that peer.
+    (The gRPC world runs no heartbeats: only the refusal can have told n1.)"""
 
     async def body(world: World) -> None:
         a, b = _requester(world), _peer_node(world)
@@ -318,12 +323,33 @@ def test_a_reply_from_a_replica_on_a_newer_epoch_teaches_it(kind: str) -> None:
         assert isinstance(await b.epoch_message(Learn(newer)), Learned)
         loop = asyncio.get_running_loop()
         record = Record(b"k", b"v", Timestamp(int(loop.time() * 1e6), 0, "n1"))
-        assert await world.link.request(replica_codec.write_args(record, None), 2.0) is True
+        if op == "write":
+            body_ = replica_codec.write_args(record, None, old.epoch)
+        else:
+            body_ = replica_codec.read_args(b"k", None, old.epoch)
+        with pytest.raises(StaleEpoch) as refused:
+            await world.link.request(body_, 2.0)
+        assert refused.value.epoch == newer.epoch and refused.value.peer == "n2"
+        assert refused.value.sent is False
+        assert await b.local_version(b"k") is None  # unserved
         for _ in range(50):
             if a.epoch == newer.epoch:
                 break
             await asyncio.sleep(0.02)
         assert a.epoch == newer.epoch and a.epochs.chosen == newer
+        # placed with the replica's epoch (or a newer one), the same request is served
+        if op == "write":
+            assert await world.link.request(
+                replica_codec.write_args(record, None, newer.epoch), 2.0
+            )
+            assert await b.local_version(b"k") == record
+            ahead = replica_codec.write_args(record, None, newer.epoch + 5)
+            assert await world.link.request(ahead, 2.0) is False  # served: already held
+        else:
+            assert (
+                await world.link.request(replica_codec.read_args(b"k", None, newer.epoch), 2.0)
+                is None
+            )
 
     run_in(kind, body)
 

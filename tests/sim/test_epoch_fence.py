@@ -1,0 +1,107 @@
+"""A coordinator behind the cluster's ring epoch never serves with its old ring.
+
+Four of five nodes learn a ring without n5 while n1 has not heard of it yet (no virtual
+time passes, so no heartbeat can have told it). n1 then coordinates a write of a key
+whose replica set the new ring changes: the replicas refuse the write placed with the
+old epoch, n1 learns the new ring from them and writes again on it, so the node the key
+gained holds it. With the fence planted away (``no-epoch-fence``) the replicas serve the
+old-ring write and the gained node never sees it: the test that the fence matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from kvstore import config as config_mod
+from kvstore.config import ClusterConfig
+from kvstore.core.consistency import CallOptions
+from kvstore.core.epochs import Learn, Learned, RingRecord
+from kvstore.core.ring import Ring
+from kvstore.harness.control import NodeFaults
+from kvstore.node.runtime import Node
+from kvstore.sim import loop as sim_loop
+from kvstore.sim.cluster import SimCluster
+
+IDS = [f"n{i}" for i in range(1, 6)]
+
+
+def _config() -> ClusterConfig:
+    return config_mod.parse(
+        {
+            "cluster": {"name": "fence", "n": 3, "r": 2, "w": 2},
+            "tls": "off",
+            "nodes": [
+                {"id": n, "address": f"sim:{i}", "data_dir": n} for i, n in enumerate(IDS, 1)
+            ],
+        },
+        base=Path("/fence"),
+    )
+
+
+def _moving_key(old: RingRecord, new: RingRecord) -> tuple[bytes, str]:
+    """A key n5 holds in ``old`` and n1 in neither ring (so n1's own copy never helps),
+    and the node the new ring gives it instead of n5."""
+    before, after = Ring(old.ids, old.vnodes), Ring(new.ids, new.vnodes)
+    for i in range(10_000):
+        key = f"k{i}".encode()
+        was, now = before.primaries(key, 3), after.primaries(key, 3)
+        if "n5" in was and "n1" not in was and "n1" not in now:
+            (gained,) = set(now) - set(was)
+            return key, gained
+    raise AssertionError("no key moves")
+
+
+def _write_behind(consistency: str, planted: tuple[str, ...]) -> dict[str, object]:
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        cluster = SimCluster(_config(), random.Random(7))
+        cluster.start()
+        await asyncio.sleep(1.0)
+        for node_id in IDS:
+            await cluster.set_faults(node_id, NodeFaults(planted=planted))
+        nodes = {n: cluster.nodes[n] for n in IDS}
+        first = nodes["n1"]
+        assert first is not None and first.epochs is not None
+        old = first.epochs.chosen
+        new = RingRecord(old.epoch + 1, old.members[:4], old.n, old.vnodes)
+        for node_id in IDS[1:]:
+            node = nodes[node_id]
+            assert node is not None
+            assert isinstance(await node.epoch_message(Learn(new)), Learned)
+        assert first.epoch == old.epoch  # behind: nothing has told it yet
+        key, gained = _moving_key(old, new)
+
+        async def put(node: Node) -> object:
+            return await node.put(key, b"v", CallOptions(consistency=consistency))
+
+        await cluster.call("n1", put, 10.0)
+        await asyncio.sleep(0.3)  # the write's third copy lands
+        seen["epoch"] = first.epoch
+        seen["fenced"] = first.counters["put.fenced"]
+        seen["gained_holds"] = await cluster.read_local(gained, key) is not None
+        seen["refused"] = sum(
+            n.counters["replica.refused_epoch"] for n in nodes.values() if n is not None
+        )
+
+    sim_loop.run(main)
+    return seen
+
+
+@pytest.mark.parametrize("consistency", ["quorum", "linearizable"])
+def test_a_coordinator_behind_writes_again_on_the_newer_ring(consistency: str) -> None:
+    seen = _write_behind(consistency, ())
+    assert seen["refused"], seen
+    assert seen["fenced"], seen
+    assert seen["epoch"] == 2, seen
+    assert seen["gained_holds"] is True, seen
+
+
+def test_without_the_fence_the_write_lands_on_the_old_ring_only() -> None:
+    seen = _write_behind("quorum", ("no-epoch-fence",))
+    assert not seen["refused"] and not seen["fenced"], seen
+    assert seen["gained_holds"] is False, seen
