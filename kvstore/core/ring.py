@@ -38,6 +38,7 @@ class Ring:
         if vnodes < 1:
             raise ValueError("vnodes must be at least 1")
         self.nodes = tuple(node_ids)
+        self.vnodes = vnodes
         points = sorted(
             (token(f"{node}#{i}".encode()), node) for node in node_ids for i in range(vnodes)
         )

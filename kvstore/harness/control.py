@@ -89,6 +89,11 @@ class Control(Protocol):
         """Wipe a stopped node's data and start it joining the running cluster."""
         ...
 
+    async def new_machine(self) -> tuple[str, str] | None:
+        """Start a brand-new machine joining the running cluster (not yet a member):
+        its id and address; None when this control cannot make machines."""
+        ...
+
 
 class LocalControl:
     """``Control`` over a ``LocalCluster``: real signals, real Admin calls."""
@@ -109,6 +114,9 @@ class LocalControl:
 
     async def join(self, node: str) -> None:
         await asyncio.to_thread(self._join, node)
+
+    async def new_machine(self) -> tuple[str, str] | None:
+        return None  # a new machine needs its own config and certificate: not made here
 
     def _join(self, node: str) -> None:
         self.cluster.stop_node(node)

@@ -261,6 +261,7 @@ async def run_phases(
         await repair_round(control) if options.repair else {"skipped": True}
     )
     keys = workload.final_keys()
+    ring = Ring(control.node_ids, ring.vnodes)  # membership changes may have replaced nodes
     phases.convergence = await convergence(control, ring, n, keys)
     for i, key in enumerate(keys):
         await run_op(

@@ -62,6 +62,11 @@ class FaultState:
     async def push_all(self) -> None:
         await asyncio.gather(*(self.push(n) for n in self.nodes))
 
+    def add(self, node: str) -> None:
+        """A brand-new machine: no faults yet, the run's planted bugs like every node."""
+        planted = next(iter(self.nodes.values())).planted if self.nodes else ()
+        self.nodes.setdefault(node, NodeFaults(planted=planted))
+
 
 class Nemesis:
     name = "none"
@@ -70,7 +75,12 @@ class Nemesis:
         self.control = control
         self.faults = faults
         self.rng = rng
-        self.nodes = list(control.node_ids)
+
+    @property
+    def nodes(self) -> list[str]:
+        """The machines the run uses now (the membership nemesis replaces one by a
+        brand-new machine at times): the control's own list, shared by every nemesis."""
+        return self.control.node_ids
 
     async def start(self) -> dict[str, Any]:
         """Inject the fault; returns a description for the history."""
@@ -329,11 +339,14 @@ class MembershipNemesis(Nemesis):
     ways: a live node (its ranges stream away, old copies are dropped, then it stops), a
     dead one (killed first, removed with ``dead``: its ranges merge every survivor's
     copy), or a live one whose operator is killed mid-change (a new operator finishes
-    the job). Heal wipes the node and adds it back, joining. A change that cannot finish
-    (its error is in the history) is finished by the next heal."""
+    the job). Heal adds a node back, joining: the removed one wiped, or (half the time,
+    where the control makes machines: the simulator) a brand-new machine with a new id,
+    the removed one retired for good. A change that cannot finish (its error is in the
+    history) is finished by the next heal."""
 
     name = "membership"
     WAYS = ("live", "dead", "operator-killed")
+    FRESH_MACHINE = 0.5  # a heal adds a brand-new machine (where the control can make one)
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -386,13 +399,23 @@ class MembershipNemesis(Nemesis):
     async def heal(self) -> dict[str, Any]:
         added, self.removed = self.removed, None
         restarted, self.stopped = self.stopped, None
+        retired = None
         if added is not None:
-            await self.control.join(added)
+            machine = None
+            if self.rng.random() < self.FRESH_MACHINE:
+                machine = await self.control.new_machine()
+            if machine is None:
+                await self.control.join(added)
+            else:  # the removed node is retired; a brand-new machine takes its place
+                retired, (added, self.addresses[added]) = added, machine
+                self.nodes[self.nodes.index(retired)] = added
+                self.faults.add(added)
             await self.faults.push(added)
         if restarted is not None:
             await self.control.restart(restarted)
             await self.faults.push(restarted)
-        return {"added": added, "restarted": restarted, **await self._change(None)}
+        detail = {"added": added, "restarted": restarted, **await self._change(None)}
+        return {**detail, "retired": retired} if retired else detail
 
 
 _KINDS: dict[str, Callable[..., Nemesis]] = {

@@ -52,7 +52,7 @@ from kvstore.core.version import Record
 from kvstore.errors import CoordinatorRefused, KVError, Overloaded, Unavailable
 from kvstore.net import replica_codec
 from kvstore.net.faults import FaultRules
-from kvstore.net.link import Link, PeerError
+from kvstore.net.link import Link, PeerError, StaleEpoch
 from kvstore.node.clock import Clock
 from kvstore.node.fanout import (
     REPLICA_GRACE_S,
@@ -98,6 +98,8 @@ class CoordinatorMixin:
             self, key: bytes, hint_for: str | None = None
         ) -> list[Any] | None: ...
         async def learnt_epoch(self, epoch: int, peer: str, timeout_s: float) -> bool: ...
+        @property
+        def epoch(self) -> int: ...
 
     def level_label(self, call: consistency.CallOptions, read: bool) -> str:
         """A call's consistency as a bounded metrics label."""
@@ -369,7 +371,7 @@ class CoordinatorMixin:
                     timeout_s,
                     self._timer("write", target.node),
                 )
-            future.add_done_callback(functools.partial(self._on_write, fan, target))
+            future.add_done_callback(functools.partial(self._on_write, fan, target, record))
             fan.futures.append(future)
         return fan
 
@@ -466,10 +468,16 @@ class CoordinatorMixin:
         self,
         fan: WriteFan,
         target: Replica,
+        record: Record,
         future: asyncio.Future[Any],
     ) -> None:
         error = future.exception() if not future.cancelled() else PeerError("cancelled", sent=True)
         fan.call.refused_by(error)
+        if isinstance(error, StaleEpoch) and fan.decided.done():
+            # refused after the call had its answer: nobody runs it again, so the copy
+            # that replica refused is carried to the newer ring here
+            acked = {r.node for r in fan.reports if r.ok}
+            self._spawn(self._spread_on_newer_ring(record, acked, error))
         if error is None:
             outcome = fan.round.reply(target, Reply.ACK)
             fan.reports.append(ReplicaReport(target.node, True, not target.primary))
@@ -481,6 +489,30 @@ class CoordinatorMixin:
             )
         if outcome is not Outcome.PENDING:
             fan.decide(True)
+
+    async def _spread_on_newer_ring(
+        self, record: Record, acked: set[str], refused: StaleEpoch
+    ) -> None:
+        """Once this node serves the epoch a replica refused ``record`` with, write it
+        to the key's replicas in that ring (every ring writes go to) that did not take
+        it yet, as the rest of a write spreads in the background."""
+        timeout_s = self.config.request_timeout_ms / 1000
+        if not await self.learnt_epoch(refused.epoch, refused.peer, timeout_s):
+            return  # anti-entropy carries it later
+        placement = self.placement
+        assert placement is not None
+        holders: set[str] = set()
+        for ring in placement.write_rings:
+            holders.update(ring.primaries(record.key, self.config.n))
+        self.counters["write.respread"] += 1
+        for node in sorted(holders - acked):
+            if node == self.id:
+                self._spawn(self.apply_local(record, None))
+            elif node in self.links:
+                sent = self.links[node].request(
+                    replica_codec.write_args(record, None, self.epoch), timeout_s
+                )
+                sent.add_done_callback(_retrieved)
 
     async def _await_round(
         self,
@@ -529,3 +561,9 @@ class CoordinatorMixin:
                 self._ask_spares(fan, key, deadline, "read.replaced", 1)
         if outcome is not Outcome.PENDING:
             fan.decide(True)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """A background copy's outcome is not waited for; its failure is no one's error."""
+    if not future.cancelled():
+        future.exception()

@@ -84,6 +84,7 @@ class SimCluster:
         self.faults = {n: NodeFaults() for n in self.node_ids}
         self._client_calls: dict[str, dict[asyncio.Future[Any], None]] = {}
         self._dead_metrics: list[Metric] = []
+        self.configs: dict[str, ClusterConfig] = {}  # a new machine's own (it lists itself)
 
     # --------------------------------------------------------------- lifecycle
 
@@ -106,9 +107,43 @@ class SimCluster:
         self.network.attach(node_id, process, context, node.handle_frame)
         context.run(self.loop.create_task, node.start(), name=f"{process} start")
 
+    def add_machine(self) -> tuple[str, str]:
+        """A brand-new machine, not a member and not started: its id (the next ``nK``
+        free) and address. Its config is the cluster's plus itself, as an operator
+        writes for ``kvstore node --id nK --join``; ``start_node(id, join=True)`` starts
+        it, and the membership operator adds it to the ring."""
+        number = len(self.node_ids) + 1
+        while f"n{number}" in self.nodes:
+            number += 1
+        node_id, address = f"n{number}", f"sim:{number}"
+        template = self.config.nodes[0]
+        machine = dataclasses.replace(
+            template, id=node_id, port=number, data_dir=template.data_dir.with_name(node_id)
+        )
+        self.configs[node_id] = self.config.with_nodes((*self.config.nodes, machine))
+        self.node_ids.append(node_id)
+        self.network.add_node(node_id)
+        self.disks[node_id] = SimDisk()
+        self.clocks[node_id] = SimClock(self.loop)
+        self.nodes[node_id] = None
+        self.starts[node_id] = 0
+        self.faults[node_id] = NodeFaults()
+        return node_id, address
+
+    def _config_for(self, node_id: str) -> ClusterConfig:
+        """The config ``node_id`` starts with: the cluster's (a new machine's lists it
+        too), its nodes those of the ring the node last served once membership changed,
+        as an operator's cluster.toml follows ``kvstore cluster apply``."""
+        config = self.configs.get(node_id, self.config)
+        state = self.ring_stores[node_id].load() if node_id in self.ring_stores else None
+        if state is None or node_id not in state.chosen.ids:
+            return config
+        machines = {n.id: n for c in (self.config, *self.configs.values()) for n in c.nodes}
+        return config.with_nodes(tuple(machines[m] for m in state.chosen.ids))
+
     def _build(self, node_id: str, context: contextvars.Context, join: bool) -> Node:
         node = Node(
-            self.config,
+            self._config_for(node_id),
             node_id,
             SimEngine(self.disks[node_id]),
             enable_faults=True,

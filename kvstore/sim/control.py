@@ -43,6 +43,12 @@ class SimControl:
         await asyncio.sleep(RESTART_S)
         self.cluster.start_node(node, join=True)
 
+    async def new_machine(self) -> tuple[str, str] | None:
+        node, address = self.cluster.add_machine()
+        await asyncio.sleep(RESTART_S)
+        self.cluster.start_node(node, join=True)
+        return node, address
+
     async def pause(self, node: str) -> None:
         self.cluster.pause(node)
 

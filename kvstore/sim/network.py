@@ -77,6 +77,13 @@ class SimNetwork:
         self.sent = 0
         self.lost = 0
 
+    def add_node(self, node: str) -> None:
+        """A new machine on the network, with its own base latencies to every other."""
+        for other in self.nodes:
+            self.base[(node, other)] = self.rng.uniform(*BASE_LATENCY_S)
+            self.base[(other, node)] = self.rng.uniform(*BASE_LATENCY_S)
+        self.nodes.append(node)
+
     # ------------------------------------------------------------- faults
 
     def link_faults(self, src: str, dst: str) -> LinkFaults:

@@ -143,6 +143,9 @@ async def _simulate(
         reports=None if not keep else True,
         expositions=cluster.expositions(),
     )
+    # the machines in use at the end: a brand-new one took a removed one's place where the
+    # membership nemesis made one
+    results["machines"] = list(control.node_ids)
     if results["verdict"] != "held" or keep:
         recorder.write(folder / "history.jsonl")
         lines = cluster.network.trace_lines()
