@@ -27,7 +27,7 @@ import collections
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from kvstore.config import ClusterConfig
@@ -71,6 +71,10 @@ if TYPE_CHECKING:
     from kvstore.node.epochs import Placement
 
 
+class _RunAgain(Exception):
+    """An attempt stopped before it wrote anything: this node learnt a newer ring."""
+
+
 class CoordinatorMixin:
     """``Node``'s coordinator methods; the state they use is the node's (declared here)."""
 
@@ -98,6 +102,7 @@ class CoordinatorMixin:
             self, key: bytes, hint_for: str | None = None
         ) -> list[Any] | None: ...
         async def learnt_epoch(self, epoch: int, peer: str, timeout_s: float) -> bool: ...
+        async def copy_to(self, record: Record, targets: set[str]) -> bool: ...
         @property
         def epoch(self) -> int: ...
 
@@ -171,6 +176,38 @@ class CoordinatorMixin:
         self.counters[f"{op}.fenced"] += 1
         return await self.learnt_epoch(epoch, peer, deadline.end - self.time.monotonic())
 
+    async def _on_current_ring(
+        self,
+        op: str,
+        key: object,
+        call: consistency.CallOptions,
+        read: bool,
+        attempt: Callable[
+            [consistency.Resolved, bytes, list[Replica], list[list[Replica]] | None, Deadline],
+            Awaitable[T],
+        ],
+    ) -> T:
+        """Run a call's ``attempt`` on the targets this node's ring gives, and again,
+        from the start, each time a replica refused it for an older ring epoch that this
+        node has learnt since (``_again_on_newer_ring``); every attempt shares the first
+        one's deadline. An attempt that raises ``_RunAgain`` has learnt already."""
+        deadline: Deadline | None = None
+        while True:
+            opts, key_bytes, targets, groups, epoch = self._prepare(op, key, call, read)
+            if deadline is None:
+                deadline = Deadline(opts.timeout_ms, self.time)
+            deadline.epoch = epoch
+            try:
+                result = await attempt(opts, key_bytes, targets, groups, deadline)
+            except _RunAgain:
+                continue
+            except KVError:
+                if await self._again_on_newer_ring(deadline, op):
+                    continue
+                raise
+            if not await self._again_on_newer_ring(deadline, op):
+                return result
+
     async def put(
         self,
         key: object,
@@ -189,33 +226,33 @@ class CoordinatorMixin:
         except KVError as exc:
             self.counters[f"{op}.{exc.code}"] += 1
             raise
-        deadline: Deadline | None = None
         # Once sent, every attempt writes this same version: a refused attempt may have
         # reached some replicas, and a second version of the value could be read on
         # both sides of another write (v, u, v: not linearizable).
         record: Record | None = None
-        while True:
-            opts, key_bytes, targets, groups, epoch = self._prepare(op, key, call, read=False)
-            if deadline is None:
-                deadline = Deadline(opts.timeout_ms, self.time)
-            deadline.epoch = epoch
-            try:
-                if record is None:
-                    await self._abd_query(opts, key_bytes, targets, deadline, op)
-                    if await self._again_on_newer_ring(deadline, op):
-                        continue  # nothing written yet: ask again on the newer ring
-                    record = Record(key_bytes, value_bytes, self.clock.now(self.physical_us()))
-                write = self._fan_out_write(targets, record, opts.w, opts.sloppy, deadline, groups)
-                await self._await_round(write.decided, write.round, deadline, op)
-            except KVError:
+
+        async def attempt(
+            opts: consistency.Resolved,
+            key_bytes: bytes,
+            targets: list[Replica],
+            groups: list[list[Replica]] | None,
+            deadline: Deadline,
+        ) -> WriteFan:
+            nonlocal record
+            if record is None:
+                await self._abd_query(opts, key_bytes, targets, deadline, op)
                 if await self._again_on_newer_ring(deadline, op):
-                    continue
-                raise
-            if await self._again_on_newer_ring(deadline, op):
-                continue
-            if trace:
-                await self._settle(write, TRACE_GRACE_S, report=True)
-            return WriteResult(record.ts, write.reports)
+                    raise _RunAgain  # nothing written yet: ask again on the newer ring
+                record = Record(key_bytes, value_bytes, self.clock.now(self.physical_us()))
+            write = self._fan_out_write(targets, record, opts.w, opts.sloppy, deadline, groups)
+            await self._await_round(write.decided, write.round, deadline, op)
+            return write
+
+        write = await self._on_current_ring(op, key, call, False, attempt)
+        assert record is not None
+        if trace:
+            await self._settle(write, TRACE_GRACE_S, report=True)
+        return WriteResult(record.ts, write.reports)
 
     async def _abd_query(
         self,
@@ -239,22 +276,18 @@ class CoordinatorMixin:
     async def get(
         self, key: object, call: consistency.CallOptions, *, trace: bool = False
     ) -> ReadResult:
-        deadline: Deadline | None = None
-        while True:
-            opts, key_bytes, targets, _, epoch = self._prepare("get", key, call, read=True)
-            if deadline is None:
-                deadline = Deadline(opts.timeout_ms, self.time)
-            deadline.epoch = epoch
-            try:
-                result = await self._get_once(opts, key_bytes, targets, deadline, trace)
-            except KVError:
-                if await self._again_on_newer_ring(deadline, "get"):
-                    continue
-                raise
-            if await self._again_on_newer_ring(deadline, "get"):
-                continue
-            self.counters["get.ok"] += 1
-            return result
+        async def attempt(
+            opts: consistency.Resolved,
+            key_bytes: bytes,
+            targets: list[Replica],
+            _: list[list[Replica]] | None,
+            deadline: Deadline,
+        ) -> ReadResult:
+            return await self._get_once(opts, key_bytes, targets, deadline, trace)
+
+        result = await self._on_current_ring("get", key, call, True, attempt)
+        self.counters["get.ok"] += 1
+        return result
 
     async def _get_once(
         self,
@@ -499,20 +532,9 @@ class CoordinatorMixin:
         timeout_s = self.config.request_timeout_ms / 1000
         if not await self.learnt_epoch(refused.epoch, refused.peer, timeout_s):
             return  # anti-entropy carries it later
-        placement = self.placement
-        assert placement is not None
-        holders: set[str] = set()
-        for ring in placement.write_rings:
-            holders.update(ring.primaries(record.key, self.config.n))
+        assert self.placement is not None
         self.counters["write.respread"] += 1
-        for node in sorted(holders - acked):
-            if node == self.id:
-                self._spawn(self.apply_local(record, None))
-            elif node in self.links:
-                sent = self.links[node].request(
-                    replica_codec.write_args(record, None, self.epoch), timeout_s
-                )
-                sent.add_done_callback(_retrieved)
+        await self.copy_to(record, self.placement.holders(record.key, self.config.n) - acked)
 
     async def _await_round(
         self,
@@ -561,9 +583,3 @@ class CoordinatorMixin:
                 self._ask_spares(fan, key, deadline, "read.replaced", 1)
         if outcome is not Outcome.PENDING:
             fan.decide(True)
-
-
-def _retrieved(future: asyncio.Future[Any]) -> None:
-    """A background copy's outcome is not waited for; its failure is no one's error."""
-    if not future.cancelled():
-        future.exception()

@@ -60,6 +60,13 @@ class Placement:
         rings = {ids: Ring(ids, record.vnodes) for ids in record.write_rings()}
         return cls(record, rings[record.read_ids()], tuple(rings.values()))
 
+    def holders(self, key: bytes, n: int) -> set[str]:
+        """Every node that holds ``key`` here: its N primaries in each ring writes go to."""
+        found: set[str] = set()
+        for ring in self.write_rings:
+            found.update(ring.primaries(key, n))
+        return found
+
 
 class EpochMixin:
     """``Node``'s epoch methods; the state they use is the node's (declared here)."""

@@ -102,18 +102,14 @@ class HandoffMixin:
         counts = await self.engine.hint_counts()
         self.hints_pending = counts  # for the metrics, read without the loop
         placement = self.placement
-        members = set() if placement is None else set(placement.record.ids)
-        if placement is not None and placement.record.target is not None:
-            members |= set(placement.record.target_ids)
+        members = set() if placement is None else {m for m, _ in placement.record.everyone()}
         for owner, pending in sorted(counts.items()):
             if budget <= 0 or pending == 0 or placement is None:
                 continue
             if owner in members and not self.membership.is_up(owner, now):
                 continue  # it comes back: the hints wait for it
             hints = await self.engine.hints(owner, limit=budget)
-            sent = [
-                self._hand_over(h.record, self._hint_targets(owner, h.record.key)) for h in hints
-            ]
+            sent = [self.copy_to(h.record, self._hint_targets(owner, h.record.key)) for h in hints]
             replies = await asyncio.gather(*sent, return_exceptions=True)
             delivered = [
                 h.hint_id for h, reply in zip(hints, replies, strict=True) if reply is True
@@ -129,19 +125,19 @@ class HandoffMixin:
         """Where a hint for ``owner`` goes now: the owner if it still holds ``key``,
         else the key's replicas in every ring writes go to."""
         assert self.placement is not None
-        n = self.config.n
-        holders: set[str] = set()
-        for ring in self.placement.write_rings:
-            holders.update(ring.primaries(key, n))
+        holders = self.placement.holders(key, self.config.n)
         if owner in holders:
             return {owner}
         self.counters["hints.retargeted"] += 1
         return holders
 
-    async def _hand_over(self, record: Record, targets: set[str]) -> bool:
-        """Write ``record`` (a hint's) to every one of ``targets``; True if all took it."""
+    async def copy_to(self, record: Record, targets: set[str]) -> bool:
+        """Write ``record``, a version that exists already (a hint's, or a copy a replica
+        refused for its epoch), to every one of ``targets`` this node can reach, placed
+        with this node's epoch; True if all of them took it."""
         timeout_s = self.config.request_timeout_ms / 1000
         sent: list[Awaitable[Any]] = []
+        unreachable = False
         for target in sorted(targets):
             if target == self.id:
                 sent.append(self.apply_local(record, None))
@@ -150,6 +146,6 @@ class HandoffMixin:
                     link.request(replica_codec.write_args(record, None, self.epoch), timeout_s)
                 )
             else:
-                return False
+                unreachable = True
         replies = await asyncio.gather(*sent, return_exceptions=True)
-        return not any(isinstance(reply, BaseException) for reply in replies)
+        return not unreachable and not any(isinstance(r, BaseException) for r in replies)
