@@ -277,9 +277,13 @@ async def test_event_loop_keeps_running(engine: SqliteEngine) -> None:
     for work in (lambda: engine.apply_many(records), lambda: engine.get_many(keys), scan_count):
         elapsed, gaps = await _heartbeat_gaps(work)
         # Blocking the loop for the whole call would make one gap as long as the call.
-        # A thread holds the GIL for at most the switch interval (5 ms) at a time.
+        # A thread holds the GIL for at most the switch interval (5 ms) at a time. The
+        # bound is relative to the call only: an absolute 50 ms floor failed on a slow
+        # CI machine (one 55 ms gap in a 139 ms call, twice in four fresh-clone runs),
+        # an OS stall, not the engine. Measured over 10 local runs (30 calls): the
+        # largest gap was at most 0.13 of its call; CI's failures were 0.40. Bound 0.5.
         assert len(gaps) >= 3, (elapsed, gaps)
-        assert max(gaps) < max(elapsed / 3, 0.05), (elapsed, max(gaps))
+        assert max(gaps) < elapsed / 2, (elapsed, max(gaps))
     assert await engine.count() == len(records)
 
 
