@@ -1,22 +1,29 @@
-"""How kvstore's cost grows as the work grows (issue 12): the concurrency sweep.
+"""How kvstore's cost grows as the work grows (issue 12): concurrency, keys, repair.
 
-Usage: python bench/scale.py [--json] [--seconds 3] [--levels 16,64,256,1024]
+Usage: python bench/scale.py [--json] [--part sweep|keys|repair|all] [--seconds 3]
+                             [--levels 16,64,256,1024] [--key-counts 10000,1000000]
+                             [--repair-keys 1000000]
 
-One 5-node cluster (N = 3, SQLite with fsync, mutual TLS: the defaults) on loopback,
-1,000 keys of 100 bytes written first. For each number of calls in flight, quorum puts
-then quorum gets back to back for ``--seconds`` each, through one ``Client`` (sessions);
-each figure is ops/s with p50/p99, and every node's resident memory (VmRSS) after it.
-The baseline is the first level of the same run: each level's throughput and p99 are
-also given as ratios to it.
-
-Not here yet (the issue's other two parts): 10k against 1M keys, and anti-entropy
-between two replicas with 1M keys (that needs incremental Merkle trees first).
+Three parts, each with its baseline in the same run:
+- ``sweep``: one 5-node cluster (N = 3, SQLite with fsync, mutual TLS: the defaults) on
+  loopback, 1,000 keys of 100 bytes written first. For each number of calls in flight,
+  quorum puts then quorum gets back to back for ``--seconds`` each, through one
+  ``Client`` (sessions): ops/s with p50/p99, and every node's resident memory (VmRSS).
+  Each level is compared with the first.
+- ``keys``: for each key count, a fresh cluster is filled with that many keys (quorum
+  puts, 1,024 in flight: the load rate is reported), then quorum puts and gets on keys
+  drawn uniformly from all of them, 256 in flight; node RSS after. Each count is
+  compared with the first (10k).
+- ``repair``: anti-entropy between two replicas of ``--repair-keys`` keys, in sync and
+  with 0.1% and 1% differing, by a full rebuild and by the incremental digests, in one
+  process (``bench/scale_repair.py`` says how).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._common import drive, machine, write_cluster_config  # noqa: E402
+from bench.scale_repair import anti_entropy  # noqa: E402
 from kvstore import config as config_mod  # noqa: E402
 from kvstore.client.aio import Client  # noqa: E402
 from kvstore.cluster.local import LocalCluster  # noqa: E402
@@ -47,6 +55,16 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def compare_to_first(rows: list[dict[str, Any]]) -> None:
+    """Each row's put and get throughput and p99 as ratios to the first row's."""
+    base = rows[0]
+    for row in rows:
+        for op in ("quorum_put", "quorum_get"):
+            figure = row[op]
+            figure["ops_vs_first"] = round(figure["ops_per_s"] / base[op]["ops_per_s"], 3)
+            figure["p99_vs_first"] = round(figure["p99_ms"] / base[op]["p99_ms"], 3)
+
+
 async def sweep(cluster: LocalCluster, cfg: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     async with Client.from_config(cfg) as client:
@@ -64,32 +82,74 @@ async def sweep(cluster: LocalCluster, cfg: Any, args: argparse.Namespace) -> li
             row["quorum_get"] = await drive(get, level, seconds=args.seconds)
             row["node_rss_mb"] = {n: rss_mb(p.pid) for n, p in sorted(cluster.nodes.items())}
             rows.append(row)
-    base = rows[0]
+    compare_to_first(rows)
     for row in rows:
         for op in ("quorum_put", "quorum_get"):
-            figure = row[op]
-            figure["ops_vs_first"] = round(figure["ops_per_s"] / base[op]["ops_per_s"], 3)
-            figure["p99_vs_first"] = round(figure["p99_ms"] / base[op]["p99_ms"], 3)
-            for key in ("ops_per_s", "p50_ms", "p99_ms", "seconds"):
-                figure[key] = round(figure[key], 2)
+            row[op] = _rounded(row[op])
     return rows
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="kvscale-") as tmp:
-        # enough time for a call queued behind 1,024 others on 2 cores
+def _rounded(figure: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 2) for k, v in figure.items()}
+
+
+async def one_key_count(count: int, args: argparse.Namespace) -> dict[str, Any]:
+    keys = [f"key-{i:08d}" for i in range(count)]
+    rng = random.Random(count)
+    picks = [rng.randrange(count) for _ in range(1 << 16)]
+    with tempfile.TemporaryDirectory(prefix="kvscale-keys-") as tmp:
         cfg_path = write_cluster_config(Path(tmp), n=3, request_timeout_ms=10_000)
         cfg = config_mod.load(cfg_path)
         with LocalCluster(cfg, cfg_path) as cluster:
             cluster.start()
-            rows = await sweep(cluster, cfg, args)
-    return {
+            async with Client.from_config(cfg) as client:
+
+                async def fill(i: int) -> None:
+                    await client.put(keys[i], VALUE, consistency="quorum")
+
+                async def put(i: int) -> None:
+                    await client.put(keys[picks[i % len(picks)]], VALUE, consistency="quorum")
+
+                async def get(i: int) -> None:
+                    await client.get(keys[picks[i % len(picks)]], consistency="quorum")
+
+                row: dict[str, Any] = {"keys": count}
+                row["load"] = _rounded(await drive(fill, 1024, total=count))
+                row["quorum_put"] = _rounded(await drive(put, 256, seconds=args.seconds))
+                row["quorum_get"] = _rounded(await drive(get, 256, seconds=args.seconds))
+                row["node_rss_mb"] = {n: rss_mb(p.pid) for n, p in sorted(cluster.nodes.items())}
+    return row
+
+
+async def by_key_count(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = [await one_key_count(count, args) for count in args.key_counts]
+    compare_to_first(rows)
+    for row in rows:
+        rss = row["node_rss_mb"].values()
+        row["rss_mb_mean"] = round(sum(rss) / len(rss), 1)
+    return rows
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "benchmark": "scale",
-        "part": "concurrency sweep",
         "machine": machine(),
-        "settings": {"seconds": args.seconds, "keys": len(KEYS), "value_bytes": len(VALUE)},
-        "levels": rows,
+        "settings": {"seconds": args.seconds, "value_bytes": len(VALUE)},
     }
+    if args.part in ("sweep", "all"):
+        with tempfile.TemporaryDirectory(prefix="kvscale-") as tmp:
+            # enough time for a call queued behind 1,024 others on 2 cores
+            cfg_path = write_cluster_config(Path(tmp), n=3, request_timeout_ms=10_000)
+            cfg = config_mod.load(cfg_path)
+            with LocalCluster(cfg, cfg_path) as cluster:
+                cluster.start()
+                out["sweep"] = {"keys": len(KEYS), "levels": await sweep(cluster, cfg, args)}
+    if args.part in ("keys", "all"):
+        out["key_counts"] = await by_key_count(args)
+    if args.part in ("repair", "all"):
+        with tempfile.TemporaryDirectory(prefix="kvscale-repair-") as tmp:
+            out["repair"] = await anti_entropy(Path(tmp), args.repair_keys, [0.0, 0.001, 0.01])
+    return out
 
 
 def main() -> int:
@@ -102,18 +162,30 @@ def main() -> int:
         default=[16, 64, 256, 1024],
         help="calls in flight, comma-separated (default 16,64,256,1024)",
     )
+    parser.add_argument("--part", choices=("sweep", "keys", "repair", "all"), default="all")
+    parser.add_argument(
+        "--key-counts",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[10_000, 1_000_000],
+        help="keys per cluster, comma-separated (default 10000,1000000)",
+    )
+    parser.add_argument("--repair-keys", type=int, default=1_000_000)
     args = parser.parse_args()
     result = uvloop.run(bench(args))
     if args.json:
         print(json.dumps(result))
-    else:
-        for row in result["levels"]:
-            put, get = row["quorum_put"], row["quorum_get"]
-            print(
-                f"{row['in_flight']:>5} in flight: put {put['ops_per_s']:>8.0f}/s "
-                f"p99 {put['p99_ms']:>7.1f} ms, get {get['ops_per_s']:>8.0f}/s "
-                f"p99 {get['p99_ms']:>7.1f} ms, rss {row['node_rss_mb']}"
-            )
+        return 0
+    for row in result.get("sweep", {}).get("levels", []):
+        put, get = row["quorum_put"], row["quorum_get"]
+        print(
+            f"{row['in_flight']:>5} in flight: put {put['ops_per_s']:>8.0f}/s "
+            f"p99 {put['p99_ms']:>7.1f} ms, get {get['ops_per_s']:>8.0f}/s "
+            f"p99 {get['p99_ms']:>7.1f} ms, rss {row['node_rss_mb']}"
+        )
+    for row in result.get("key_counts", []):
+        print(json.dumps(row))
+    if "repair" in result:
+        print(json.dumps(result["repair"], indent=1))
     return 0
 
 

@@ -32,6 +32,7 @@ import uvloop
 
 from kvstore.core.version import Record, Timestamp
 from kvstore.storage.sqlite import _SCHEMA, _UPSERT, SqliteEngine
+from kvstore.storage.sqlite_schema import db_token
 
 VALUE = b"x" * 100
 
@@ -54,7 +55,9 @@ def baseline(path: Path, seconds: float) -> float:
         while time.perf_counter() < deadline:
             r = record(n)
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute(_UPSERT, (r.key, r.value, r.ts.wall, r.ts.logical, r.ts.node))
+            conn.execute(
+                _UPSERT, (r.key, r.value, r.ts.wall, r.ts.logical, r.ts.node, db_token(r.key))
+            )
             conn.execute("COMMIT")
             n += 1
         return n / (time.perf_counter() - t0)

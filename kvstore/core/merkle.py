@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from kvstore.core.ring import Ring, token
-from kvstore.core.version import Timestamp
+from kvstore.core.version import Record, Timestamp
 
 DIGEST_BYTES = 16  # 128-bit hashes: collisions are negligible, exchanges stay small
 EMPTY = bytes(DIGEST_BYTES)
@@ -45,6 +45,19 @@ class Entry(NamedTuple):
     key: bytes
     ts: Timestamp
     tombstone: bool
+
+
+def entry_of(record: Record) -> Entry:
+    return Entry(record.key, record.ts, record.value is None)
+
+
+class HashTree(Protocol):
+    """What ``TopDown`` compares: a full tree (``MerkleTree``) or a digest tree."""
+
+    @property
+    def depth(self) -> int: ...
+
+    def hashes(self, level: int, indexes: Sequence[int]) -> list[bytes]: ...
 
 
 def _h() -> hashlib.blake2b:
@@ -153,7 +166,7 @@ class TopDown:
     Afterwards ``leaves`` lists exactly the leaves whose hashes differ, ascending.
     """
 
-    def __init__(self, tree: MerkleTree, step: int = 4) -> None:
+    def __init__(self, tree: HashTree, step: int = 4) -> None:
         if step < 1:
             raise ValueError("step must be at least 1")
         self.tree = tree

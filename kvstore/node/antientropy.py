@@ -1,13 +1,19 @@
 """Anti-entropy: replicas compare Merkle trees and copy only the versions that differ.
 
 The exchange, from the node that starts it (the *initiator*) with one peer:
-  1. Both sides build a tree (``kvstore.core.merkle``) over the keys they both replicate
-     (both are among the key's N primaries), at a depth the initiator picks; ``ae.open``
-     makes the peer build its tree and returns its root.
+  1. Both sides make a tree over the keys they both replicate (both are among the key's
+     N primaries), at a depth the initiator picks; ``ae.open`` makes the peer make its
+     tree and returns its root. When both engines keep digests (``kvstore.core.digests``)
+     the tree is summed from them, reading only the few buckets that straddle a shared
+     range's edge (a *digest* session); otherwise both scan their stores and hash every
+     entry (``kvstore.core.merkle``, a *full* session). The initiator asks for digests;
+     the peer's reply says which it made, and the initiator makes the same kind.
   2. ``TopDown`` walks both trees from the root, asking the peer (``ae.hashes``) only for
      nodes under hashes that differ, several levels per round trip.
   3. For the differing leaves the peer sends its (key, timestamp, tombstone) entries
      (``ae.leaves``), never values; ``reconcile`` says, per key, which side is newer.
+     A digest session reads those entries from the store by token range, so a round
+     costs in proportion to what differs, not to what is stored.
   4. Newer versions travel both ways: fetched with ``ae.get`` and applied locally, or sent
      with ``ae.put`` and applied by the peer. ``ae.close`` frees the peer's tree.
 
@@ -53,11 +59,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+import numpy as np
 
-from kvstore.core import merkle
-from kvstore.core.merkle import Entry, MerkleTree, TopDown
+from kvstore.core import digests, merkle
+from kvstore.core.digests import DigestTree
+from kvstore.core.merkle import Entry, HashTree, MerkleTree, TopDown
 from kvstore.core.peer_input import PeerInputError, PeerLimits, fields, integer
-from kvstore.core.ring import Ring
+from kvstore.core.ring import Ring, token
 from kvstore.core.version import Record, Timestamp
 from kvstore.node.clock import on_thread
 from kvstore.storage.base import Engine
@@ -112,8 +120,17 @@ def permissive_limits(ring: Ring) -> PeerLimits:
     return PeerLimits(64 * 1024, 3 << 20, frozenset(ring.nodes), 1 << 62)
 
 
-def entry_of(record: Record) -> Entry:
-    return Entry(record.key, record.ts, record.value is None)
+entry_of = merkle.entry_of
+
+
+@dataclass(slots=True)
+class Session:
+    """What a peer keeps for one initiator's exchange."""
+
+    tree: HashTree
+    initiator: str
+    cutoff_us: int
+    full: MerkleTree | None  # a full session's tree (its leaves hold the entries)
 
 
 def chunks_by_count(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -159,6 +176,7 @@ class PeerRound:
     bytes_sent: int = 0
     bytes_received: int = 0
     seconds: float = 0.0
+    digests: bool = False  # trees summed from digests (else built from a full scan)
     error: str = ""
 
     @property
@@ -219,7 +237,7 @@ class Replica:
             counters if counters is not None else collections.Counter()
         )
         self._observe = observe
-        self._sessions: collections.OrderedDict[str, MerkleTree] = collections.OrderedDict()
+        self._sessions: collections.OrderedDict[str, Session] = collections.OrderedDict()
         self._ids = itertools.count(1)
 
     def ops(self) -> dict[str, Callable[[list[Any]], Awaitable[Any]]]:
@@ -255,6 +273,44 @@ class Replica:
                 entries.append(entry)
         return merkle.split_by_peer(self.ring, self.id, self.n, peers, entries)
 
+    def can_digest(self, depth: int) -> bool:
+        index = self.engine.digests
+        return index is not None and 1 <= depth <= index.depth
+
+    def _pair_buckets(self, peer: str, depth: int) -> tuple[list[range], list[int]]:
+        """(buckets wholly shared with ``peer``, buckets cut by a shared range's edge)."""
+        return digests.classify(digests.shared_ranges(self.ring, self.n, self.id, peer), depth)
+
+    async def _shared_in(self, peer: str, buckets: Iterable[int], depth: int) -> list[Entry]:
+        """Entries of some boundary buckets whose keys ``peer`` shares."""
+        found = await self.engine.entries_in(digests.ranges_of(buckets, depth))
+        return [e for e in found if merkle.shared(self.ring, e.key, self.n, self.id, peer)]
+
+    async def digest_tree(self, peer: str, depth: int) -> DigestTree:
+        """The tree of the keys shared with ``peer``, summed from the engine's digests."""
+        index = self.engine.digests
+        assert index is not None
+        inside, boundary = self._pair_buckets(peer, depth)
+        edge = {b: np.zeros(2, dtype=np.uint64) for b in boundary}
+        shift = merkle.TOKEN_BITS - depth
+        for entry in await self._shared_in(peer, boundary, depth):
+            edge[token(entry.key) >> shift] += digests.lanes_of(entry)
+        # at_depth copies: a snapshot while the writer thread moves the digests
+        leaves = digests.leaf_values(index.at_depth(depth), inside, edge, depth)
+        return DigestTree(depth, leaves, index.entries)
+
+    async def leaf_entries(
+        self, peer: str, cutoff_us: int, leaves: Sequence[int], depth: int
+    ) -> list[Entry]:
+        """The stored entries of some leaves that ``peer`` shares, past tombstones hidden."""
+        live = merkle.is_live(cutoff_us)
+        edges = set(self._pair_buckets(peer, depth)[1])
+        # Keys of a bucket wholly inside the shared ranges are shared: only edges are sorted.
+        inner = [b for b in leaves if b not in edges]
+        found = await self.engine.entries_in(digests.ranges_of(inner, depth))
+        found += await self._shared_in(peer, [b for b in leaves if b in edges], depth)
+        return [e for e in found if live(e)]
+
     async def _store(self, records: list[Record]) -> int:
         if not records:
             return 0
@@ -268,27 +324,41 @@ class Replica:
     # ---------------------------------------------------------------- responder ops
 
     async def op_open(self, args: list[Any]) -> list[Any]:
-        session, initiator, depth, cutoff_us = fields(args, 4, "ae.open")
+        if not isinstance(args, list) or len(args) not in (4, 5):
+            raise PeerInputError("ae.open takes 4 or 5 fields")
+        session, initiator, depth, cutoff_us = args[:4]
+        want_digests = args[4] if len(args) == 5 else False
+        if type(want_digests) is not bool:
+            raise PeerInputError("ae.open: the digests flag must be a boolean")
         if not isinstance(session, str) or len(session) > 128:
             raise PeerInputError("ae.open: the session id must be a short string")
         initiator = self.limits.node(initiator, "ae.open initiator")
         depth = integer(depth, "ae.open depth", 0, merkle.MAX_DEPTH)
         cutoff_us = integer(cutoff_us, "ae.open cutoff", -(1 << 63), (1 << 63) - 1)
+        if want_digests:
+            if not self.can_digest(depth):
+                return [b"", 0, False]  # no index like that here: the initiator scans instead
+            digest = await self.digest_tree(initiator, depth)
+            self._keep(session, Session(digest, initiator, cutoff_us, None))
+            return [digest.root, digest.count, True]
         entries = (await self.shared_entries([initiator], cutoff_us))[initiator]
         # Hashing 100k entries takes a while: off the loop, so heartbeats keep flowing.
-        tree = await self._offload(MerkleTree, depth, entries)
-        self._sessions[session] = tree
+        full = await self._offload(MerkleTree, depth, entries)
+        self._keep(session, Session(full, initiator, cutoff_us, full))
+        return [full.root, full.count, False]
+
+    def _keep(self, session: str, kept: Session) -> None:
+        self._sessions[session] = kept
         while len(self._sessions) > MAX_SESSIONS:
             self._sessions.popitem(last=False)
-        return [tree.root, tree.count]
 
-    def _tree(self, session: object) -> MerkleTree:
-        tree = self._sessions.get(str(session))
-        if tree is None:
+    def _session(self, session: object) -> Session:
+        found = self._sessions.get(str(session))
+        if found is None:
             raise LookupError(f"no anti-entropy session {session!r} (expired?)")
-        return tree
+        return found
 
-    def _indexes(self, tree: MerkleTree, level: int, raw: object) -> list[int]:
+    def _indexes(self, tree: HashTree, level: int, raw: object) -> list[int]:
         if not isinstance(raw, list) or len(raw) > CHUNK_ITEMS:
             raise PeerInputError(f"indexes must be a list of at most {CHUNK_ITEMS}")
         top = (1 << level) - 1
@@ -296,15 +366,20 @@ class Replica:
 
     async def op_hashes(self, args: list[Any]) -> list[bytes]:
         session, level, indexes = fields(args, 3, "ae.hashes")
-        tree = self._tree(session)
+        tree = self._session(session).tree
         level = integer(level, "ae.hashes level", 0, tree.depth)
         return tree.hashes(level, self._indexes(tree, level, indexes))
 
     async def op_leaves(self, args: list[Any]) -> list[list[Any]]:
         session, indexes = fields(args, 2, "ae.leaves")
-        tree = self._tree(session)
-        return [encode_entry(e) for i in self._indexes(tree, tree.depth, indexes)
-                for e in tree.leaf(i)]  # fmt: skip
+        found = self._session(session)
+        wanted = self._indexes(found.tree, found.tree.depth, indexes)
+        if found.full is not None:
+            return [encode_entry(e) for i in wanted for e in found.full.leaf(i)]
+        entries = await self.leaf_entries(
+            found.initiator, found.cutoff_us, wanted, found.tree.depth
+        )
+        return [encode_entry(e) for e in entries]
 
     async def op_get(self, args: list[Any]) -> list[list[Any]]:
         (keys,) = fields(args, 1, "ae.get")
@@ -328,11 +403,15 @@ class Replica:
         self,
         peer: str,
         call: Call,
-        entries: list[Entry],
+        entries: list[Entry] | None,
         cutoff_us: int,
         depth: int | None = None,
     ) -> PeerRound:
-        """One full exchange with ``peer`` over ``entries`` (the keys both replicate)."""
+        """One exchange with ``peer`` over the keys both replicate.
+
+        ``entries`` are this side's (from ``shared_entries``) for a full session; None
+        asks for a digest session, falling back to a scan when either side has no index.
+        """
         result = PeerRound(peer)
         began = self._now()
 
@@ -345,17 +424,34 @@ class Replica:
             result.round_trips += 1
             return reply
 
-        if depth is None:
-            depth = merkle.depth_for(len(entries))
         session = f"{self.id}:{next(self._ids)}"
-        # Both sides build their trees at the same time: the peer while it serves ae.open.
-        building = asyncio.ensure_future(self._offload(MerkleTree, depth, entries))
-        try:
-            root, _count = await counted("ae.open", [session, self.id, depth, cutoff_us])
-        except BaseException:
-            building.cancel()
-            raise
-        tree = await building
+        index = self.engine.digests
+        tree: HashTree
+        full: MerkleTree | None = None
+        if entries is None and index is not None:
+            depth = index.tree_depth()
+            reply = await counted("ae.open", [session, self.id, depth, cutoff_us, True])
+            if len(reply) > 2 and reply[2] is True:
+                root = reply[0]
+                tree = await self.digest_tree(peer, depth)
+                result.digests = True
+            else:  # the peer has no index that deep and kept no session: scan, both
+                session = f"{self.id}:{next(self._ids)}"
+                depth = None
+        if not result.digests:
+            if entries is None:
+                entries = (await self.shared_entries([peer], cutoff_us))[peer]
+            if depth is None:
+                depth = merkle.depth_for(len(entries))
+            # Both sides build their trees at once: the peer while it serves ae.open.
+            building = asyncio.ensure_future(self._offload(MerkleTree, depth, entries))
+            try:
+                reply = await counted("ae.open", [session, self.id, depth, cutoff_us])
+            except BaseException:
+                building.cancel()
+                raise
+            root = reply[0]
+            tree = full = await building
         try:
             walk = TopDown(tree, STEP)
             walk.receive([root])
@@ -372,7 +468,15 @@ class Replica:
             result.leaves_differing = len(walk.leaves)
             result.hashes_compared = walk.compared
             if walk.leaves:
-                await self._reconcile_leaves(session, tree, walk.leaves, counted, result)
+                if full is not None:
+                    mine = [e for leaf in walk.leaves for e in full.leaf(leaf)]
+                    theirs = await self._their_leaves(session, walk.leaves, counted)
+                else:  # both stores read the leaves at once
+                    mine, theirs = await asyncio.gather(
+                        self.leaf_entries(peer, cutoff_us, walk.leaves, tree.depth),
+                        self._their_leaves(session, walk.leaves, counted),
+                    )
+                await self._reconcile(mine, theirs, counted, result)
         finally:
             try:
                 await counted("ae.close", [session])
@@ -382,9 +486,7 @@ class Replica:
         self.counters["ae.exchanges"] += 1
         return result
 
-    async def _reconcile_leaves(
-        self, session: str, tree: MerkleTree, leaves: list[int], counted: Call, result: PeerRound
-    ) -> None:
+    async def _their_leaves(self, session: str, leaves: list[int], counted: Call) -> list[Entry]:
         parts = await gather_limited(
             [
                 partial(counted, "ae.leaves", [session, list(part)])
@@ -392,17 +494,22 @@ class Replica:
             ],
             PARALLEL,
         )
-        theirs = [decode_entry(raw, self.limits) for part in parts for raw in part]
-        mine = [e for leaf in leaves for e in tree.leaf(leaf)]
+        return [decode_entry(raw, self.limits) for part in parts for raw in part]
+
+    async def _reconcile(
+        self, mine: list[Entry], theirs: list[Entry], counted: Call, result: PeerRound
+    ) -> None:
         pull, push = merkle.reconcile(mine, theirs)
-        if pull:
+
+        async def fetch() -> None:
             fetched = await gather_limited(
                 [partial(counted, "ae.get", [list(part)]) for part in chunks_by_count(pull, 1024)],
                 PARALLEL,
             )
             records = [decode_full(raw, self.limits) for part in fetched for raw in part]
             result.keys_pulled = await self._store(records)
-        if push:
+
+        async def send() -> None:
             mine_now = [r for r in await self.engine.get_many(push) if r is not None]
             stored = await gather_limited(
                 [
@@ -412,6 +519,9 @@ class Replica:
                 PARALLEL,
             )
             result.keys_pushed = sum(int(s) for s in stored)
+
+        # Pulling and pushing touch different keys (each key travels one way): at once.
+        await asyncio.gather(*([fetch()] if pull else []), *([send()] if push else []))
 
 
 class AntiEntropy:
@@ -461,7 +571,10 @@ class AntiEntropy:
             # tombstone_grace_s = inf (left out, anti-entropy off): no tombstone is ever due
             never = self.node.config.tombstone_grace_s == float("inf")
             cutoff = 0 if never else self.node.physical_us() - self.grace_us
-            entries = await self.replica.shared_entries(targets, cutoff)
+            # With digests the trees need no scan; without, one scan serves every peer.
+            entries: dict[str, list[Entry] | None] = dict.fromkeys(targets)
+            if self.node.engine.digests is None:
+                entries.update(await self.replica.shared_entries(targets, cutoff))
             for peer in targets:
                 link = self.node.links[peer]
 

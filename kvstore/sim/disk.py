@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
+from kvstore.core.digests import DigestIndex
+from kvstore.core.merkle import Entry
 from kvstore.core.version import Record
 from kvstore.storage.base import Engine, EngineClosed, Hint
 from kvstore.storage.memory import MemoryEngine, check_record
@@ -90,6 +92,14 @@ class SimEngine(Engine):
     async def count(self) -> int:
         self._check_open()
         return await self.disk.store.count()
+
+    @property
+    def digests(self) -> DigestIndex | None:
+        return self.disk.store.digests  # the disk's: what survives a crash
+
+    async def entries_in(self, ranges: list[tuple[int, int]]) -> list[Entry]:
+        self._check_open()
+        return await self.disk.store.entries_in(ranges)
 
     async def purge_tombstones(self, older_than_wall_us: int) -> int:
         await self._fsync()

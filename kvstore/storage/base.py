@@ -16,6 +16,12 @@ Contract (checked for every engine by ``tests/storage/contract.py``):
   the same time is kept. It is how a node hands back ranges it no longer owns.
 - Hints are records held for another node (``owner``); they live apart from the
   node's own data and are removed only by ``delete_hints``.
+- ``digests`` (optional) is the engine's ``kvstore.core.digests.DigestIndex``: one
+  digest per token bucket over every stored record (tombstones included, hints never),
+  moved by every committed apply, drop and purge, and never by one that failed. It is
+  exact whenever no write is in flight. ``entries_in`` lists the (key, timestamp,
+  tombstone) of stored records by token range, so anti-entropy reads only the buckets
+  that differ. Engines without an index return None (repair then scans).
 - No method blocks the event loop: blocking work runs on threads the engine owns.
 - After ``close`` every method raises ``EngineClosed``.
 """
@@ -26,7 +32,31 @@ import abc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from kvstore.core.digests import TOKEN_END, DigestIndex
+from kvstore.core.merkle import Entry, entry_of
+from kvstore.core.ring import token
 from kvstore.core.version import Record
+
+
+def check_ranges(ranges: object) -> list[tuple[int, int]]:
+    """Token ranges as half-open [lo, hi) pairs of ints within the token space."""
+    if not isinstance(ranges, (list, tuple)):
+        raise TypeError("token ranges are a sequence of (lo, hi) pairs")
+    out: list[tuple[int, int]] = []
+    for pair in ranges:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise TypeError("a token range is a (lo, hi) pair")
+        lo, hi = pair
+        for bound in (lo, hi):
+            if type(bound) is not int or not 0 <= bound <= TOKEN_END:
+                raise ValueError(f"a token range bound must be an int in 0..2^64, not {bound!r}")
+        out.append((lo, hi))
+    return out
+
+
+def in_ranges(key: bytes, ranges: list[tuple[int, int]]) -> bool:
+    t = token(key)
+    return any(lo <= t < hi for lo, hi in ranges)
 
 
 class EngineClosed(RuntimeError):
@@ -65,6 +95,19 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def scan(self, start: bytes = b"", end: bytes | None = None) -> AsyncIterator[Record]:
         """Every stored record with ``start <= key < end`` (end None: no bound), by key."""
+
+    @property
+    def digests(self) -> DigestIndex | None:
+        """The incremental bucket digests this engine keeps, or None (it keeps none)."""
+        return None
+
+    async def entries_in(self, ranges: list[tuple[int, int]]) -> list[Entry]:
+        """Entries of stored records whose key token is in one of ``ranges`` ([lo, hi)).
+
+        This default scans everything; an engine with a token index reads only the ranges.
+        """
+        wanted = check_ranges(ranges)
+        return [entry_of(r) async for r in self.scan() if in_ranges(r.key, wanted)]
 
     @abc.abstractmethod
     async def count(self) -> int:

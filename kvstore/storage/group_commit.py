@@ -21,6 +21,10 @@ Rules and invariants:
   with ``EngineClosed``. The thread then closes its connection, and resolving the stop's
   future is its last act.
 - A caller that was cancelled has its future left alone: its write may still happen.
+- The writer's ``journal`` collects the changes its jobs make to ``kv`` (see
+  ``sqlite_schema``); ``on_commit`` receives them on the writer thread after COMMIT
+  succeeded, before any caller is told, and a rolled-back job's changes are discarded
+  with it. So the digest index follows exactly what is durable.
 """
 
 from __future__ import annotations
@@ -215,6 +219,8 @@ class Writer(_EngineThread):
     ) -> None:
         super().__init__(path, conn, max_batch, f"kvstore-sqlite-writer:{path.name}")
         self._commit = commit
+        self.journal: list[Any] = []  # changes of the open transaction, in order
+        self.on_commit: Callable[[list[Any]], None] | None = None
         # Written on the writer thread, read without locking: approximate while busy.
         self.commits = 0
         self.jobs = 0
@@ -223,6 +229,7 @@ class Writer(_EngineThread):
         jobs = _checked(jobs)
         if not jobs:
             return
+        self.journal.clear()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except Exception as exc:
@@ -244,23 +251,36 @@ class Writer(_EngineThread):
             self._commit(conn)
         except Exception as exc:
             _rollback(conn)
+            self.journal.clear()
             _settle([(job, None, exc) for job in jobs])
             return
         self.commits += 1
         self.jobs += len(jobs)
+        self._committed()
         _settle([(job, result, None) for job, result in zip(jobs, results, strict=True)])
+
+    def _committed(self) -> None:
+        changes, self.journal[:] = list(self.journal), []
+        if self.on_commit is not None and changes:
+            try:
+                self.on_commit(changes)
+            except Exception:  # the index is an accelerator: never fail a durable write
+                log.exception("digest index update failed")
 
     def _run_isolated(self, conn: sqlite3.Connection, jobs: list[Job]) -> None:
         """Rerun a batch in which some job failed, a savepoint per job, so it fails alone."""
         outcomes: list[Outcome] = []
+        self.journal.clear()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
                 assert job.fn is not None
                 conn.execute("SAVEPOINT job")
+                mark = len(self.journal)
                 try:
                     result = job.fn(conn)
                 except Exception as exc:
+                    del self.journal[mark:]
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     outcomes.append((job, None, exc))
@@ -270,12 +290,14 @@ class Writer(_EngineThread):
             self._commit(conn)
         except Exception as exc:
             _rollback(conn)
+            self.journal.clear()
             done = {id(job) for job, _, _ in outcomes}
             outcomes = [(job, None, e if e is not None else exc) for job, _, e in outcomes]
             outcomes += [(job, None, exc) for job in jobs if id(job) not in done]
         else:
             self.commits += 1
             self.jobs += len(jobs)
+            self._committed()
         _settle(outcomes)
 
 

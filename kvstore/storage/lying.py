@@ -10,6 +10,8 @@ Rules and invariants:
 - ``stop_lying`` writes what is held to the engine for real (the disk is honest again).
 - Hints are not affected (the fault is about the node's own data, as in the harness's
   lying-disk nemesis); every other call goes straight to the engine.
+- While it holds writes it offers no digest index (the engine's would miss them), so
+  anti-entropy falls back to scanning, which sees them.
 - When not lying, this is the engine: the storage contract holds for it unchanged.
 """
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 
+from kvstore.core.digests import DigestIndex
+from kvstore.core.merkle import Entry
 from kvstore.core.version import Record, newer
 from kvstore.storage.base import Engine, Hint
 from kvstore.storage.memory import check_record
@@ -74,6 +78,15 @@ class LyingDisk(Engine):
         if not self.volatile:
             return await self.inner.count()
         return len([r async for r in self.scan()])
+
+    @property
+    def digests(self) -> DigestIndex | None:
+        return None if self.volatile else self.inner.digests
+
+    async def entries_in(self, ranges: list[tuple[int, int]]) -> list[Entry]:
+        if not self.volatile:
+            return await self.inner.entries_in(ranges)
+        return await super().entries_in(ranges)  # the default: a scan, merged with held
 
     async def purge_tombstones(self, older_than_wall_us: int) -> int:
         return await self.inner.purge_tombstones(older_than_wall_us)

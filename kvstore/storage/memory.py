@@ -8,14 +8,17 @@ Rules and invariants:
   UTF-8-encodable node id): a record one engine accepts, every engine accepts.
 - Hints are listed oldest first: by ``stored_at_us``, then by hint id (insertion order).
 - Nothing here awaits, so each call is atomic with respect to other coroutines.
+- The digest index moves in the same step as the dict, so it is always exact.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
+from kvstore.core.digests import DigestIndex
+from kvstore.core.merkle import Entry, entry_of
 from kvstore.core.version import Record, Timestamp, newer
-from kvstore.storage.base import Engine, EngineClosed, Hint
+from kvstore.storage.base import Engine, EngineClosed, Hint, check_ranges, in_ranges
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -67,8 +70,11 @@ def check_limit(limit: object) -> None:
 class MemoryEngine(Engine):
     """A dict of records and a dict of hints; ``MemoryEngine()`` is ready to use."""
 
-    def __init__(self) -> None:
+    # A test or simulated store is small: 2^16 buckets (1 MB) are plenty, and every
+    # simulated node keeps one. Exchanges sum to the same depths either way.
+    def __init__(self, digest_depth: int | None = 16) -> None:
         self._data: dict[bytes, Record] = {}
+        self._index = None if digest_depth is None else DigestIndex(digest_depth)
         self._hints: dict[int, Hint] = {}
         self._next_hint_id = 1
         self._closed = False
@@ -83,7 +89,24 @@ class MemoryEngine(Engine):
         if newer(current, record) is current:
             return False
         self._data[record.key] = record
+        if self._index is not None:
+            self._index.change(record.key, None if current is None else entry_of(current),
+                               entry_of(record))  # fmt: skip
         return True
+
+    def _remove(self, key: bytes) -> None:
+        record = self._data.pop(key)
+        if self._index is not None:
+            self._index.change(key, entry_of(record), None)
+
+    @property
+    def digests(self) -> DigestIndex | None:
+        return self._index
+
+    async def entries_in(self, ranges: list[tuple[int, int]]) -> list[Entry]:
+        self._check_open()
+        wanted = check_ranges(ranges)
+        return [entry_of(r) for key, r in self._data.items() if in_ranges(key, wanted)]
 
     async def apply(self, record: Record) -> bool:
         self._check_open()
@@ -135,7 +158,7 @@ class MemoryEngine(Engine):
             if record.value is None and record.ts.wall < older_than_wall_us
         ]
         for key in doomed:
-            del self._data[key]
+            self._remove(key)
         return len(doomed)
 
     async def drop(self, records: Sequence[Record]) -> int:
@@ -147,7 +170,7 @@ class MemoryEngine(Engine):
         for record in wanted:
             held = self._data.get(record.key)
             if held is not None and held.ts == record.ts:
-                del self._data[record.key]
+                self._remove(record.key)
                 dropped += 1
         return dropped
 

@@ -20,6 +20,9 @@ rules). Here:
   work cannot grow memory without limit while the disk is slow.
 - ``close`` refuses new calls (``EngineClosed``), lets both threads finish every job
   queued before it, closes the connections and joins the threads; it is idempotent.
+- The digest index (``digest_depth``, on by default) is built from one scan while the
+  engine opens, before any call can write, then moved only by the writer thread's
+  committed changes (``group_commit``): so it is exact whenever no write is in flight.
 - Constructing an engine opens files and may fsync; inside a running event loop use
   ``await SqliteEngine.open(path)``, which does that on a worker thread.
 """
@@ -36,10 +39,12 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
+from kvstore.core.digests import DEFAULT_DEPTH, DigestIndex
+from kvstore.core.merkle import Entry
 from kvstore.core.version import Record
 from kvstore.errors import Overloaded
 from kvstore.storage import sqlite_schema as sql
-from kvstore.storage.base import Engine, EngineClosed, Hint
+from kvstore.storage.base import Engine, EngineClosed, Hint, check_ranges
 from kvstore.storage.group_commit import Job, Reader, Stop, Writer
 from kvstore.storage.memory import check_int64, check_key, check_limit, check_record, check_text
 from kvstore.storage.sqlite_schema import SCHEMA_VERSION
@@ -90,6 +95,7 @@ class SqliteEngine(Engine):
         scan_chunk: int = 512,
         busy_timeout_s: float = 10.0,
         max_queued: int = 65_536,
+        digest_depth: int | None = DEFAULT_DEPTH,
     ) -> None:
         if max_batch < 1 or scan_chunk < 1 or max_queued < 1:
             raise ValueError("max_batch, scan_chunk and max_queued must be >= 1")
@@ -114,6 +120,12 @@ class SqliteEngine(Engine):
             raise
         try:
             rconn.execute("PRAGMA query_only = ON")
+            self._index: DigestIndex | None = None
+            if digest_depth is not None:
+                index = DigestIndex(digest_depth)
+                for entry in sql.all_entries(rconn):
+                    index.change(entry.key, None, entry)
+                self._index = index
         except BaseException:
             rconn.close()
             wconn.close()
@@ -123,6 +135,9 @@ class SqliteEngine(Engine):
         # on an open engine to hold the writer inside a commit or make one fail.
         self._writer = Writer(self.path, wconn, max_batch, lambda conn: self._commit(conn))
         self._reader = Reader(self.path, rconn)
+        self._journal = self._writer.journal if self._index is not None else None
+        if self._index is not None:
+            self._writer.on_commit = self._index.apply
         self._wq: SimpleQueue[Job | Stop] = self._writer.queue
         self._rq: SimpleQueue[Job | Stop] = self._reader.queue
         self._writer.start()
@@ -137,6 +152,7 @@ class SqliteEngine(Engine):
         scan_chunk: int = 512,
         busy_timeout_s: float = 10.0,
         max_queued: int = 65_536,
+        digest_depth: int | None = DEFAULT_DEPTH,
     ) -> SqliteEngine:
         """Open (creating if needed) on a worker thread, so the event loop keeps running."""
         return await asyncio.to_thread(
@@ -147,6 +163,7 @@ class SqliteEngine(Engine):
                 scan_chunk=scan_chunk,
                 busy_timeout_s=busy_timeout_s,
                 max_queued=max_queued,
+                digest_depth=digest_depth,
             )
         )
 
@@ -195,7 +212,9 @@ class SqliteEngine(Engine):
 
     async def apply(self, record: Record) -> bool:
         check_record(record)
-        stored: list[bool] = await self._submit(self._wq, partial(sql.apply_records, [record]))
+        stored: list[bool] = await self._submit(
+            self._wq, partial(sql.apply_records, [record], self._journal)
+        )
         return stored[0]
 
     async def apply_many(self, records: Sequence[Record]) -> list[bool]:
@@ -205,7 +224,9 @@ class SqliteEngine(Engine):
                 raise EngineClosed(f"engine for {self.path} is closed")
             return []
         stored: list[bool] = await self._submit(
-            self._wq, partial(sql.apply_records, batch), check=partial(_check_records, batch)
+            self._wq,
+            partial(sql.apply_records, batch, self._journal),
+            check=partial(_check_records, batch),
         )
         return stored
 
@@ -242,6 +263,15 @@ class SqliteEngine(Engine):
                 return
             lo, inclusive = page[-1].key, False
 
+    @property
+    def digests(self) -> DigestIndex | None:
+        return self._index
+
+    async def entries_in(self, ranges: list[tuple[int, int]]) -> list[Entry]:
+        wanted = check_ranges(ranges)
+        found: list[Entry] = await self._submit(self._rq, partial(sql.entries_in, wanted))
+        return found
+
     async def count(self) -> int:
         n: int = await self._submit(self._rq, sql.count)
         return n
@@ -249,7 +279,7 @@ class SqliteEngine(Engine):
     async def purge_tombstones(self, older_than_wall_us: int) -> int:
         check_int64("older_than_wall_us", older_than_wall_us)
         purged: int = await self._submit(
-            self._wq, partial(sql.purge_tombstones, older_than_wall_us)
+            self._wq, partial(sql.purge_tombstones, older_than_wall_us, self._journal)
         )
         return purged
 
@@ -260,7 +290,9 @@ class SqliteEngine(Engine):
                 raise EngineClosed(f"engine for {self.path} is closed")
             return 0
         dropped: int = await self._submit(
-            self._wq, partial(sql.drop_records, wanted), check=partial(_check_records, wanted)
+            self._wq,
+            partial(sql.drop_records, wanted, self._journal),
+            check=partial(_check_records, wanted),
         )
         return dropped
 

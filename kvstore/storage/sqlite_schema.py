@@ -5,7 +5,13 @@ Rules and invariants:
   the transaction has been fsync'd. Transactions are begun and ended explicitly, never
   implicitly (``isolation_level=None``).
 - The schema is versioned by ``PRAGMA user_version``: 0 is a new file (the schema is
-  created), ``SCHEMA_VERSION`` is this code's, anything else is refused.
+  created), ``SCHEMA_VERSION`` is this code's, 1 is migrated in one transaction (the
+  ``tok`` column filled and indexed), anything else is refused.
+- ``tok`` is the key's ring token (``kvstore.core.ring.token``) minus 2^63, so it fits a
+  signed INTEGER and sorts as tokens do: anti-entropy reads a token range by index.
+- With a journal (a list the writer thread owns), every write that changes ``kv`` appends
+  (key, entry it replaced or None, entry now stored or None); the writer hands the list
+  to the digest index only once the transaction committed.
 - Last-writer-wins is decided inside SQLite by a single UPSERT whose WHERE compares the
   row values ``(wall, logical, node)``: the same order as ``Timestamp`` tuples and
   ``newer``. Records run one after another inside the transaction, so two records for one
@@ -22,10 +28,16 @@ import sqlite3
 from pathlib import Path
 from typing import cast
 
+from kvstore.core.merkle import Entry
+from kvstore.core.ring import token
 from kvstore.core.version import Record, Timestamp, newer
 from kvstore.storage.base import Hint
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+TOKEN_OFFSET = 1 << 63
+
+# (key, old entry or None, new entry or None): one committed change to kv
+Change = tuple[bytes, Entry | None, Entry | None]
 
 SCHEMA = (
     # WITHOUT ROWID clusters rows by key: point lookups and ordered scans touch one b-tree.
@@ -35,8 +47,10 @@ SCHEMA = (
         value   BLOB,
         wall    INTEGER NOT NULL,
         logical INTEGER NOT NULL,
-        node    TEXT    NOT NULL
+        node    TEXT    NOT NULL,
+        tok     INTEGER NOT NULL
     ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS kv_by_token ON kv (tok)",
     # AUTOINCREMENT: a deleted hint id is never reused, even across restarts, so a late
     # delete_hints from a handoff that raced a crash can never remove a newer hint.
     """CREATE TABLE IF NOT EXISTS hints (
@@ -56,7 +70,7 @@ SCHEMA = (
 )
 
 UPSERT = """
-INSERT INTO kv (key, value, wall, logical, node) VALUES (?, ?, ?, ?, ?)
+INSERT INTO kv (key, value, wall, logical, node, tok) VALUES (?, ?, ?, ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET
     value = excluded.value, wall = excluded.wall,
     logical = excluded.logical, node = excluded.node
@@ -105,12 +119,33 @@ def init_schema(conn: sqlite3.Connection, path: Path) -> None:
             for statement in SCHEMA:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version == 1:
+            _migrate_from_1(conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
             raise RuntimeError(f"{path}: unknown schema version {version}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def db_token(key: bytes) -> int:
+    return token(key) - TOKEN_OFFSET
+
+
+def _migrate_from_1(conn: sqlite3.Connection) -> None:
+    # Inside init_schema's transaction: a crash midway leaves version 1, migrated again.
+    conn.create_function("kv_token", 1, db_token, deterministic=True)
+    conn.execute("ALTER TABLE kv ADD COLUMN tok INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE kv SET tok = kv_token(key)")
+    for statement in SCHEMA:
+        conn.execute(statement)
+
+
+def all_entries(conn: sqlite3.Connection) -> list[Entry]:
+    rows = conn.execute("SELECT key, wall, logical, node, value IS NULL FROM kv")
+    return [Entry(k, Timestamp(w, lg, n), bool(t)) for k, w, lg, n, t in rows]
 
 
 # -- writes (the writer thread) ------------------------------------------------------
@@ -120,14 +155,28 @@ def _row_to_record(key: bytes, value: bytes | None, wall: int, logical: int, nod
     return Record(key, value, Timestamp(wall, logical, node))
 
 
-def apply_records(records: list[Record], conn: sqlite3.Connection) -> list[bool]:
+_OLD_ENTRY = "SELECT wall, logical, node, value IS NULL FROM kv WHERE key = ?"
+
+
+def apply_records(
+    records: list[Record], journal: list[Change] | None, conn: sqlite3.Connection
+) -> list[bool]:
     cursor = conn.cursor()
     stored: list[bool] = []
     for record in records:
         ts = record.ts
-        cursor.execute(UPSERT, (record.key, record.value, ts.wall, ts.logical, ts.node))
+        key = record.key
+        old = None
+        if journal is not None:
+            row = cursor.execute(_OLD_ENTRY, (key,)).fetchone()
+            if row is not None:
+                old = Entry(key, Timestamp(row[0], row[1], row[2]), bool(row[3]))
+        cursor.execute(UPSERT, (key, record.value, ts.wall, ts.logical, ts.node, db_token(key)))
         # The UPSERT changes a row only when it inserted or its WHERE (newer) held.
-        stored.append(cursor.rowcount > 0)
+        changed = cursor.rowcount > 0
+        stored.append(changed)
+        if changed and journal is not None:
+            journal.append((key, old, Entry(key, ts, record.value is None)))
     return stored
 
 
@@ -151,13 +200,22 @@ def add_hint(owner: str, record: Record, stored_at_us: int, conn: sqlite3.Connec
     return hint_id
 
 
-def purge_tombstones(older_than_wall_us: int, conn: sqlite3.Connection) -> int:
+def purge_tombstones(
+    older_than_wall_us: int, journal: list[Change] | None, conn: sqlite3.Connection
+) -> int:
     # One statement in the writer's transaction: no apply can interleave with it.
-    cursor = conn.execute("DELETE FROM kv WHERE value IS NULL AND wall < ?", (older_than_wall_us,))
-    return cursor.rowcount
+    rows = conn.execute(
+        "DELETE FROM kv WHERE value IS NULL AND wall < ? RETURNING key, wall, logical, node",
+        (older_than_wall_us,),
+    ).fetchall()
+    if journal is not None:
+        journal.extend((k, Entry(k, Timestamp(w, lg, n), True), None) for k, w, lg, n in rows)
+    return len(rows)
 
 
-def drop_records(records: list[Record], conn: sqlite3.Connection) -> int:
+def drop_records(
+    records: list[Record], journal: list[Change] | None, conn: sqlite3.Connection
+) -> int:
     # In the writer's transaction, so an apply of a newer version is either before it
     # (the timestamp no longer matches: kept) or after it (stored again).
     dropped = 0
@@ -166,7 +224,10 @@ def drop_records(records: list[Record], conn: sqlite3.Connection) -> int:
             "DELETE FROM kv WHERE key = ? AND wall = ? AND logical = ? AND node = ?",
             (r.key, r.ts.wall, r.ts.logical, r.ts.node),
         )
-        dropped += cursor.rowcount
+        if cursor.rowcount > 0:
+            dropped += cursor.rowcount
+            if journal is not None:
+                journal.append((r.key, Entry(r.key, r.ts, r.value is None), None))
     return dropped
 
 
@@ -206,6 +267,35 @@ def scan_page(
     sql += " ORDER BY key LIMIT ?"
     params.append(limit)
     return [_row_to_record(*row) for row in conn.execute(sql, params)]
+
+
+_RANGES_MAX = 256  # token ranges per statement (two parameters each)
+
+
+def _select_ranges(size: int) -> str:
+    values = ",".join(["(?,?)"] * size)
+    # The ranges drive the loop, each one an index range scan of kv_by_token.
+    return (
+        f"WITH r(lo, hi) AS (VALUES {values}) "
+        "SELECT key, wall, logical, node, value IS NULL FROM r CROSS JOIN kv "
+        "WHERE kv.tok BETWEEN r.lo AND r.hi"
+    )
+
+
+def entries_in(ranges: list[tuple[int, int]], conn: sqlite3.Connection) -> list[Entry]:
+    # [lo, hi) as [lo, hi - 1]: the end of the token space, 2^64, is no INTEGER. Many
+    # ranges share one statement, padded to a power-of-two size with an empty range so
+    # the statement cache holds a handful of statements.
+    bounds = [(lo - TOKEN_OFFSET, hi - 1 - TOKEN_OFFSET) for lo, hi in ranges if lo < hi]
+    out: list[Entry] = []
+    for i in range(0, len(bounds), _RANGES_MAX):
+        chunk = bounds[i : i + _RANGES_MAX]
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk += [(1, 0)] * (size - len(chunk))
+        params = [x for pair in chunk for x in pair]
+        rows = conn.execute(_select_ranges(size), params)
+        out.extend(Entry(k, Timestamp(w, lg, n), bool(t)) for k, w, lg, n, t in rows)
+    return out
 
 
 def count(conn: sqlite3.Connection) -> int:

@@ -20,6 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kvstore.core.digests import TOKEN_END, DigestIndex
+from kvstore.core.merkle import entry_of
+from kvstore.core.ring import token
 from kvstore.core.version import Record, Timestamp, newer
 from kvstore.storage.base import Engine, EngineClosed, Hint
 
@@ -41,6 +44,17 @@ def model_apply(state: dict[bytes, Record], record: Record) -> bool:
 
 async def scan_all(engine: Engine, start: bytes = b"", end: bytes | None = None) -> list[Record]:
     return [r async for r in engine.scan(start, end)]
+
+
+async def assert_digests_exact(engine: Engine) -> None:
+    """The engine's incremental digests equal ones rebuilt from what it now stores."""
+    index = engine.digests
+    assert index is not None
+    model = DigestIndex(index.depth)
+    for record in await scan_all(engine):
+        model.change(record.key, None, entry_of(record))
+    assert index.same_as(model)
+    assert index.entries == await engine.count()
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -621,5 +635,62 @@ class EngineContract:
             assert await scan_all(engine) == [model[k] for k in sorted(model)]
             assert await engine.get_many(KEYS) == [model.get(k) for k in KEYS]
             assert await engine.count() == len(model)
+        finally:
+            await engine.close()
+
+    # -- digests and token ranges: what anti-entropy reads instead of scanning ----------
+
+    async def test_entries_in_by_token_range(self, engine: Engine) -> None:
+        stored = [rec(b"k%03d" % i, None if i % 5 == 0 else b"v", 10 + i) for i in range(60)]
+        await engine.apply_many(stored)
+        by_token = sorted(stored, key=lambda r: token(r.key))
+        cut = token(by_token[20].key)
+        ranges = [(0, cut), (token(by_token[40].key), TOKEN_END)]
+        expected = {
+            entry_of(r) for r in stored if any(lo <= token(r.key) < hi for lo, hi in ranges)
+        }
+        assert set(await engine.entries_in(ranges)) == expected
+        assert len(expected) == 40  # 20 below the cut, 20 from the 41st on
+        assert set(await engine.entries_in([(0, TOKEN_END)])) == {entry_of(r) for r in stored}
+        assert await engine.entries_in([(cut, cut)]) == []
+        assert await engine.entries_in([]) == []
+
+    async def test_entries_in_rejects_bad_ranges(self, engine: Engine) -> None:
+        for bad in ([(0, TOKEN_END + 1)], [(-1, 5)], [(0,)], "x", [(0.5, 1)], [(True, 2)]):
+            with pytest.raises((TypeError, ValueError)):
+                await engine.entries_in(bad)  # type: ignore[arg-type]
+
+    @settings(
+        max_examples=100,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        ops=st.lists(
+            st.one_of(
+                st.tuples(st.just("apply"), st.lists(records, max_size=6)),
+                st.tuples(st.just("drop"), st.lists(records, max_size=3)),
+                st.tuples(st.just("purge"), st.integers(0, 4)),
+            ),
+            max_size=25,
+        )
+    )
+    async def test_digests_follow_every_change(
+        self, make_engine: MakeEngine, ops: list[tuple[str, Any]]
+    ) -> None:
+        engine = await make_engine()
+        try:
+            if engine.digests is None:
+                return  # an engine without an index: anti-entropy scans instead
+            for op, arg in ops:
+                if op == "apply":
+                    await engine.apply_many(arg)
+                elif op == "drop":
+                    # drop what is stored now for half of them, so drops do happen
+                    held = [r for r in await engine.get_many([r.key for r in arg]) if r]
+                    await engine.drop(held[: len(held) // 2 + 1] + arg)
+                else:
+                    await engine.purge_tombstones(arg)
+            await assert_digests_exact(engine)
         finally:
             await engine.close()

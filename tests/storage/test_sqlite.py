@@ -22,10 +22,12 @@ from typing import Any
 
 import pytest
 
+from kvstore.core.digests import TOKEN_END
+from kvstore.core.merkle import entry_of
 from kvstore.core.version import Record, Timestamp
 from kvstore.storage import SqliteEngine
 from kvstore.storage.base import Hint
-from tests.storage.contract import rec, scan_all, wait_until
+from tests.storage.contract import assert_digests_exact, rec, scan_all, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -186,6 +188,7 @@ async def test_failed_commit_fails_every_caller_in_the_batch(tmp_path: Path) -> 
         # Nothing of the failed batch was written, and the writer carries on.
         assert await engine.get_many([r.key for r in records]) == [None] * len(records)
         assert await engine.hint_counts() == {}
+        await assert_digests_exact(engine)  # the failed commit moved no digest
         assert await engine.apply(records[0]) is True
         assert await engine.apply_many(records[1:]) == [True] * 19
     finally:
@@ -234,6 +237,61 @@ async def test_rejected_call_fails_alone(engine: SqliteEngine) -> None:
     got = await engine.get_many([r.key for r in good] + [b"poison"])
     assert got == [good[0], good[1], good[2], None, None, None]
     assert await engine.hints() == [Hint(hint_id, "n2", poison, 5)]
+    await assert_digests_exact(engine)  # good[3], rolled back with its call, is not counted
+
+
+_SCHEMA_1 = """CREATE TABLE kv (
+    key BLOB NOT NULL PRIMARY KEY, value BLOB, wall INTEGER NOT NULL,
+    logical INTEGER NOT NULL, node TEXT NOT NULL) WITHOUT ROWID"""
+
+
+async def test_a_version_1_file_is_migrated(tmp_path: Path) -> None:
+    # A file written before the token column existed: opened, it gains the column (filled
+    # and indexed), keeps every record, and its digests and token ranges are right.
+    path = tmp_path / "kv.sqlite3"
+    records = [rec(b"old%03d" % i, None if i % 7 == 0 else b"v%d" % i, 5 + i) for i in range(200)]
+    with sqlite3.connect(path) as conn:
+        conn.execute(_SCHEMA_1)
+        conn.executemany(
+            "INSERT INTO kv VALUES (?, ?, ?, ?, ?)",
+            [(r.key, r.value, r.ts.wall, r.ts.logical, r.ts.node) for r in records],
+        )
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    engine = await SqliteEngine.open(path)
+    try:
+        assert await scan_all(engine) == sorted(records, key=lambda r: r.key)
+        await assert_digests_exact(engine)
+        assert set(await engine.entries_in([(0, TOKEN_END)])) == {entry_of(r) for r in records}
+        assert await engine.apply(rec(b"new", b"n", 1)) is True
+        await assert_digests_exact(engine)
+    finally:
+        await engine.close()
+    with sqlite3.connect(path) as conn:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(kv)")}
+    conn.close()
+    assert version == 2 and "kv_by_token" in indexes
+
+
+async def test_digests_are_rebuilt_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "kv.sqlite3"
+    engine = await SqliteEngine.open(path)
+    await engine.apply_many([rec(b"r%d" % i, b"v", 3) for i in range(50)])
+    sums = engine.digests.sums.copy()  # type: ignore[union-attr]
+    await engine.close()
+    engine = await SqliteEngine.open(path)
+    try:
+        assert engine.digests is not None and (engine.digests.sums == sums).all()
+        assert engine.digests.entries == 50
+    finally:
+        await engine.close()
+    engine = await SqliteEngine.open(path, digest_depth=None)
+    try:
+        assert engine.digests is None
+        assert await engine.apply(rec(b"r0", b"w", 4)) is True  # no journal, still LWW
+    finally:
+        await engine.close()
 
 
 async def _heartbeat_gaps(work: Callable[[], Awaitable[object]]) -> tuple[float, list[float]]:
