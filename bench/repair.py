@@ -47,15 +47,14 @@ sys.path.insert(0, str(ROOT))
 from bench._common import machine  # noqa: E402
 from kvstore.core.ring import Ring  # noqa: E402
 from kvstore.core.version import Record, Timestamp  # noqa: E402
-from kvstore.node.antientropy import (  # noqa: E402
-    CHUNK_BYTES,
+from kvstore.node.ae_wire import (  # noqa: E402
     Call,
-    Replica,
     decode_full,
     encode_full,
     permissive_limits,
     wire_size,
 )
+from kvstore.node.antientropy import CHUNK_BYTES, Replica  # noqa: E402
 from kvstore.storage import Engine, open_engine_async  # noqa: E402
 
 
@@ -75,7 +74,7 @@ def dataset(keys: int, diff: float, value_bytes: int, seed: int) -> tuple[list[R
     """(common, only_a, only_b): the records each replica gets."""
     rng = random.Random(seed)
     value = b"v" * value_bytes
-    common = [Record(b"key-%08d" % i, value, Timestamp(1_000_000 + i, 0, "w")) for i in range(keys)]
+    common = [Record(b"key-%08d" % i, value, Timestamp(1_000_000 + i, 0, "a")) for i in range(keys)]
     drift = rng.sample(range(keys), int(keys * diff))
     only_a: list[Record] = []
     only_b: list[Record] = []
@@ -83,8 +82,8 @@ def dataset(keys: int, diff: float, value_bytes: int, seed: int) -> tuple[list[R
     keep_b = set(range(keys))
     for n, i in enumerate(drift):
         rec = common[i]
-        newer = Record(rec.key, b"n" * value_bytes, Timestamp(rec.ts.wall + 10**9, 0, "w"))
-        tomb = Record(rec.key, None, Timestamp(rec.ts.wall + 10**9, 0, "w"))
+        newer = Record(rec.key, b"n" * value_bytes, Timestamp(rec.ts.wall + 10**9, 0, "b"))
+        tomb = Record(rec.key, None, Timestamp(rec.ts.wall + 10**9, 0, "b"))
         kind = n % 5
         if kind == 0:
             keep_a.discard(i)  # missing on A (a partial write)

@@ -30,7 +30,8 @@ from bench.repair import wire
 from kvstore.core import merkle
 from kvstore.core.ring import Ring
 from kvstore.core.version import Record, Timestamp
-from kvstore.node.antientropy import PeerRound, Replica
+from kvstore.node.ae_wire import PeerRound
+from kvstore.node.antientropy import Replica
 from kvstore.storage import SqliteEngine
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]

@@ -54,11 +54,10 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import msgpack
 import numpy as np
 
 from kvstore.core import digests, merkle
@@ -67,6 +66,20 @@ from kvstore.core.merkle import Entry, HashTree, MerkleTree, TopDown
 from kvstore.core.peer_input import PeerInputError, PeerLimits, fields, integer
 from kvstore.core.ring import Ring, token
 from kvstore.core.version import Record, Timestamp
+from kvstore.node.ae_wire import (
+    Call,
+    PeerRound,
+    RepairReport,
+    chunks_by_bytes,
+    chunks_by_count,
+    decode_entry,
+    decode_full,
+    encode_entry,
+    encode_full,
+    gather_limited,
+    permissive_limits,
+    wire_size,
+)
 from kvstore.node.clock import on_thread
 from kvstore.storage.base import Engine
 
@@ -84,42 +97,6 @@ OPEN_TIMEOUT_S = 60.0  # the peer scans its store and builds a tree
 PROBE_TIMEOUT_S = 2.0  # a peer that does not answer a ping this fast is skipped
 TIMEOUT_S = 30.0
 
-# (op, args) -> the peer's reply payload; raises on an error reply or no reply.
-Call = Callable[[str, list[Any]], Awaitable[Any]]
-
-
-def wire_size(payload: Any) -> int:
-    """Bytes a payload takes on the replica stream (msgpack, as the codec packs it)."""
-    return len(msgpack.packb(payload, use_bin_type=True))
-
-
-def encode_full(record: Record) -> list[Any]:
-    ts = record.ts
-    return [record.key, record.value, ts.wall, ts.logical, ts.node]
-
-
-def decode_full(raw: object, limits: PeerLimits) -> Record:
-    key, value, wall, logical, node = fields(raw, 5, "a record")
-    return limits.record(key, value, wall, logical, node)
-
-
-def encode_entry(entry: Entry) -> list[Any]:
-    ts = entry.ts
-    return [entry.key, ts.wall, ts.logical, ts.node, entry.tombstone]
-
-
-def decode_entry(raw: object, limits: PeerLimits) -> Entry:
-    key, wall, logical, node, tombstone = fields(raw, 5, "an entry")
-    if type(tombstone) is not bool:
-        raise PeerInputError("an entry's tombstone flag must be a boolean")
-    return Entry(limits.key(key), limits.timestamp(wall, logical, node), tombstone)
-
-
-def permissive_limits(ring: Ring) -> PeerLimits:
-    """Limits for replicas wired together in one process (tests, benchmarks)."""
-    return PeerLimits(64 * 1024, 3 << 20, frozenset(ring.nodes), 1 << 62)
-
-
 entry_of = merkle.entry_of
 
 
@@ -131,79 +108,6 @@ class Session:
     initiator: str
     cutoff_us: int
     full: MerkleTree | None  # a full session's tree (its leaves hold the entries)
-
-
-def chunks_by_count(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def chunks_by_bytes(records: Iterable[Record], limit: int) -> list[list[Record]]:
-    out: list[list[Record]] = []
-    current: list[Record] = []
-    size = 0
-    for record in records:
-        cost = len(record.key) + len(record.value or b"") + 32
-        if current and size + cost > limit:
-            out.append(current)
-            current, size = [], 0
-        current.append(record)
-        size += cost
-    if current:
-        out.append(current)
-    return out
-
-
-async def gather_limited(calls: Sequence[Callable[[], Awaitable[Any]]], limit: int) -> list[Any]:
-    """Run the calls with at most ``limit`` in flight; results in order."""
-    results: list[Any] = [None] * len(calls)
-    for start in range(0, len(calls), limit):
-        batch = calls[start : start + limit]
-        done = await asyncio.gather(*(c() for c in batch))
-        results[start : start + len(batch)] = done
-    return results
-
-
-@dataclass(slots=True)
-class PeerRound:
-    """What one exchange with one peer did."""
-
-    peer: str
-    keys_pulled: int = 0  # newer versions fetched from the peer and stored here
-    keys_pushed: int = 0  # newer versions sent to the peer and stored there
-    leaves_differing: int = 0
-    hashes_compared: int = 0
-    round_trips: int = 0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    seconds: float = 0.0
-    digests: bool = False  # trees summed from digests (else built from a full scan)
-    error: str = ""
-
-    @property
-    def keys_repaired(self) -> int:
-        return self.keys_pulled + self.keys_pushed
-
-
-@dataclass(slots=True)
-class RepairReport:
-    node: str
-    rounds: list[PeerRound] = field(default_factory=list)
-
-    @property
-    def keys_repaired(self) -> int:
-        return sum(r.keys_repaired for r in self.rounds)
-
-    @property
-    def exchanges(self) -> int:
-        return sum(1 for r in self.rounds if not r.error)
-
-    @property
-    def bytes(self) -> int:
-        return sum(r.bytes_sent + r.bytes_received for r in self.rounds)
-
-    @property
-    def errors(self) -> list[str]:
-        return [f"{r.peer}: {r.error}" for r in self.rounds if r.error]
 
 
 class Replica:

@@ -17,7 +17,8 @@ import pytest
 
 from kvstore.core.ring import Ring
 from kvstore.core.version import Record, Timestamp
-from kvstore.node.antientropy import Call, PeerRound, Replica
+from kvstore.node.ae_wire import Call, PeerRound
+from kvstore.node.antientropy import Replica
 from kvstore.storage import MemoryEngine
 
 NODES = ["a", "b", "c"]
