@@ -41,6 +41,7 @@ Rules and invariants:
   and the records it makes this replica store also for clock drift. A bad message
   fails that exchange alone.
 - Counters (in ``Node.counters``): ``ae.exchanges`` (rounds this node initiated),
+  ``ae.digest_exchanges`` (those whose trees were summed from digests, not scanned),
   ``ae.keys_repaired`` (records this node stored because of repair), ``ae.bytes_sent``
   (msgpack bytes of anti-entropy messages this node sent, requests and replies),
   ``ae.errors``, ``tombstones.purged``.
@@ -388,6 +389,8 @@ class Replica:
                 log.debug("ae.close to %s failed", peer, exc_info=True)
         result.seconds = self._now() - began
         self.counters["ae.exchanges"] += 1
+        if result.digests:
+            self.counters["ae.digest_exchanges"] += 1
         return result
 
     async def _their_leaves(self, session: str, leaves: list[int], counted: Call) -> list[Entry]:
