@@ -221,7 +221,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "time_ratio_naive_over_ae": round(statistics.median(ratios_time), 2),
             "bytes_ratio_naive_over_ae": round(statistics.median(ratios_bytes), 2),
         },
-        "read_repair_get_latency": await read_repair(args.rr_seconds, args.repeat),
+        "read_repair_get_latency": (
+            None if args.no_read_repair else await read_repair(args.rr_seconds, args.repeat)
+        ),
         "repetitions": reps,
     }
 
@@ -283,6 +285,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--value-bytes", type=int, default=100)
     parser.add_argument("--rr-seconds", type=float, default=3.0, help="per read-repair round")
+    parser.add_argument(
+        "--no-read-repair", action="store_true", help="skip the cluster part (read repair)"
+    )
     args = parser.parse_args()
     report = uvloop.run(run(args))
     if args.json:
