@@ -141,6 +141,18 @@ class DigestIndex:
             self.entries += 1
         lanes[at], lanes[at + 1] = lo & _M64, hi & _M64
 
+    def add_rows(self, rows: Iterable[tuple[bytes, int, int, str, int]]) -> None:
+        """Count stored entries given as (key, wall, logical, node, tombstone) rows: the
+        build when an engine opens, streamed, without an ``Entry`` per row."""
+        lanes, shift, count = self._lanes, self._shift, 0
+        for key, wall, logical, node, tombstone in rows:
+            raw = entry_digest(key, wall, logical, node, bool(tombstone))
+            at = (token(key) >> shift) << 1
+            lanes[at] = (lanes[at] + int.from_bytes(raw[:8], "little")) & _M64
+            lanes[at + 1] = (lanes[at + 1] + int.from_bytes(raw[8:], "little")) & _M64
+            count += 1
+        self.entries += count
+
     def apply(self, changes: Iterable[tuple[bytes, Entry | None, Entry | None]]) -> None:
         for key, old, new in changes:
             self.change(key, old, new)

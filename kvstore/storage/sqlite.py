@@ -123,8 +123,7 @@ class SqliteEngine(Engine):
             self._index: DigestIndex | None = None
             if digest_depth is not None:
                 index = DigestIndex(digest_depth)
-                for entry in sql.all_entries(rconn):
-                    index.change(entry.key, None, entry)
+                index.add_rows(sql.entry_rows(rconn))
                 self._index = index
         except BaseException:
             rconn.close()

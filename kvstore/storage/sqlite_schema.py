@@ -25,6 +25,7 @@ Rules and invariants:
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -143,9 +144,9 @@ def _migrate_from_1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-def all_entries(conn: sqlite3.Connection) -> list[Entry]:
-    rows = conn.execute("SELECT key, wall, logical, node, value IS NULL FROM kv")
-    return [Entry(k, Timestamp(w, lg, n), bool(t)) for k, w, lg, n, t in rows]
+def entry_rows(conn: sqlite3.Connection) -> Iterator[tuple[bytes, int, int, str, int]]:
+    """Every record's (key, wall, logical, node, tombstone), streamed from one SELECT."""
+    return iter(conn.execute("SELECT key, wall, logical, node, value IS NULL FROM kv"))
 
 
 # -- writes (the writer thread) ------------------------------------------------------

@@ -177,3 +177,13 @@ def test_coarser_depths_sum_the_finer_buckets() -> None:
     small = DigestIndex(10)
     small.change(b"k", None, entry(b"k", 1))
     assert small.tree_depth() == 1
+
+
+def test_rows_at_open_count_as_entries_do() -> None:
+    stored = [entry(b"key-%d" % i, 3 + i % 5, i % 4 == 0, f"n{i % 3}") for i in range(500)]
+    one_by_one = DigestIndex(8)
+    for e in stored:
+        one_by_one.change(e.key, None, e)
+    streamed = DigestIndex(8)
+    streamed.add_rows((e.key, e.ts.wall, e.ts.logical, e.ts.node, int(e.tombstone)) for e in stored)
+    assert streamed.same_as(one_by_one)
