@@ -13,8 +13,10 @@ Rules and invariants:
   the lane-wise sum of its entries' digests modulo 2^64 (an additive multiset hash,
   AdHash, twice). Sums are independent of order, so replacing a version is
   ``- old + new`` and two replicas holding the same entries have equal digests whatever
-  order the writes came in. Lanes live in numpy ``uint64`` arrays, whose arithmetic
-  wraps modulo 2^64 by definition: 16 bytes a bucket, and a tree is one cumulative sum.
+  order the writes came in: 16 bytes a bucket. The index keeps its lanes in a stdlib
+  array (cheap to update one bucket from Python on every write) with a numpy ``uint64``
+  view of the same memory, whose arithmetic wraps modulo 2^64, for whole-table work: a
+  tree is one cumulative sum.
 - The index is kept at its finest depth; an exchange sums it to the depth it needs
   (``at_depth``, ``tree_depth``: about one entry a leaf), so a tree's size follows the
   store's, not the index's.
@@ -85,11 +87,14 @@ def lanes_of(entry: Entry) -> Lanes:
 _M64 = (1 << 64) - 1
 
 
-def _ints(entry: Entry) -> tuple[int, int]:
-    """An entry's two lanes as ints (the same little-endian halves ``lanes_of`` reads)."""
-    ts = entry.ts
-    raw = entry_digest(entry.key, ts.wall, ts.logical, ts.node, entry.tombstone)
+def _split(raw: bytes) -> tuple[int, int]:
+    """A digest's two lanes as ints (the same little-endian halves ``lanes_of`` reads)."""
     return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+
+
+def _ints(entry: Entry) -> tuple[int, int]:
+    ts = entry.ts
+    return _split(entry_digest(entry.key, ts.wall, ts.logical, ts.node, entry.tombstone))
 
 
 def sum_entries(entries: Iterable[Entry]) -> Lanes:
@@ -146,10 +151,10 @@ class DigestIndex:
         build when an engine opens, streamed, without an ``Entry`` per row."""
         lanes, shift, count = self._lanes, self._shift, 0
         for key, wall, logical, node, tombstone in rows:
-            raw = entry_digest(key, wall, logical, node, bool(tombstone))
+            d_lo, d_hi = _split(entry_digest(key, wall, logical, node, bool(tombstone)))
             at = (token(key) >> shift) << 1
-            lanes[at] = (lanes[at] + int.from_bytes(raw[:8], "little")) & _M64
-            lanes[at + 1] = (lanes[at + 1] + int.from_bytes(raw[8:], "little")) & _M64
+            lanes[at] = (lanes[at] + d_lo) & _M64
+            lanes[at + 1] = (lanes[at + 1] + d_hi) & _M64
             count += 1
         self.entries += count
 
@@ -266,13 +271,18 @@ class DigestTree:
 
     Only the leaves' prefix sums are kept: node (l, i) covers leaves [i*s, (i+1)*s) with
     s = 2^(depth-l), so its value is ``prefix[(i+1)*s] - prefix[i*s]`` (mod 2^64 a lane).
+    ``edges`` are the leaves summed from their entries (cut by a shared range's edge):
+    where an exchange must still pick out the shared keys one by one.
     """
 
-    def __init__(self, depth: int, leaves: Lanes, count: int = 0) -> None:
+    def __init__(
+        self, depth: int, leaves: Lanes, count: int = 0, edges: Iterable[int] = ()
+    ) -> None:
         if leaves.shape != (1 << depth, 2):
             raise ValueError(f"a tree of depth {depth} has {1 << depth} leaves, not {len(leaves)}")
         self.depth = depth
         self.count = count
+        self.edges = frozenset(edges)
         prefix = np.zeros((len(leaves) + 1, 2), dtype=LANE)
         np.cumsum(leaves, axis=0, dtype=LANE, out=prefix[1:])
         self._prefix = prefix

@@ -103,12 +103,15 @@ entry_of = merkle.entry_of
 
 @dataclass(slots=True)
 class Session:
-    """What a peer keeps for one initiator's exchange."""
+    """What a peer keeps for one initiator's exchange.
 
-    tree: HashTree
+    A full session's ``MerkleTree`` holds the entries in its leaves; a digest session's
+    ``DigestTree`` does not, and its leaves' entries are read from the store.
+    """
+
+    tree: MerkleTree | DigestTree
     initiator: str
     cutoff_us: int
-    full: MerkleTree | None  # a full session's tree (its leaves hold the entries)
 
 
 class Replica:
@@ -202,14 +205,14 @@ class Replica:
             edge[token(entry.key) >> shift] += digests.lanes_of(entry)
         # at_depth copies: a snapshot while the writer thread moves the digests
         leaves = digests.leaf_values(index.at_depth(depth), inside, edge, depth)
-        return DigestTree(depth, leaves, index.entries)
+        return DigestTree(depth, leaves, index.entries, boundary)
 
     async def leaf_entries(
-        self, peer: str, cutoff_us: int, leaves: Sequence[int], depth: int
+        self, peer: str, cutoff_us: int, leaves: Sequence[int], tree: DigestTree
     ) -> list[Entry]:
         """The stored entries of some leaves that ``peer`` shares, past tombstones hidden."""
         live = merkle.is_live(cutoff_us)
-        edges = set(self._pair_buckets(peer, depth)[1])
+        edges, depth = tree.edges, tree.depth
         # Keys of a bucket wholly inside the shared ranges are shared: only edges are sorted.
         inner = [b for b in leaves if b not in edges]
         found = await self.engine.entries_in(digests.ranges_of(inner, depth))
@@ -244,12 +247,12 @@ class Replica:
             if not self.can_digest(depth):
                 return [b"", 0, False]  # no index like that here: the initiator scans instead
             digest = await self.digest_tree(initiator, depth)
-            self._keep(session, Session(digest, initiator, cutoff_us, None))
+            self._keep(session, Session(digest, initiator, cutoff_us))
             return [digest.root, digest.count, True]
         entries = (await self.shared_entries([initiator], cutoff_us))[initiator]
         # Hashing 100k entries takes a while: off the loop, so heartbeats keep flowing.
         full = await self._offload(MerkleTree, depth, entries)
-        self._keep(session, Session(full, initiator, cutoff_us, full))
+        self._keep(session, Session(full, initiator, cutoff_us))
         return [full.root, full.count, False]
 
     def _keep(self, session: str, kept: Session) -> None:
@@ -279,11 +282,9 @@ class Replica:
         session, indexes = fields(args, 2, "ae.leaves")
         found = self._session(session)
         wanted = self._indexes(found.tree, found.tree.depth, indexes)
-        if found.full is not None:
-            return [encode_entry(e) for i in wanted for e in found.full.leaf(i)]
-        entries = await self.leaf_entries(
-            found.initiator, found.cutoff_us, wanted, found.tree.depth
-        )
+        if isinstance(found.tree, MerkleTree):
+            return [encode_entry(e) for i in wanted for e in found.tree.leaf(i)]
+        entries = await self.leaf_entries(found.initiator, found.cutoff_us, wanted, found.tree)
         return [encode_entry(e) for e in entries]
 
     async def op_get(self, args: list[Any]) -> list[list[Any]]:
@@ -331,8 +332,7 @@ class Replica:
 
         session = f"{self.id}:{next(self._ids)}"
         index = self.engine.digests
-        tree: HashTree
-        full: MerkleTree | None = None
+        tree: MerkleTree | DigestTree
         if entries is None and index is not None:
             depth = index.tree_depth()
             reply = await counted("ae.open", [session, self.id, depth, cutoff_us, True])
@@ -356,7 +356,7 @@ class Replica:
                 building.cancel()
                 raise
             root = reply[0]
-            tree = full = await building
+            tree = await building
         try:
             walk = TopDown(tree, STEP)
             walk.receive([root])
@@ -373,12 +373,12 @@ class Replica:
             result.leaves_differing = len(walk.leaves)
             result.hashes_compared = walk.compared
             if walk.leaves:
-                if full is not None:
-                    mine = [e for leaf in walk.leaves for e in full.leaf(leaf)]
+                if isinstance(tree, MerkleTree):
+                    mine = [e for leaf in walk.leaves for e in tree.leaf(leaf)]
                     theirs = await self._their_leaves(session, walk.leaves, counted)
                 else:  # both stores read the leaves at once
                     mine, theirs = await asyncio.gather(
-                        self.leaf_entries(peer, cutoff_us, walk.leaves, tree.depth),
+                        self.leaf_entries(peer, cutoff_us, walk.leaves, tree),
                         self._their_leaves(session, walk.leaves, counted),
                     )
                 await self._reconcile(mine, theirs, counted, result)

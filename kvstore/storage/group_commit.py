@@ -260,7 +260,8 @@ class Writer(_EngineThread):
         _settle([(job, result, None) for job, result in zip(jobs, results, strict=True)])
 
     def _committed(self) -> None:
-        changes, self.journal[:] = list(self.journal), []
+        changes = self.journal.copy()
+        self.journal.clear()
         if self.on_commit is not None and changes:
             try:
                 self.on_commit(changes)

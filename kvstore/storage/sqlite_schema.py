@@ -152,6 +152,10 @@ def entry_rows(conn: sqlite3.Connection) -> Iterator[tuple[bytes, int, int, str,
 # -- writes (the writer thread) ------------------------------------------------------
 
 
+def _entry(key: bytes, wall: int, logical: int, node: str, tombstone: int) -> Entry:
+    return Entry(key, Timestamp(wall, logical, node), bool(tombstone))
+
+
 def _row_to_record(key: bytes, value: bytes | None, wall: int, logical: int, node: str) -> Record:
     return Record(key, value, Timestamp(wall, logical, node))
 
@@ -171,7 +175,7 @@ def apply_records(
         if journal is not None:
             row = cursor.execute(_OLD_ENTRY, (key,)).fetchone()
             if row is not None:
-                old = Entry(key, Timestamp(row[0], row[1], row[2]), bool(row[3]))
+                old = _entry(key, *row)
         cursor.execute(UPSERT, (key, record.value, ts.wall, ts.logical, ts.node, db_token(key)))
         # The UPSERT changes a row only when it inserted or its WHERE (newer) held.
         changed = cursor.rowcount > 0
@@ -210,7 +214,7 @@ def purge_tombstones(
         (older_than_wall_us,),
     ).fetchall()
     if journal is not None:
-        journal.extend((k, Entry(k, Timestamp(w, lg, n), True), None) for k, w, lg, n in rows)
+        journal.extend((k, _entry(k, w, lg, n, True), None) for k, w, lg, n in rows)
     return len(rows)
 
 
@@ -295,7 +299,7 @@ def entries_in(ranges: list[tuple[int, int]], conn: sqlite3.Connection) -> list[
         chunk += [(1, 0)] * (size - len(chunk))
         params = [x for pair in chunk for x in pair]
         rows = conn.execute(_select_ranges(size), params)
-        out.extend(Entry(k, Timestamp(w, lg, n), bool(t)) for k, w, lg, n, t in rows)
+        out.extend(_entry(*row) for row in rows)
     return out
 
 
