@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from kvstore.core.peer_input import PeerInputError
 from kvstore.core.ring import Ring
 from kvstore.core.version import Record, Timestamp
 from kvstore.node.ae_wire import Call, PeerRound
@@ -171,3 +172,25 @@ async def test_a_session_the_peer_dropped_is_an_error() -> None:
     b = Replica("b", MemoryEngine(), ring, 3)
     with pytest.raises(LookupError):
         await b.ops()["ae.hashes"](["nope", 0, [0]])
+
+
+async def test_ae_open_refuses_a_bad_digests_flag_and_a_depth_beyond_the_index() -> None:
+    ring = Ring(NODES, 8)
+    b = Replica("b", MemoryEngine(digest_depth=6), ring, 3)
+    ops = b.ops()
+    for bad in (
+        ["s1", "a", 4, 0, "yes"],  # the flag is a boolean, not a string
+        ["s1", "a", 4, 0, 1],  # nor an int
+        ["s1", "a", 4, 0, True, "extra"],  # 4 or 5 fields
+        ["s1", "a", 4],
+    ):
+        with pytest.raises(PeerInputError):
+            await ops["ae.open"](bad)
+    # deeper than this replica's index: no session, and the initiator is told to scan
+    assert await ops["ae.open"](["s2", "a", 7, 0, True]) == [b"", 0, False]
+    with pytest.raises(LookupError):
+        await ops["ae.hashes"](["s2", 0, [0]])
+    root, _count, digests = await ops["ae.open"](["s3", "a", 6, 0, True])
+    assert digests is True and len(root) == 16
+    with pytest.raises(PeerInputError):  # a leaf index outside a depth-6 tree
+        await ops["ae.leaves"](["s3", [64]])
