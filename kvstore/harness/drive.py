@@ -167,14 +167,16 @@ async def repair_round(control: Control) -> dict[str, Any]:
 
 async def convergence(control: Control, ring: Ring, n: int, keys: list[str]) -> dict[str, Any]:
     """Every primary of every key holds the same version (the newest, after repair)."""
-    diverged: dict[str, dict[str, str]] = {}
+    owned: dict[str, list[str]] = {}
     for key in keys:
-        versions = {
-            node: await control.version(node, key.encode())
-            for node in ring.primaries(key.encode(), n)
-        }
-        if len(set(versions.values())) > 1:
-            diverged[key] = versions
+        for node in ring.primaries(key.encode(), n):
+            owned.setdefault(node, []).append(key)
+    seen: dict[str, dict[str, str]] = {key: {} for key in keys}
+    for node, node_keys in owned.items():
+        found = await control.versions(node, [key.encode() for key in node_keys])
+        for key, version in zip(node_keys, found, strict=True):
+            seen[key][node] = version
+    diverged = {key: versions for key, versions in seen.items() if len(set(versions.values())) > 1}
     return {"converged": not diverged, "diverged_keys": diverged}
 
 

@@ -10,6 +10,7 @@ and a dead one is unreachable.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from kvstore.errors import KVError
 from kvstore.harness.control import NodeFaults, NodeHealth, RepairOutcome, describe
@@ -84,7 +85,10 @@ class SimControl:
         except KVError as exc:
             return RepairOutcome(0, [f"{node}: {exc.code}"])
 
-    async def version(self, node: str, key: bytes) -> str:
+    async def versions(self, node: str, keys: Sequence[bytes]) -> list[str]:
+        return [await self._version(node, key) for key in keys]
+
+    async def _version(self, node: str, key: bytes) -> str:
         try:
             record = await self.cluster.read_local(node, key)
             if record is None:
