@@ -395,8 +395,10 @@ class CoordinatorMixin:
         timeout_s = deadline.left() + REPLICA_GRACE_S
         for target in targets:
             if target.node == self.id:
-                future: asyncio.Future[Any] = asyncio.ensure_future(
-                    self._local("write", self.apply_local(record, target.hint_for))
+                future: asyncio.Future[Any] = self._fenced_locally(deadline) or (
+                    asyncio.ensure_future(
+                        self._local("write", self.apply_local(record, target.hint_for))
+                    )
                 )
             else:
                 future = self.links[target.node].request(
@@ -441,8 +443,8 @@ class CoordinatorMixin:
 
     def _ask(self, fan: Fanout[ReadRound], target: Replica, key: bytes, deadline: Deadline) -> None:
         if target.node == self.id:
-            future: asyncio.Future[Any] = asyncio.ensure_future(
-                self._local("read", self._read_local(key, target.hint_for))
+            future: asyncio.Future[Any] = self._fenced_locally(deadline) or (
+                asyncio.ensure_future(self._local("read", self._read_local(key, target.hint_for)))
             )
         else:
             future = self.links[target.node].request(
@@ -452,6 +454,19 @@ class CoordinatorMixin:
             )
         future.add_done_callback(functools.partial(self._on_read, fan, target, key, deadline))
         fan.futures.append(future)
+
+    def _fenced_locally(self, deadline: Deadline) -> asyncio.Future[Any] | None:
+        """The epoch fence on this node's own copy, as a replica applies it to a peer's
+        request: an attempt placed with a ring this node has moved past (it learnt a newer
+        one during the attempt, say during a linearizable write's query round) is refused
+        unserved, so the attempt runs again on the newer ring. None: not fenced."""
+        if deadline.epoch >= self.epoch or "no-epoch-fence" in self.faults.planted:
+            return None
+        self.counters["replica.refused_epoch"] += 1
+        refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        why = f"{self.id} serves ring epoch {self.epoch}; the call was placed with {deadline.epoch}"
+        refused.set_exception(StaleEpoch(why, peer=self.id, epoch=self.epoch))
+        return refused
 
     def _ask_spares(
         self, fan: Fanout[ReadRound], key: bytes, deadline: Deadline, reason: str, count: int = 0

@@ -20,8 +20,11 @@ from kvstore import config as config_mod
 from kvstore.config import ClusterConfig
 from kvstore.core.consistency import CallOptions
 from kvstore.core.epochs import Learn, Learned, RingRecord
-from kvstore.core.ring import Ring
+from kvstore.core.quorum import Outcome
+from kvstore.core.ring import Replica, Ring
+from kvstore.core.version import Record
 from kvstore.harness.control import NodeFaults
+from kvstore.node.fanout import Deadline
 from kvstore.node.runtime import Node
 from kvstore.sim import loop as sim_loop
 from kvstore.sim.cluster import SimCluster
@@ -105,3 +108,60 @@ def test_without_the_fence_the_write_lands_on_the_old_ring_only() -> None:
     seen = _write_behind("quorum", ("no-epoch-fence",))
     assert not seen["refused"] and not seen["fenced"], seen
     assert seen["gained_holds"] is False, seen
+
+
+def _own_copy_placed_behind(planted: tuple[str, ...]) -> dict[str, object]:
+    """n1 learns a newer ring while an attempt it placed with the old one is still going
+    (as during a linearizable write's query round), then sends that attempt's write and
+    read to its own copy: the fence must refuse both, as a peer refuses them."""
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        cluster = SimCluster(_config(), random.Random(7))
+        cluster.start()
+        await asyncio.sleep(1.0)
+        for node_id in IDS:
+            await cluster.set_faults(node_id, NodeFaults(planted=planted))
+        first = cluster.nodes["n1"]
+        assert first is not None and first.epochs is not None
+        old = first.epochs.chosen
+        new = RingRecord(old.epoch + 1, old.members[:4], old.n, old.vnodes)
+        assert isinstance(await first.epoch_message(Learn(new)), Learned)
+        assert first.epoch == new.epoch
+        key = b"placed-behind"
+        own = [Replica("n1", True)]
+        record = Record(key, b"v", first.clock.now(first.physical_us()))
+
+        deadline = Deadline(1000, first.time)
+        deadline.epoch = old.epoch
+        write = first._fan_out_write(own, record, 1, False, deadline)
+        seen["write_decided"] = await write.decided
+        seen["write_outcome"] = write.round.tally.outcome
+        seen["write_refused"] = deadline.refused
+        seen["landed"] = await cluster.read_local("n1", key) is not None
+
+        deadline = Deadline(1000, first.time)
+        deadline.epoch = old.epoch
+        read = first._fan_out_read(own, key, 1, False, deadline)
+        await read.decided
+        seen["read_outcome"] = read.round.tally.outcome
+        seen["read_refused"] = deadline.refused
+
+    sim_loop.run(main)
+    return seen
+
+
+def test_a_coordinators_own_copy_refuses_an_attempt_placed_with_an_older_ring() -> None:
+    seen = _own_copy_placed_behind(())
+    assert seen["write_outcome"] is Outcome.FAILED, seen
+    assert seen["write_refused"] == (2, "n1"), seen
+    assert seen["landed"] is False, seen
+    assert seen["read_outcome"] is Outcome.FAILED, seen
+    assert seen["read_refused"] == (2, "n1"), seen
+
+
+def test_without_the_fence_the_own_copy_serves_the_old_ring() -> None:
+    seen = _own_copy_placed_behind(("no-epoch-fence",))
+    assert seen["write_outcome"] is Outcome.REACHED, seen
+    assert seen["landed"] is True, seen
+    assert seen["read_refused"] is None, seen
