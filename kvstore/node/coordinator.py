@@ -312,8 +312,9 @@ class CoordinatorMixin:
         elif opts.read_repair == "blocking":
             await self._read_repair(read, "blocking", deadline)
         elif opts.read_repair == "async":
-            # the reply goes now; the repair (and its wait for late replies) after it
-            self._spawn(self._read_repair(read, "async", deadline))
+            # the reply goes now; the repair (and its wait for late replies) after it, on
+            # this attempt's ring even if the call runs again on a newer one
+            self._spawn(self._read_repair(read, "async", deadline.pinned()))
         if trace:
             await self._settle(read, TRACE_GRACE_S, report=True)
         return ReadResult(winner, read.reports)

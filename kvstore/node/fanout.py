@@ -99,6 +99,15 @@ class Deadline:
         self.epoch = 0
         self.refused: tuple[int, str] | None = None
 
+    def pinned(self) -> Deadline:
+        """A copy for work that outlives its attempt (an async read repair): it keeps the
+        attempt's epoch when the call runs again on a newer ring and moves the shared
+        one on, and what refuses it does not make the call run again."""
+        copy = Deadline.__new__(Deadline)
+        copy.clock, copy.timeout_ms, copy.end = self.clock, self.timeout_ms, self.end
+        copy.epoch, copy.refused = self.epoch, None
+        return copy
+
     def refused_by(self, error: BaseException | None) -> None:
         if isinstance(error, StaleEpoch) and (
             self.refused is None or error.epoch > self.refused[0]

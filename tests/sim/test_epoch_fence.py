@@ -165,3 +165,58 @@ def test_without_the_fence_the_own_copy_serves_the_old_ring() -> None:
     assert seen["write_outcome"] is Outcome.REACHED, seen
     assert seen["landed"] is True, seen
     assert seen["read_refused"] is None, seen
+
+
+def _async_repair_after_the_call_moved_on() -> dict[str, object]:
+    """n1 reads a key with async read repair; one replica (s) answers an older version,
+    so a repair to s is on its way when the call runs again on a newer ring (which moves
+    the call's shared epoch on) and s learns that ring. The repair was placed with the
+    old ring: s must refuse it, as it refuses every request placed with an older one."""
+    seen: dict[str, object] = {}
+
+    async def main() -> None:
+        cluster = SimCluster(_config(), random.Random(7))
+        cluster.start()
+        await asyncio.sleep(1.0)
+        first = cluster.nodes["n1"]
+        assert first is not None and first.epochs is not None
+        old = first.epochs.chosen
+        new = RingRecord(old.epoch + 1, old.members[:4], old.n, old.vnodes)
+        ring = Ring(old.ids, old.vnodes)
+        key = next(
+            k
+            for i in range(10_000)
+            if "n5" not in ring.primaries(k := f"r{i}".encode(), 3)
+            and "n1" not in ring.primaries(k, 3)
+        )
+        stale, *others = ring.primaries(key, 3)
+        await cluster.call("n1", lambda n: n.put(key, b"v1", CallOptions(w="all")), 10.0)
+        newer = Record(key, b"v2", first.clock.now(first.physical_us()))
+        for node_id in others:
+            node = cluster.nodes[node_id]
+            assert node is not None
+            await node.apply_local(newer, None)
+
+        opts, key_bytes, targets, _, epoch = first._prepare(
+            "get", key, CallOptions(r="all", read_repair="async"), True
+        )
+        deadline = Deadline(1000, first.time)
+        deadline.epoch = epoch
+        await first._get_once(opts, key_bytes, targets, deadline, False)
+        deadline.epoch = new.epoch  # what the call's next attempt does, on the new ring
+        holder = cluster.nodes[stale]
+        assert holder is not None
+        assert isinstance(await holder.epoch_message(Learn(new)), Learned)
+        await asyncio.sleep(0.5)
+        seen["refused"] = holder.counters["replica.refused_epoch"]
+        record = await cluster.read_local(stale, key)
+        seen["stale_holds"] = None if record is None else record.value
+
+    sim_loop.run(main)
+    return seen
+
+
+def test_an_async_read_repair_keeps_the_epoch_of_its_attempt() -> None:
+    seen = _async_repair_after_the_call_moved_on()
+    assert seen["refused"] == 1, seen
+    assert seen["stale_holds"] == b"v1", seen
