@@ -94,6 +94,7 @@ def check_partition(
         deadline=deadline,
         viable=viable,
         observers=model.observers,
+        blind=model.blind,
     )
     pr = PartitionResult(
         key=key,
@@ -118,6 +119,7 @@ def check_partition(
             model.is_readonly,
             deadline=budget if deadline is None else min(deadline, budget),
             observers=model.observers,
+            blind=model.blind,
         )
         if exact.verdict == NOT_LINEARIZABLE:
             res.order, res.blocked = exact.order, exact.blocked
@@ -132,6 +134,7 @@ def check_partition(
                 explain_budget_s,
                 viability=model.viability,
                 observers=model.observers,
+                blind=model.blind,
             )
         else:
             window, minimal = [res.blocked], False

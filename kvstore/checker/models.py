@@ -78,6 +78,8 @@ class Model:
     # Which ops could observe a state an optional op leads to (search.linearize's
     # `observers`); None: optional ops are always tried.
     observers: Observers | None = None
+    # Inputs whose effect ignores the state (search.linearize's `blind`); None: none known.
+    blind: Callable[[Any], bool] | None = None
 
 
 def by_key(op: Operation) -> Hashable:
@@ -139,6 +141,11 @@ def register_step(state: Any, inp: Any, out: Any) -> tuple[bool, Any]:
     if out:
         return state == a, b
     return state != a, state
+
+
+def register_blind(inp: Any) -> bool:
+    """A register write: the state after it is its value, whatever it was before."""
+    return type(inp) is tuple and len(inp) == 2 and inp[0] == "write"
 
 
 def _register_readonly(inp: Any, out: Any) -> bool:
@@ -218,6 +225,7 @@ def _register_model(cas: bool, initial: Any, nil_read: str) -> Model:
         describe_input=_describe_register,
         nil_read=nil_read,
         observers=_register_observers,
+        blind=register_blind,
     )
 
 

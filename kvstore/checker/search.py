@@ -27,6 +27,13 @@ Rules and invariants:
   * a model may supply `observers`: an optional op is only tried while some unplaced op
     could observe the state it leads to (otherwise the op after it does not look, and
     the optional op can be dropped; see `linearize`).
+  * a model may supply `blind` (register writes): an op whose effect ignores the state
+    is never placed right after an optional op. If optional ops o1..ok placed in a row
+    from node Z are followed by blind op w in a witness, Z -> w -> (the same rest) is one
+    too (the o's are never needed and do not move the frontier), and Z, made by a
+    completed op, tries w. A node an optional op made so explores fewer children than a
+    full visit: it has a memo key of its own (which a full visit of the same node also
+    covers), and its failure is not recorded for dominance.
 - Dominance: once a node fails, a node with the same completed ops placed, the same
   state and a superset of its optional ops placed is skipped: it has fewer ops left to
   use and nothing else differs (optional ops never bound the frontier). Each (completed,
@@ -100,6 +107,7 @@ def linearize(
     max_memo: int = 1_000_000,
     max_nodes: int | None = None,
     observers: Observers | None = None,
+    blind: Callable[[Any], bool] | None = None,
 ) -> SearchResult:
     """Search for a linearisation of `calls` from state `init`; see module rules.
 
@@ -126,6 +134,7 @@ def linearize(
         max_memo=max_memo,
         max_nodes=max_nodes,
         observers=observers,
+        blind=blind,
     )
 
 
@@ -143,6 +152,7 @@ def linearize_columns(
     max_memo: int = 1_000_000,
     max_nodes: int | None = None,
     observers: Observers | None = None,
+    blind: Callable[[Any], bool] | None = None,
 ) -> SearchResult:
     """`linearize` on the calls' fields as columns (op i is call[i], ret[i], inp[i], out[i]):
     what the checker builds, saving a tuple per op."""
@@ -150,6 +160,10 @@ def linearize_columns(
     n = len(call)
     optional = [r is None for r in ret]
     ro = [r is not None and is_readonly(a, b) for r, a, b in zip(ret, inp, out, strict=True)]
+    # Ops whose effect ignores the state (register writes): never right after an optional
+    # op; worked out when an optional op is first placed.
+    deaf: list[bool] = []
+    restricting = blind is not None and any(optional)
 
     # The list holds the completed ops' entries 1..m in time order; kind 0 = call, 1 =
     # return. Sorting (time, kind, op) puts calls before returns at equal times.
@@ -195,7 +209,9 @@ def linearize_columns(
     # Frames: (list entry, or slot in the optional list when `late`; the state before;
     # forced by phase 1; late; the frontier's first return entry).
     stack: list[tuple[int, Any, bool, bool, int]] = []
-    cache: set[tuple[int, Any]] = set()
+    Key = tuple[int, Any] | tuple[int, Any, bool]
+    cache: set[Key] = set()
+    k: Key
     cmask = 0
     for i in range(n):
         if not optional[i]:
@@ -218,12 +234,16 @@ def linearize_columns(
             elapsed=time.perf_counter() - t0,
         )
 
-    seen_by = observers(inp, out) if observers is not None else None
+    # Both prunings' tables are built when an optional op is first tried: most searches
+    # never try one, and on a small history building them was a fifth of the check.
+    seen_by: list[Callable[[Any], int]] = []
 
     def _observed(st: Any, placed: int) -> bool:
         # Could some unplaced op still observe `st` (see `observers`)?
-        assert seen_by is not None
-        return bool(seen_by(st) & ~placed)
+        if not seen_by:
+            assert observers is not None
+            seen_by.append(observers(inp, out))
+        return bool(seen_by[0](st) & ~placed)
 
     def order_of(frames: list[tuple[int, Any, bool, bool, int]]) -> list[int]:
         return [opt[f[0]] if f[3] else opi[f[0]] for f in frames]
@@ -294,10 +314,14 @@ def linearize_columns(
             else:
                 entry = nxt[_HEAD]
         if not late:
-            # Completed ops first.
+            # Completed ops first. After an optional op, only one that looks at its state.
+            after_opt = restricting and bool(stack) and stack[-1][3]
+            if after_opt and not deaf:
+                assert blind is not None
+                deaf = [blind(a) for a in inp]
             while kind[entry] == 0:
                 i = opi[entry]
-                if ro[i]:
+                if ro[i] or (after_opt and deaf[i]):
                     entry = nxt[entry]
                     continue
                 ok, ns = step(state, inp[i], out[i])
@@ -334,21 +358,31 @@ def linearize_columns(
             k_try = onxt[0]
         if k_try != _NIL:
             limit = ret[opi[bound]]
+            after_opt = restricting and bool(stack) and stack[-1][3]
+            if after_opt and not deaf:
+                assert blind is not None
+                deaf = [blind(a) for a in inp]
             while k_try != _NIL:
                 i = opt[k_try]
                 if call[i] > limit:  # type: ignore[operator]  # bound is a return entry
                     k_try = _NIL
                     break
                 ps = prev_same[i]
-                if ps == _NIL or lin & (1 << ps):
+                if (ps == _NIL or lin & (1 << ps)) and not (after_opt and deaf[i]):
                     ok, ns = step(state, inp[i], out[i])
-                    if ok and ns != state and (seen_by is None or _observed(ns, lin)):
+                    if ok and ns != state and (observers is None or _observed(ns, lin)):
                         nl = lin | (1 << i)
-                        k = (nl, ns)
-                        if k not in cache and not (
-                            failed
-                            and (t := failed.get((nl & cmask, ns))) is not None
-                            and not t & ~nl
+                        # A node an optional op made explores less (see the rules): its
+                        # own memo key, and one an unrestricted visit also covers.
+                        k = (nl, ns, True) if restricting else (nl, ns)
+                        if (
+                            (nl, ns) not in cache
+                            and k not in cache
+                            and not (
+                                failed
+                                and (t := failed.get((nl & cmask, ns))) is not None
+                                and not t & ~nl
+                            )
                         ):
                             break
                 k_try = onxt[k_try]
@@ -369,7 +403,7 @@ def linearize_columns(
             best_order = order_of(stack)
             best_blocked = opi[bound]
         while True:
-            if k_opt:
+            if k_opt and not (restricting and stack and stack[-1][3]):
                 d = (lin & cmask, state)
                 o = lin & ~cmask
                 t = failed.get(d)

@@ -187,3 +187,35 @@ def test_failing_window_is_a_proven_and_minimal_failure(rnd: random.Random, mode
     if ce.window_minimal:
         for i in window:
             assert brute_force(model, _freed(ops, window - {i}))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rnd=st.randoms(use_true_random=False), model=st.sampled_from(["register", "cas-register"]))
+def test_the_blind_write_pruning_matches_brute_force_with_many_optional_ops(
+    rnd: random.Random, model: str
+) -> None:
+    """The explanation's probes free most ops; with `blind` the search never places a
+    write right after an optional op. Freed ops as probes have them, against brute force."""
+    from kvstore.checker.models import get_model
+    from kvstore.checker.search import Call, linearize
+
+    events, fcf = random_history(rnd, model, rnd.randint(2, 8), rnd.randint(1, 4))
+    ops = [o for o in pair_operations(events, fail_cas_is_false=fcf) if o.status != "fail"]
+    ops = _freed(ops, {o.id for o in ops if rnd.random() < 0.4})
+    spec = get_model(model)
+    calls, kept = [], []
+    for op in ops:
+        enc = spec.encode(op)
+        if enc is not None:  # None: an op the model need not place (a read never answered)
+            calls.append(Call(op.call, op.ret, enc[0], enc[1]))
+            kept.append(op)
+    got = linearize(
+        calls,
+        spec.init(),
+        spec.step,
+        spec.is_readonly,
+        observers=spec.observers,
+        blind=spec.blind,
+    )
+    expected = brute_force(model, kept)
+    assert got.verdict == ("linearizable" if expected else "not linearizable"), kept
