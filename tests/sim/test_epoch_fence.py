@@ -58,20 +58,28 @@ def _moving_key(old: RingRecord, new: RingRecord) -> tuple[bytes, str]:
     raise AssertionError("no key moves")
 
 
+async def _running(
+    planted: tuple[str, ...] = (),
+) -> tuple[SimCluster, Node, RingRecord, RingRecord]:
+    """A settled 5-node cluster with ``planted`` on every node, its first node, the ring
+    every node serves, and the next one (without n5), which no node has learnt yet."""
+    cluster = SimCluster(_config(), random.Random(7))
+    cluster.start()
+    await asyncio.sleep(1.0)
+    for node_id in IDS:
+        await cluster.set_faults(node_id, NodeFaults(planted=planted))
+    first = cluster.nodes["n1"]
+    assert first is not None and first.epochs is not None
+    old = first.epochs.chosen
+    return cluster, first, old, RingRecord(old.epoch + 1, old.members[:4], old.n, old.vnodes)
+
+
 def _write_behind(consistency: str, planted: tuple[str, ...]) -> dict[str, object]:
     seen: dict[str, object] = {}
 
     async def main() -> None:
-        cluster = SimCluster(_config(), random.Random(7))
-        cluster.start()
-        await asyncio.sleep(1.0)
-        for node_id in IDS:
-            await cluster.set_faults(node_id, NodeFaults(planted=planted))
+        cluster, first, old, new = await _running(planted)
         nodes = {n: cluster.nodes[n] for n in IDS}
-        first = nodes["n1"]
-        assert first is not None and first.epochs is not None
-        old = first.epochs.chosen
-        new = RingRecord(old.epoch + 1, old.members[:4], old.n, old.vnodes)
         for node_id in IDS[1:]:
             node = nodes[node_id]
             assert node is not None
@@ -117,15 +125,7 @@ def _own_copy_placed_behind(planted: tuple[str, ...]) -> dict[str, object]:
     seen: dict[str, object] = {}
 
     async def main() -> None:
-        cluster = SimCluster(_config(), random.Random(7))
-        cluster.start()
-        await asyncio.sleep(1.0)
-        for node_id in IDS:
-            await cluster.set_faults(node_id, NodeFaults(planted=planted))
-        first = cluster.nodes["n1"]
-        assert first is not None and first.epochs is not None
-        old = first.epochs.chosen
-        new = RingRecord(old.epoch + 1, old.members[:4], old.n, old.vnodes)
+        cluster, first, old, new = await _running(planted)
         assert isinstance(await first.epoch_message(Learn(new)), Learned)
         assert first.epoch == new.epoch
         key = b"placed-behind"
@@ -175,13 +175,7 @@ def _async_repair_after_the_call_moved_on() -> dict[str, object]:
     seen: dict[str, object] = {}
 
     async def main() -> None:
-        cluster = SimCluster(_config(), random.Random(7))
-        cluster.start()
-        await asyncio.sleep(1.0)
-        first = cluster.nodes["n1"]
-        assert first is not None and first.epochs is not None
-        old = first.epochs.chosen
-        new = RingRecord(old.epoch + 1, old.members[:4], old.n, old.vnodes)
+        cluster, first, old, new = await _running()
         ring = Ring(old.ids, old.vnodes)
         key = next(
             k
