@@ -161,7 +161,7 @@ def linearize_columns(
     optional = [r is None for r in ret]
     ro = [r is not None and is_readonly(a, b) for r, a, b in zip(ret, inp, out, strict=True)]
     # Ops whose effect ignores the state (register writes): never right after an optional
-    # op; worked out when an optional op is first placed.
+    # op; worked out when the first optional op is placed.
     deaf: list[bool] = []
     restricting = blind is not None and any(optional)
 
@@ -316,9 +316,6 @@ def linearize_columns(
         if not late:
             # Completed ops first. After an optional op, only one that looks at its state.
             after_opt = restricting and bool(stack) and stack[-1][3]
-            if after_opt and not deaf:
-                assert blind is not None
-                deaf = [blind(a) for a in inp]
             while kind[entry] == 0:
                 i = opi[entry]
                 if ro[i] or (after_opt and deaf[i]):
@@ -359,9 +356,6 @@ def linearize_columns(
         if k_try != _NIL:
             limit = ret[opi[bound]]
             after_opt = restricting and bool(stack) and stack[-1][3]
-            if after_opt and not deaf:
-                assert blind is not None
-                deaf = [blind(a) for a in inp]
             while k_try != _NIL:
                 i = opt[k_try]
                 if call[i] > limit:  # type: ignore[operator]  # bound is a return entry
@@ -387,6 +381,9 @@ def linearize_columns(
                             break
                 k_try = onxt[k_try]
             if k_try != _NIL:
+                if restricting and not deaf:
+                    assert blind is not None
+                    deaf = [blind(a) for a in inp]
                 cache.add(k)
                 stack.append((k_try, state, False, True, bound))
                 lin = nl
