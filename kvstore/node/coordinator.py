@@ -103,6 +103,7 @@ class CoordinatorMixin:
         ) -> list[Any] | None: ...
         async def learnt_epoch(self, epoch: int, peer: str, timeout_s: float) -> bool: ...
         async def copy_to(self, record: Record, targets: set[str]) -> bool: ...
+        def older_placement(self, epoch: int | None) -> str | None: ...
         @property
         def epoch(self) -> int: ...
 
@@ -461,11 +462,10 @@ class CoordinatorMixin:
         request: an attempt placed with a ring this node has moved past (it learnt a newer
         one during the attempt, say during a linearizable write's query round) is refused
         unserved, so the attempt runs again on the newer ring. None: not fenced."""
-        if deadline.epoch >= self.epoch or "no-epoch-fence" in self.faults.planted:
+        why = self.older_placement(deadline.epoch)
+        if why is None:
             return None
-        self.counters["replica.refused_epoch"] += 1
         refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        why = f"{self.id} serves ring epoch {self.epoch}; the call was placed with {deadline.epoch}"
         refused.set_exception(StaleEpoch(why, peer=self.id, epoch=self.epoch))
         return refused
 

@@ -168,16 +168,24 @@ class ReplicaMixin:
         if reads:
             self._spawn(self._read_batch(reads, reply))
 
+    def older_placement(self, epoch: int | None) -> str | None:
+        """The epoch fence: why a read or write placed with ring ``epoch`` is refused
+        unserved (this node serves a newer ring), counted; None: it may be served. A peer's
+        request and the coordinator's own copy are fenced alike."""
+        if epoch is None or epoch >= self.epoch or "no-epoch-fence" in self.faults.planted:
+            return None
+        self.counters["replica.refused_epoch"] += 1
+        return f"{self.id} serves ring epoch {self.epoch}; the request was placed with {epoch}"
+
     def _placed_on_older(
         self, rid: int, epoch: int | None, reply: Callable[[list[Any]], None]
     ) -> bool:
         """Refuse (unserved) a read or write placed with an older ring epoch than this
         node's: its coordinator learns the newer ring from the reply and asks again, so
         no coordinator serves with a ring the cluster has moved past."""
-        if epoch is None or epoch >= self.epoch or "no-epoch-fence" in self.faults.planted:
+        why = self.older_placement(epoch)
+        if why is None:
             return False
-        self.counters["replica.refused_epoch"] += 1
-        why = f"{self.id} serves ring epoch {self.epoch}; the request was placed with {epoch}"
         reply([rid, replica_codec.STALE, why])
         return True
 
