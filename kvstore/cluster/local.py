@@ -93,14 +93,11 @@ def write_local_config(
         lines.append(f"{key} = {rendered}")
     # One free_ports call for every port the file names: ports from two calls can repeat,
     # since the first call's sockets are closed before the second binds.
-    wanted = (nodes if addresses is None else 0) + (
-        (nodes if addresses is None else len(addresses)) if metrics else 0
-    )
-    ports = free_ports(wanted)
+    count = nodes if addresses is None else len(addresses)
+    ports = iter(free_ports((count if addresses is None else 0) + (count if metrics else 0)))
     if addresses is None:
-        addresses = [f"127.0.0.1:{port}" for port in ports[:nodes]]
-        ports = ports[nodes:]
-    metrics_ports = ports if metrics else []
+        addresses = [f"127.0.0.1:{next(ports)}" for _ in range(count)]
+    metrics_ports = list(ports)
     for i, address in enumerate(addresses, 1):
         lines += ["", "[[nodes]]", f'id = "n{i}"', f'address = "{address}"']
         lines.append(f'data_dir = "data/n{i}"')
