@@ -12,6 +12,8 @@ import pytest
 
 from kvstore.checker import check_history, load_history
 from kvstore.checker.explain import failing_window
+from kvstore.checker.models import get_model
+from kvstore.checker.result import CheckResult, Counterexample
 from kvstore.checker.search import NOT_LINEARIZABLE, Call, linearize
 
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "porcupine"
@@ -49,38 +51,45 @@ def test_expected_verdict(name: str, expected: str) -> None:
 EXPLAINED = ["jepsen/etcd_000.log", "jepsen/etcd_040.log", "jepsen/etcd_099.log", "kv/c10-bad.txt"]
 
 
+def _window_probe(result: CheckResult, ce: Counterexample) -> tuple[list[Call], list[Call]]:
+    """A counterexample's window as a probe: its ops fixed, and the other ops that could
+    take effect before the blocked op completed freed (any time after their call, or
+    never; reads, which change nothing, left out)."""
+    model = get_model(result.model)
+    window = {o.id for o in ce.window}
+    cut = ce.blocked.ret
+    assert cut is not None
+    fixed: list[Call] = []
+    freed: list[Call] = []
+    for op in result.partition(ce.key).ops:
+        enc = model.encode(op)
+        # Ops invoked after the blocked op completed take effect after every window op
+        # completed (all did by then): they cannot change whether the window fails.
+        if enc is None or op.call > cut:
+            continue
+        if op.id in window:
+            ret = float(op.ret) if op.ret is not None else None
+            fixed.append(Call(float(op.call), ret, enc[0], enc[1]))
+        elif not model.is_readonly(*enc):
+            freed.append(Call(float(op.call), None, enc[0], enc[1]))
+    return fixed, freed
+
+
 @needs_corpus
 @pytest.mark.parametrize("name", EXPLAINED)
 def test_counterexample_window_fails_on_its_own(name: str) -> None:
     """The window fails with every other op indeterminate; the prefix is a valid run."""
     result = check_history(load_history(CORPUS / name), keep_going_s=0.0)
     assert result.verdict == NOT_LINEARIZABLE
-    from kvstore.checker.models import get_model
-
     model = get_model(result.model)
     for ce in result.counterexamples:
-        part = result.partition(ce.key)
-        window_ids = {o.id for o in ce.window}
-        assert ce.blocked.id in window_ids
-        fixed: list[Call] = []
-        cut = ce.blocked.ret
-        assert cut is not None
-        for op in part.ops:
-            enc = model.encode(op)
-            # Ops invoked after the blocked op completed take effect after every window op
-            # completed (all did by then): they cannot change whether the window fails.
-            if enc is None or op.call > cut:
-                continue
-            if op.id in window_ids:
-                ret = float(op.ret) if op.ret is not None else None
-                fixed.append(Call(float(op.call), ret, enc[0], enc[1]))
-            elif not model.is_readonly(*enc):
-                fixed.append(Call(float(op.call), None, enc[0], enc[1]))
+        assert ce.blocked.id in {o.id for o in ce.window}
+        fixed, freed = _window_probe(result, ce)
         # With the model's observers pruning, which test_bruteforce and
         # test_search_optional check against brute force and planted cases: without it,
         # proving a small window with every other op freed is exponential.
         res = linearize(
-            fixed, model.init(), model.step, model.is_readonly, observers=model.observers
+            fixed + freed, model.init(), model.step, model.is_readonly, observers=model.observers
         )
         assert res.verdict == NOT_LINEARIZABLE
         # The prefix is a valid sequential run from the initial state.
@@ -96,7 +105,7 @@ def test_counterexample_window_fails_on_its_own(name: str) -> None:
         # Every op that completed before the blocked op's completion is in the prefix.
         placed = {s.op.id for s in ce.prefix}
         assert ce.blocked.ret is not None
-        for op in part.ops:
+        for op in result.partition(ce.key).ops:
             if op.ret is not None and op.ret < ce.blocked.ret and model.encode(op) is not None:
                 assert op.id in placed
 
@@ -144,26 +153,13 @@ def test_the_hardest_window_is_re_proved_without_the_pruning_that_found_it() -> 
     (every other op freed, their unobserved values merged as the probes merge them)
     proves the same window fails: 1.07M nodes, 7 s here, where the pruned probe takes ms."""
     from kvstore.checker.explain import _canonical_freed
-    from kvstore.checker.models import get_model
 
     result = check_history(load_history(CORPUS / "jepsen/etcd_057.log"), keep_going_s=0.0)
     (ce, *_) = result.counterexamples
     assert ce.window_minimal and len(ce.window) <= 12
     model = get_model(result.model)
-    window = {o.id for o in ce.window}
-    cut = ce.blocked.ret
-    assert cut is not None
-    fixed: list[Call] = []
-    freed: list[Call] = []
-    for op in result.partition(ce.key).ops:
-        enc = model.encode(op)
-        if enc is None or op.call > cut:
-            continue
-        if op.id in window:
-            assert op.ret is not None
-            fixed.append(Call(float(op.call), float(op.ret), enc[0], enc[1]))
-        elif not model.is_readonly(*enc):
-            freed.append(Call(float(op.call), None, enc[0], enc[1]))
+    fixed, freed = _window_probe(result, ce)
+    assert all(c.ret is not None for c in fixed)
     probe = fixed + _canonical_freed(fixed, freed)
     res = linearize(
         probe,
