@@ -25,6 +25,10 @@ Rules and invariants:
   ``sqlite_schema``); ``on_commit`` receives them on the writer thread after COMMIT
   succeeded, before any caller is told, and a rolled-back job's changes are discarded
   with it. So the digest index follows exactly what is durable.
+- The writer's ``cache`` (``read_cache``), when there is one, is told just before COMMIT
+  (``begin``) and after it (``end``, with each committed job's ``effect`` on it, or
+  ``CLEAR`` when COMMIT failed), before any caller is told: so it too holds only what is
+  durable.
 """
 
 from __future__ import annotations
@@ -35,12 +39,13 @@ import logging
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from queue import Empty, SimpleQueue
 from typing import Any, cast
 
 from kvstore.storage.base import EngineClosed
+from kvstore.storage.read_cache import CLEAR, ReadCache, Update
 from kvstore.storage.sqlite_schema import lookup
 
 # The engine's logger name, as before this module was split out of it.
@@ -51,11 +56,17 @@ MAX_READ_BATCH = 4096
 Outcome = tuple["Job", object, BaseException | None]
 
 
+# a write job's result -> its changes for the read cache (a list of Update, or CLEAR)
+Effect = Callable[[Any], object]
+
+
 class Job:
     """One queued call: ``fn`` runs on the engine thread; ``keys`` marks a batchable get;
-    ``check`` validates the call's input on the engine thread, before any transaction."""
+    ``check`` validates the call's input on the engine thread, before any transaction;
+    ``effect`` maps a write's result to what it changed for the read cache (``CLEAR``:
+    not known key by key)."""
 
-    __slots__ = ("check", "fn", "future", "keys", "loop")
+    __slots__ = ("check", "effect", "fn", "future", "keys", "loop")
 
     def __init__(
         self,
@@ -64,12 +75,14 @@ class Job:
         check: Callable[[], None] | None,
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[Any],
+        effect: Effect | None = None,
     ) -> None:
         self.fn = fn
         self.keys = keys
         self.check = check
         self.loop = loop
         self.future = future
+        self.effect = effect
 
 
 class Stop:
@@ -221,6 +234,7 @@ class Writer(_EngineThread):
         self._commit = commit
         self.journal: list[Any] = []  # changes of the open transaction, in order
         self.on_commit: Callable[[list[Any]], None] | None = None
+        self.cache: ReadCache | None = None
         # Written on the writer thread, read without locking: approximate while busy.
         self.commits = 0
         self.jobs = 0
@@ -247,8 +261,11 @@ class Writer(_EngineThread):
             else:
                 self._run_isolated(conn, jobs)
             return
+        outcomes: list[Outcome] = [
+            (job, result, None) for job, result in zip(jobs, results, strict=True)
+        ]
         try:
-            self._commit(conn)
+            self._commit_cached(conn, outcomes)
         except Exception as exc:
             _rollback(conn)
             self.journal.clear()
@@ -257,7 +274,36 @@ class Writer(_EngineThread):
         self.commits += 1
         self.jobs += len(jobs)
         self._committed()
-        _settle([(job, result, None) for job, result in zip(jobs, results, strict=True)])
+        _settle(outcomes)
+
+    def _commit_cached(self, conn: sqlite3.Connection, outcomes: list[Outcome]) -> None:
+        """COMMIT, with the read cache told before and after (``CLEAR`` if it failed)."""
+        cache = self.cache
+        if cache is None:
+            self._commit(conn)
+            return
+        cache.begin()
+        try:
+            self._commit(conn)
+        except BaseException:
+            cache.end(CLEAR)
+            raise
+        # Committed: from here on nothing may raise, or callers would be told it failed.
+        try:
+            updates: list[Update] = []
+            for job, result, exc in outcomes:
+                if exc is not None or job.effect is None:
+                    continue
+                effect = job.effect(result)
+                if effect is CLEAR:
+                    cache.end(CLEAR)
+                    return
+                updates.extend(cast(Sequence[Update], effect))
+        except Exception:  # a bug in an effect: forgetting everything is always right
+            log.exception("read cache update failed")
+            cache.end(CLEAR)
+            return
+        cache.end(updates)
 
     def _committed(self) -> None:
         changes = self.journal.copy()
@@ -288,7 +334,7 @@ class Writer(_EngineThread):
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((job, result, None))
-            self._commit(conn)
+            self._commit_cached(conn, outcomes)
         except Exception as exc:
             _rollback(conn)
             self.journal.clear()

@@ -23,6 +23,10 @@ rules). Here:
 - The digest index (``digest_depth``, on by default) is built from one scan while the
   engine opens, before any call can write, then moved only by the writer thread's
   committed changes (``group_commit``): so it is exact whenever no write is in flight.
+- A read cache (``read_cache``, ``cache_bytes``, on by default) answers gets of recently
+  written or read keys without the reader thread; the writer thread keeps it to what is
+  committed, so a get answers the same through it as through SQLite. Large ``get_many``
+  calls (anti-entropy's) bypass it, so their per-key work stays off the event loop.
 - Constructing an engine opens files and may fsync; inside a running event loop use
   ``await SqliteEngine.open(path)``, which does that on a worker thread.
 """
@@ -45,8 +49,9 @@ from kvstore.core.version import Record
 from kvstore.errors import Overloaded
 from kvstore.storage import sqlite_schema as sql
 from kvstore.storage.base import Engine, EngineClosed, Hint, check_ranges
-from kvstore.storage.group_commit import Job, Reader, Stop, Writer
+from kvstore.storage.group_commit import Effect, Job, Reader, Stop, Writer
 from kvstore.storage.memory import check_int64, check_key, check_limit, check_record, check_text
+from kvstore.storage.read_cache import CLEAR, ReadCache, Update
 from kvstore.storage.sqlite_schema import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "SqliteEngine"]
@@ -54,6 +59,21 @@ __all__ = ["SCHEMA_VERSION", "SqliteEngine"]
 # bench/storage.py times a bare loop of these statements against the engine.
 _SCHEMA = sql.SCHEMA
 _UPSERT = sql.UPSERT
+
+DEFAULT_CACHE_BYTES = 16 << 20  # about 45,000 records of 100-byte values
+CACHED_GET_MANY = 64  # a get_many of more keys than this skips the cache (bulk reads)
+
+
+def _stored(records: list[Record], stored: list[bool]) -> list[Update]:
+    return [(r.key, r) for r, kept in zip(records, stored, strict=True) if kept]
+
+
+def _dropped(records: list[Record], _: object) -> list[Update]:
+    return [(r.key, None) for r in records]  # dropped or not: not cached is always right
+
+
+def _forget_all(_: object) -> object:
+    return CLEAR
 
 
 def _check_records(records: list[Record]) -> None:
@@ -96,9 +116,12 @@ class SqliteEngine(Engine):
         busy_timeout_s: float = 10.0,
         max_queued: int = 65_536,
         digest_depth: int | None = DEFAULT_DEPTH,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if max_batch < 1 or scan_chunk < 1 or max_queued < 1:
             raise ValueError("max_batch, scan_chunk and max_queued must be >= 1")
+        if cache_bytes < 0:
+            raise ValueError("cache_bytes must be >= 0 (0: no read cache)")
         self.path = Path(path)
         self._max_queued = max_queued
         self._queued = 0
@@ -137,6 +160,8 @@ class SqliteEngine(Engine):
         self._journal = self._writer.journal if self._index is not None else None
         if self._index is not None:
             self._writer.on_commit = self._index.apply
+        self._cache = ReadCache(cache_bytes) if cache_bytes > 0 else None
+        self._writer.cache = self._cache
         self._wq: SimpleQueue[Job | Stop] = self._writer.queue
         self._rq: SimpleQueue[Job | Stop] = self._reader.queue
         self._writer.start()
@@ -152,6 +177,7 @@ class SqliteEngine(Engine):
         busy_timeout_s: float = 10.0,
         max_queued: int = 65_536,
         digest_depth: int | None = DEFAULT_DEPTH,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> SqliteEngine:
         """Open (creating if needed) on a worker thread, so the event loop keeps running."""
         return await asyncio.to_thread(
@@ -163,6 +189,7 @@ class SqliteEngine(Engine):
                 busy_timeout_s=busy_timeout_s,
                 max_queued=max_queued,
                 digest_depth=digest_depth,
+                cache_bytes=cache_bytes,
             )
         )
 
@@ -171,11 +198,15 @@ class SqliteEngine(Engine):
 
     def stats(self) -> dict[str, int]:
         """Counters for benchmarks and tests (read without locking: approximate while busy)."""
+        cache = self._cache
         return {
             "commits": self._writer.commits,
             "write_jobs": self._writer.jobs,
             "read_batches": self._reader.batches,
             "read_jobs": self._reader.jobs,
+            "cache_hits": 0 if cache is None else cache.hits,
+            "cache_misses": 0 if cache is None else cache.misses,
+            "cache_entries": 0 if cache is None else len(cache),
         }
 
     # -- the event-loop side ---------------------------------------------------------
@@ -186,6 +217,7 @@ class SqliteEngine(Engine):
         fn: Callable[[sqlite3.Connection], object] | None,
         keys: list[bytes] | None = None,
         check: Callable[[], None] | None = None,
+        effect: Effect | None = None,
     ) -> asyncio.Future[Any]:
         if self._closed:
             raise EngineClosed(f"engine for {self.path} is closed")
@@ -198,7 +230,7 @@ class SqliteEngine(Engine):
         future: asyncio.Future[Any] = loop.create_future()
         self._queued += 1
         future.add_done_callback(self._dequeued)
-        queue.put(Job(fn, keys, check, loop, future))
+        queue.put(Job(fn, keys, check, loop, future, effect))
         return future
 
     @property
@@ -211,8 +243,11 @@ class SqliteEngine(Engine):
 
     async def apply(self, record: Record) -> bool:
         check_record(record)
+        batch = [record]
         stored: list[bool] = await self._submit(
-            self._wq, partial(sql.apply_records, [record], self._journal)
+            self._wq,
+            partial(sql.apply_records, batch, self._journal),
+            effect=partial(_stored, batch),
         )
         return stored[0]
 
@@ -226,12 +261,24 @@ class SqliteEngine(Engine):
             self._wq,
             partial(sql.apply_records, batch, self._journal),
             check=partial(_check_records, batch),
+            effect=partial(_stored, batch),
         )
         return stored
 
     async def get(self, key: bytes) -> Record | None:
         check_key(key)
-        found: list[Record | None] = await self._submit(self._rq, None, [key])
+        cache = self._cache
+        if cache is None:
+            found: list[Record | None] = await self._submit(self._rq, None, [key])
+            return found[0]
+        if self._closed:
+            raise EngineClosed(f"engine for {self.path} is closed")
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        token = cache.token()
+        found = await self._submit(self._rq, None, [key])
+        cache.fill(token, found)
         return found[0]
 
     async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
@@ -240,10 +287,24 @@ class SqliteEngine(Engine):
             if self._closed:
                 raise EngineClosed(f"engine for {self.path} is closed")
             return []
-        found: list[Record | None] = await self._submit(
-            self._rq, None, wanted, check=partial(_check_keys, wanted)
-        )
-        return found
+        cache = self._cache
+        if cache is None or len(wanted) > CACHED_GET_MANY:
+            found: list[Record | None] = await self._submit(
+                self._rq, None, wanted, check=partial(_check_keys, wanted)
+            )
+            return found
+        _check_keys(wanted)  # a few keys: checked here, as ``get`` does
+        if self._closed:
+            raise EngineClosed(f"engine for {self.path} is closed")
+        found = cache.get_many(wanted)
+        missed = [key for key, record in zip(wanted, found, strict=True) if record is None]
+        if not missed:
+            return found
+        token = cache.token()
+        read: list[Record | None] = await self._submit(self._rq, None, missed)
+        cache.fill(token, read)
+        fetched = iter(read)
+        return [record if record is not None else next(fetched) for record in found]
 
     async def scan(self, start: bytes = b"", end: bytes | None = None) -> AsyncIterator[Record]:
         check_key(start)
@@ -278,7 +339,9 @@ class SqliteEngine(Engine):
     async def purge_tombstones(self, older_than_wall_us: int) -> int:
         check_int64("older_than_wall_us", older_than_wall_us)
         purged: int = await self._submit(
-            self._wq, partial(sql.purge_tombstones, older_than_wall_us, self._journal)
+            self._wq,
+            partial(sql.purge_tombstones, older_than_wall_us, self._journal),
+            effect=_forget_all,
         )
         return purged
 
@@ -292,6 +355,7 @@ class SqliteEngine(Engine):
             self._wq,
             partial(sql.drop_records, wanted, self._journal),
             check=partial(_check_records, wanted),
+            effect=partial(_dropped, wanted),
         )
         return dropped
 

@@ -116,11 +116,20 @@ async def test_group_commit_shares_commits(engine: SqliteEngine) -> None:
     assert after["write_jobs"] - before["write_jobs"] == 64
     # One commit per caller would be 64; callers queued during a commit share the next.
     assert 1 <= commits <= 16, commits
-    got = await asyncio.gather(*(engine.get(b"g%d" % i) for i in range(64)))
-    assert all(g is not None for g in got)
-    reads = engine.stats()
-    assert reads["read_jobs"] - after["read_jobs"] == 64
-    assert reads["read_batches"] - after["read_batches"] <= 16
+
+
+async def test_concurrent_reads_share_read_batches(tmp_path: Path) -> None:
+    engine = await SqliteEngine.open(tmp_path / "kv.sqlite3", cache_bytes=0)  # every get reads
+    try:
+        await engine.apply_many([rec(b"g%d" % i, b"v", 1) for i in range(64)])
+        before = engine.stats()
+        got = await asyncio.gather(*(engine.get(b"g%d" % i) for i in range(64)))
+        assert all(g is not None for g in got)
+        reads = engine.stats()
+        assert reads["read_jobs"] - before["read_jobs"] == 64
+        assert reads["read_batches"] - before["read_batches"] <= 16
+    finally:
+        await engine.close()
 
 
 class HeldWriter:
