@@ -268,7 +268,8 @@ class CoordinatorMixin:
         before it began, whatever the clocks say."""
         if not opts.linearizable or "abd-no-query" in self.faults.planted:
             return
-        query = self._fan_out_read(targets, key_bytes, opts.w, False, deadline)
+        # any quorum's highest timestamp will do: ask W replicas first, as a plain read
+        query = self._fan_out_read(targets, key_bytes, opts.w, False, deadline, targeted=True)
         await self._await_round(query.decided, query.round, deadline, op, count_ok=False)
         highest = query.round.resolution().winner
         if highest is not None:
@@ -298,8 +299,10 @@ class CoordinatorMixin:
         deadline: Deadline,
         trace: bool,
     ) -> ReadResult:
-        # Repair, tracing and ABD need every replica's answer; a plain read needs R.
-        targeted = not (trace or opts.linearizable or opts.read_repair != "off")
+        # Repair and tracing need every replica's answer. A plain read needs R, and so
+        # does ABD's: it answers what a quorum holds (writing it back to the replicas of
+        # a quorum that lack it, the ones not asked included), whichever quorum it is.
+        targeted = not (trace or opts.read_repair != "off")
         read = self._fan_out_read(
             targets, key_bytes, opts.r, opts.sloppy, deadline, targeted=targeted
         )
