@@ -76,6 +76,8 @@ class ClusterConfig:
     # A read at R < N first asks R replicas (the coordinator's own first) and the rest only
     # when one of those fails or they have not all answered after this long; 0: ask all.
     speculative_read_ms: int = 30
+    # the SQLite engine's cache of committed records (hot reads skip its reader thread)
+    read_cache_mb: int = 16
     # anti-entropy and tombstones (run repair within the grace period, or deletes can return)
     anti_entropy_interval_s: float = 0.0  # 0: no scheduled rounds (on demand only)
     tombstone_grace_s: float = 10 * 86400.0
@@ -126,6 +128,7 @@ _CLUSTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "hint_window_s": (int, float),
     "read_repair_wait_ms": int,
     "speculative_read_ms": int,
+    "read_cache_mb": int,
     "anti_entropy_interval_s": (int, float),
     "tombstone_grace_s": (int, float),
     "max_clock_drift_ms": int,
@@ -275,6 +278,7 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         "hint_replay_rate": (cluster.get("hint_replay_rate", 2000), 1, 1_000_000),
         "read_repair_wait_ms": (cluster.get("read_repair_wait_ms", 10), 0, 60_000),
         "speculative_read_ms": (cluster.get("speculative_read_ms", 30), 0, 60_000),
+        "read_cache_mb": (cluster.get("read_cache_mb", 16), 0, 64 * 1024),
         "max_clock_drift_ms": (cluster.get("max_clock_drift_ms", 12_000), 1, 3_600_000),
         "max_timeout_ms": (cluster.get("max_timeout_ms", 60_000), 1, 3_600_000),
         "max_inflight_calls": (cluster.get("max_inflight_calls", 4096), 1, 1_000_000),
@@ -356,6 +360,7 @@ def parse(raw: dict[str, Any], *, base: Path, source: Path | None = None) -> Clu
         hint_window_s=hint_window,
         read_repair_wait_ms=positive["read_repair_wait_ms"][0],
         speculative_read_ms=positive["speculative_read_ms"][0],
+        read_cache_mb=positive["read_cache_mb"][0],
         anti_entropy_interval_s=anti_entropy_interval,
         tombstone_grace_s=tombstone_grace,
         tls=tls,
@@ -435,6 +440,7 @@ def render(config: ClusterConfig) -> str:
         f"hint_window_s = {config.hint_window_s}",
         f"read_repair_wait_ms = {config.read_repair_wait_ms}",
         f"speculative_read_ms = {config.speculative_read_ms}",
+        f"read_cache_mb = {config.read_cache_mb}",
         f"anti_entropy_interval_s = {config.anti_entropy_interval_s}",
         f"tombstone_grace_s = {config.tombstone_grace_s}"
         if math.isfinite(config.tombstone_grace_s)

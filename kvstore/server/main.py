@@ -66,7 +66,9 @@ async def serve(
     dialer = Dialer.for_node(config, node_id)
     if enable_faults:
         log.warning("node %s: fault injection is ENABLED (a test node)", node_id)
-    engine = await open_engine_async(config.engine, Path(me.data_dir) / "kv.sqlite3")
+    engine = await open_engine_async(
+        config.engine, Path(me.data_dir) / "kv.sqlite3", cache_bytes=config.read_cache_mb << 20
+    )
     node = Node(
         config,
         node_id,

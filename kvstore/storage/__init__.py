@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kvstore.storage.base import Engine, EngineClosed, Hint
 from kvstore.storage.memory import MemoryEngine
-from kvstore.storage.sqlite import SqliteEngine
+from kvstore.storage.sqlite import DEFAULT_CACHE_BYTES, SqliteEngine
 
 ENGINE_KINDS = ("memory", "sqlite")
 
@@ -51,10 +51,13 @@ def open_engine(kind: str, path: Path | None) -> Engine:
     raise ValueError(f"unknown storage engine {kind!r}; expected one of {ENGINE_KINDS}")
 
 
-async def open_engine_async(kind: str, path: Path | None) -> Engine:
-    """``open_engine`` without blocking the event loop."""
+async def open_engine_async(
+    kind: str, path: Path | None, *, cache_bytes: int = DEFAULT_CACHE_BYTES
+) -> Engine:
+    """``open_engine`` without blocking the event loop; ``cache_bytes`` sizes SQLite's
+    read cache (0: none)."""
     if kind == "memory":
         return MemoryEngine()
     if kind == "sqlite":
-        return await SqliteEngine.open(_sqlite_path(path))
+        return await SqliteEngine.open(_sqlite_path(path), cache_bytes=cache_bytes)
     raise ValueError(f"unknown storage engine {kind!r}; expected one of {ENGINE_KINDS}")

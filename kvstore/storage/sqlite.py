@@ -54,7 +54,7 @@ from kvstore.storage.memory import check_int64, check_key, check_limit, check_re
 from kvstore.storage.read_cache import CLEAR, ReadCache, Update
 from kvstore.storage.sqlite_schema import SCHEMA_VERSION
 
-__all__ = ["SCHEMA_VERSION", "SqliteEngine"]
+__all__ = ["DEFAULT_CACHE_BYTES", "SCHEMA_VERSION", "SqliteEngine"]
 
 # bench/storage.py times a bare loop of these statements against the engine.
 _SCHEMA = sql.SCHEMA

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from kvstore.core.version import Record
-from kvstore.storage import SqliteEngine, group_commit, sqlite_schema
+from kvstore.storage import SqliteEngine, group_commit, open_engine_async, sqlite_schema
 from kvstore.storage.read_cache import CLEAR, ENTRY_OVERHEAD, ReadCache
 from tests.storage.contract import rec, wait_until
 
@@ -276,3 +276,18 @@ def test_a_read_issued_before_a_drop_does_not_fill() -> None:
 
 CacheModel.TestCase.settings = settings(max_examples=300, stateful_step_count=30, deadline=None)
 test_the_cache_never_answers_older_than_a_read_already_answered = CacheModel.TestCase
+
+
+async def test_the_engine_a_node_opens_takes_the_configured_cache_size(tmp_path: Path) -> None:
+    for cache_bytes, cached in ((0, False), (1 << 20, True)):
+        engine = await open_engine_async(
+            "sqlite", tmp_path / f"{cache_bytes}.sqlite3", cache_bytes=cache_bytes
+        )
+        try:
+            await engine.apply(rec(b"k", b"v", 1))
+            assert isinstance(engine, SqliteEngine)
+            reads = engine.stats()["read_jobs"]
+            assert await engine.get(b"k") == rec(b"k", b"v", 1)
+            assert (engine.stats()["read_jobs"] == reads) is cached
+        finally:
+            await engine.close()

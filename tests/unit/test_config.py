@@ -42,6 +42,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_shipped_cluster_toml_is_valid() -> None:
     cfg = config.load(ROOT / "cluster.toml")
     assert len(cfg.nodes) == 5 and cfg.n == 3 and cfg.r == 2 and cfg.w == 2
+    assert cfg.read_cache_mb == 16
     assert all(n.host == "127.0.0.1" for n in cfg.nodes)
 
 
@@ -54,6 +55,11 @@ def test_good_config_resolves_paths_and_levels(tmp_path: Path) -> None:
         config.parse(__import__("tomllib").loads(config.render(cfg)), base=tmp_path).nodes
         == cfg.nodes
     )
+    sized = config.load(
+        write(tmp_path, GOOD.replace('name = "t"', 'name = "t"\nread_cache_mb = 0'))
+    )
+    assert sized.read_cache_mb == 0
+    assert config.parse(tomllib.loads(config.render(sized)), base=tmp_path).read_cache_mb == 0
 
 
 @pytest.mark.parametrize(
@@ -72,6 +78,7 @@ def test_good_config_resolves_paths_and_levels(tmp_path: Path) -> None:
         ('name = "t"', 'name = "t"\nengine = "rocks"', "cluster.engine"),
         ('name = "t"', 'name = "t"\nvnodes = 0', "cluster.vnodes"),
         ('name = "t"', 'name = "t"\nsloppy = 1', "cluster.sloppy: expected a boolean"),
+        ('name = "t"', 'name = "t"\nread_cache_mb = -1', "cluster.read_cache_mb: -1 must be"),
     ],
 )
 def test_bad_fields_are_named(tmp_path: Path, old: str, new: str, fragment: str) -> None:
