@@ -10,8 +10,9 @@ Rules and invariants:
 - Only the current stream's sender takes calls from the outbox. A stream is retired when
   it ends or when its connection is seen gone; a retired stream's calls stay its own: it
   still delivers their answers, and fails them (indefinitely) when it ends.
-- Every call queued while the sender sleeps leaves as one ``CallBatch``: with many calls
-  in flight, one gRPC message carries many of them.
+- Every call queued while the sender sleeps, and in the loop turns that keep adding to
+  them (``outbox.gather_turns``), leaves as one ``CallBatch``: with many calls in
+  flight, one gRPC message carries many of them.
 - A coordinator that refused the connection is not redialled for a short backoff; calls
   meanwhile fail at once, definitely, so the client moves on to the next coordinator.
 """
@@ -27,7 +28,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from kvstore.errors import CoordinatorUnreachable, RequestTimeout
-from kvstore.net.outbox import BATCH_LIMIT_BYTES, cut
+from kvstore.net.outbox import BATCH_LIMIT_BYTES, cut, gather_turns
 from kvstore.net.status import from_call_error, from_rpc_error
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
@@ -191,7 +192,7 @@ class SessionLink:
             if generation != self._generation:
                 return
             self._wakeup.clear()
-            await asyncio.sleep(0)  # one more turn: let every task ready now queue its call
+            await gather_turns(lambda: len(self._outbox))  # every task ready now queues
             while self._outbox and generation == self._generation:
                 calls, self._outbox = cut(self._outbox, pb.Call.ByteSize, BATCH_LIMIT_BYTES)
                 sent.update(call.id for call in calls)

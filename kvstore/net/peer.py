@@ -7,7 +7,8 @@ Rules and invariants:
 - ``PeerError.sent`` is False only when the message certainly never left this node (the
   channel could not be made ready, or the message was still queued); callers rely on
   that for the definite/indefinite error taxonomy.
-- All messages queued while the sender task sleeps go out as one frame: under load the
+- All messages queued while the sender task sleeps, and in the loop turns that keep
+  adding to them (``outbox.gather_turns``), go out as one frame: under load the
   per-message gRPC cost is shared by many messages.
 - After a failed connect the link refuses requests (as not sent) for a short backoff, so
   a dead peer costs callers nothing but a dictionary lookup; the next try dials a new
@@ -34,7 +35,7 @@ from kvstore.net import replica_codec
 from kvstore.net.channel import PLAINTEXT, Dialer
 from kvstore.net.faults import FaultRules
 from kvstore.net.link import Heard, Link, PeerError, reply_error
-from kvstore.net.outbox import BATCH_LIMIT_BYTES, cut
+from kvstore.net.outbox import BATCH_LIMIT_BYTES, cut, gather_turns
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 
@@ -194,7 +195,7 @@ class PeerLink:
             if generation != self._generation:
                 return
             self._wakeup.clear()
-            await asyncio.sleep(0)  # one more turn: let every task ready now queue its message
+            await gather_turns(lambda: len(self._outbox))  # every task ready now queues
             if generation != self._generation:
                 self._wakeup.set()  # what is queued is the next stream's: leave it a wake-up
                 return
