@@ -58,6 +58,8 @@ from kvstore.pb import kvstore_pb2_grpc as pb_grpc
 from kvstore.security.tls import TLSFiles, client_files
 
 Level = int | str
+
+MEMO_LIMIT = 4096  # entries in each of a client's memos (call options, ring walks)
 Transport = Literal["session", "unary"]
 SKIP_UNREACHABLE_S = 1.0
 DEADLINE_MARGIN_S = 0.5
@@ -135,6 +137,8 @@ class Client:
         self._rotation = itertools.cycle(range(len(self.addresses)))
         self._dialer = Dialer(tls, message_limit(max_key_bytes, max_value_bytes))
         self._rng = random.Random()  # backoff jitter; the simulator seeds it
+        self._options_memo: dict[tuple[tuple[type, object], ...], pb.Options] = {}
+        self._walks: dict[bytes, list[str]] = {}  # key -> its coordinators, ring order
 
     @classmethod
     def from_config(
@@ -303,6 +307,34 @@ class Client:
         timeout: float | None,
         trace: bool,
     ) -> pb.Options:
+        """The call's options, checked; the same arguments give the same message, kept
+        (by value and type, so ``True`` is not taken for ``1``): a client usually makes
+        every call at one of a few levels."""
+        args = (r, w, preset, sloppy, read_repair, timeout, trace)
+        try:
+            memo_key = tuple((type(a), a) for a in args)
+            known = self._options_memo.get(memo_key)
+        except TypeError:  # an unhashable argument: invalid, and checked below
+            memo_key, known = None, None
+        if known is not None:
+            return known
+        options = self._checked_options(*args)
+        if memo_key is not None:
+            if len(self._options_memo) >= MEMO_LIMIT:
+                self._options_memo.clear()
+            self._options_memo[memo_key] = options
+        return options
+
+    def _checked_options(
+        self,
+        r: Level | None,
+        w: Level | None,
+        preset: str | None,
+        sloppy: bool | None,
+        read_repair: str | None,
+        timeout: float | None,
+        trace: bool,
+    ) -> pb.Options:
         if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
             raise InvalidArgument(f"timeout must be a positive number of seconds, not {timeout!r}")
         timeout_ms = None if timeout is None else max(1, round(timeout * 1000))
@@ -328,7 +360,11 @@ class Client:
 
     def _coordinators(self, key: bytes) -> list[str]:
         if self._ring is not None:
-            order = list(self._ring.walk(key))
+            order = self._walks.get(key)
+            if order is None:
+                if len(self._walks) >= MEMO_LIMIT:
+                    self._walks.clear()
+                order = self._walks[key] = list(self._ring.walk(key))  # the ring never changes
         else:
             start = next(self._rotation)
             order = list(self.node_ids[start:] + self.node_ids[:start])
