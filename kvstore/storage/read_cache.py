@@ -8,7 +8,9 @@ back); a hit here costs a dictionary lookup. Rules and invariants:
   COMMIT empties the cache (a miss is always right: SQLite is the truth).
 - A hit is what a read through SQLite would return at that moment, or, while a commit is
   between COMMIT and ``end``, the version that commit replaces: its writes are not yet
-  acknowledged, and no read can have seen them through the cache.
+  acknowledged, and no read can have seen them through the cache. (Reads that bypass the
+  cache, scans and bulk ``get_many``, can see them that moment earlier: still writes no
+  caller was told of.)
 - A read that missed fills the cache with what it read only if no commit began since the
   read was issued (``token`` then ``fill``, a sequence number that is odd while a commit
   is under way). Otherwise a slow read could install a version older than one a commit
