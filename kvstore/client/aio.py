@@ -60,6 +60,10 @@ from kvstore.security.tls import TLSFiles, client_files
 Level = int | str
 
 MEMO_LIMIT = 4096  # entries in each of a client's memos (call options, ring walks)
+# r, w, consistency, sloppy, read_repair, timeout, trace: as the API takes them
+_OptionArgs = tuple[
+    Level | None, Level | None, str | None, bool | None, str | None, float | None, bool
+]
 Transport = Literal["session", "unary"]
 SKIP_UNREACHABLE_S = 1.0
 DEADLINE_MARGIN_S = 0.5
@@ -310,7 +314,7 @@ class Client:
         """The call's options, checked; the same arguments give the same message, kept
         (by value and type, so ``True`` is not taken for ``1``): a client usually makes
         every call at one of a few levels."""
-        args = (r, w, preset, sloppy, read_repair, timeout, trace)
+        args: _OptionArgs = (r, w, preset, sloppy, read_repair, timeout, trace)
         try:
             memo_key = tuple((type(a), a) for a in args)
             known = self._options_memo.get(memo_key)
@@ -318,23 +322,15 @@ class Client:
             memo_key, known = None, None
         if known is not None:
             return known
-        options = self._checked_options(*args)
+        options = self._checked_options(args)
         if memo_key is not None:
             if len(self._options_memo) >= MEMO_LIMIT:
                 self._options_memo.clear()
             self._options_memo[memo_key] = options
         return options
 
-    def _checked_options(
-        self,
-        r: Level | None,
-        w: Level | None,
-        preset: str | None,
-        sloppy: bool | None,
-        read_repair: str | None,
-        timeout: float | None,
-        trace: bool,
-    ) -> pb.Options:
+    def _checked_options(self, args: _OptionArgs) -> pb.Options:
+        r, w, preset, sloppy, read_repair, timeout, trace = args
         if timeout is not None and (isinstance(timeout, bool) or not timeout > 0):
             raise InvalidArgument(f"timeout must be a positive number of seconds, not {timeout!r}")
         timeout_ms = None if timeout is None else max(1, round(timeout * 1000))

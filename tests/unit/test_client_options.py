@@ -20,7 +20,7 @@ async def test_a_kept_option_is_the_one_its_arguments_make() -> None:
     assert (one.r, one.consistency, one.timeout_ms) == (1, "", 0)
     other = client._options(None, None, "linearizable", None, None, 2.5, False)
     assert (other.r, other.consistency, other.timeout_ms) == (0, "linearizable", 2500)
-    assert other == client._checked_options(None, None, "linearizable", None, None, 2.5, False)
+    assert other == client._checked_options((None, None, "linearizable", None, None, 2.5, False))
 
 
 @pytest.mark.parametrize(
