@@ -29,10 +29,11 @@ from kvstore.core.version import Record
 
 __all__ = ["CLEAR", "ENTRY_OVERHEAD", "ReadCache", "Update"]
 
-# What a cached Record costs beyond its key and value bytes: the Record, its Timestamp
-# and the dict slot (tracemalloc, 20,000 records: 193 bytes each), and the two bytes
-# objects' headers (33 bytes each).
-ENTRY_OVERHEAD = 260
+# What a cached Record costs beyond its key and value bytes, as a node holds it (every
+# field decoded from a msgpack frame, so its own objects): the Record, its Timestamp with
+# its int and str, the two bytes objects' headers and the dict slot. tracemalloc, 45,000
+# records of 100-byte values filled through ``end``: 394 bytes each.
+ENTRY_OVERHEAD = 400
 
 # One change a commit made: the key now stores this record, or (None) stores nothing
 # the cache may keep (dropped, or not known).

@@ -60,7 +60,7 @@ __all__ = ["DEFAULT_CACHE_BYTES", "SCHEMA_VERSION", "SqliteEngine"]
 _SCHEMA = sql.SCHEMA
 _UPSERT = sql.UPSERT
 
-DEFAULT_CACHE_BYTES = 16 << 20  # about 45,000 records of 100-byte values
+DEFAULT_CACHE_BYTES = 16 << 20  # about 32,000 records of 100-byte values
 CACHED_GET_MANY = 64  # a get_many of more keys than this skips the cache (bulk reads)
 
 

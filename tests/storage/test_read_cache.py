@@ -11,17 +11,20 @@ obvious model: whatever the cache holds is what the store holds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from kvstore.core.version import Record
+from kvstore.core.version import Record, Timestamp
 from kvstore.storage import SqliteEngine, group_commit, open_engine_async, sqlite_schema
 from kvstore.storage.read_cache import CLEAR, ENTRY_OVERHEAD, ReadCache
 from tests.storage.contract import rec, wait_until
@@ -291,3 +294,28 @@ async def test_the_engine_a_node_opens_takes_the_configured_cache_size(tmp_path:
             assert (engine.stats()["read_jobs"] == reads) is cached
         finally:
             await engine.close()
+
+
+def test_the_byte_bound_holds_for_records_as_a_node_holds_them() -> None:
+    # Every field decoded from msgpack, as a replica frame gives them (no shared objects).
+    # Measured on CPython 3.11: 507 bytes a record traced against 513 counted (0.99).
+    bound = 4 << 20
+    cache = ReadCache(bound)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):
+            key, value, wall, logical, node = msgpack.unpackb(
+                msgpack.packb([b"bench-%07d" % i, b"x" * 100, 1_700_000_000_000_000 + i, 0, "n1"])
+            )
+            record = Record(key, value, Timestamp(wall, logical, node))
+            cache.begin()
+            cache.end([(key, record)])
+        del key, value, node, record
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert cache.size_bytes <= bound
+    assert held <= 1.15 * bound, (held, bound)  # what it really holds, within 15%
