@@ -276,10 +276,7 @@ class SqliteEngine(Engine):
         hit = cache.get(key)
         if hit is not None:
             return hit
-        token = cache.token()
-        found = await self._submit(self._rq, None, [key])
-        cache.fill(token, found)
-        return found[0]
+        return (await self._read_through(cache, [key]))[0]
 
     async def get_many(self, keys: Sequence[bytes]) -> list[Record | None]:
         wanted = list(keys)
@@ -300,11 +297,16 @@ class SqliteEngine(Engine):
         missed = [key for key, record in zip(wanted, found, strict=True) if record is None]
         if not missed:
             return found
-        token = cache.token()
-        read: list[Record | None] = await self._submit(self._rq, None, missed)
-        cache.fill(token, read)
-        fetched = iter(read)
+        fetched = iter(await self._read_through(cache, missed))
         return [record if record is not None else next(fetched) for record in found]
+
+    async def _read_through(self, cache: ReadCache, keys: list[bytes]) -> list[Record | None]:
+        """Read keys the cache missed from SQLite, and fill the cache with them unless a
+        commit began meanwhile (``ReadCache.fill``)."""
+        token = cache.token()
+        read: list[Record | None] = await self._submit(self._rq, None, keys)
+        cache.fill(token, read)
+        return read
 
     async def scan(self, start: bytes = b"", end: bytes | None = None) -> AsyncIterator[Record]:
         check_key(start)
