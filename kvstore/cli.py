@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -199,6 +200,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
+    from kvstore.net import grpc_io
+
+    if not grpc_io.chosen(os.environ):
+        # grpc in this process was imported on its default I/O stack: start again with
+        # the node's (kvstore.net.grpc_io says why); exec keeps the PID and arguments
+        argv = [sys.executable, *sys.orig_argv[1:]]
+        os.execve(sys.executable, argv, grpc_io.node_environment(os.environ))
+
     from kvstore.server.main import run
 
     cfg = config_mod.load(args.config)

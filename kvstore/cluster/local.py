@@ -14,6 +14,8 @@ Rules and invariants:
   call this module makes dials as that admin client (``kvstore.cluster.admin``). Nodes
   get ``--enable-faults`` only when the cluster is made with ``enable_faults`` (tests
   and the harness).
+- Nodes start with the environment ``kvstore.net.grpc_io`` gives a node process (the
+  gRPC I/O stack, chosen before grpc is imported), the rest of the caller's kept.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import grpc
 
 from kvstore.cluster.admin import AdminClient, SyncAdminClient
 from kvstore.config import ClusterConfig
+from kvstore.net import grpc_io
 from kvstore.net.channel import Dialer
 from kvstore.pb import kvstore_pb2 as pb
 from kvstore.security import certs
@@ -266,6 +269,7 @@ class LocalCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the shell must not kill the cluster
+                env=grpc_io.node_environment(os.environ),  # so no node needs to exec again
             )
         self.nodes[node_id] = NodeProcess(node_id, node.address, popen.pid, log_path, popen)
         self.save_state()
