@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import sqlite3
@@ -25,7 +24,7 @@ import pytest
 from kvstore.core.digests import TOKEN_END
 from kvstore.core.merkle import entry_of
 from kvstore.core.version import Record, Timestamp
-from kvstore.storage import SqliteEngine
+from kvstore.storage import SqliteEngine, group_commit, sqlite_schema
 from kvstore.storage.base import Hint
 from tests.storage.contract import assert_digests_exact, rec, scan_all, wait_until
 
@@ -303,54 +302,63 @@ async def test_digests_are_rebuilt_on_open(tmp_path: Path) -> None:
         await engine.close()
 
 
-async def _heartbeat_gaps(work: Callable[[], Awaitable[object]]) -> tuple[float, list[float]]:
-    """Run ``work`` while a 1 ms heartbeat ticks; return its duration and the gaps."""
+def _held_in_engine_thread(
+    monkeypatch: pytest.MonkeyPatch, module: object, name: str, reached: asyncio.Event
+) -> tuple[threading.Event, list[int]]:
+    """Wrap ``module.name`` (work an engine thread runs) so that its first call tells the
+    loop it began, then waits until the loop lets it go on: the work can finish only if
+    the loop ran while it was under way. Returns the release and the threads it ran on."""
     loop = asyncio.get_running_loop()
-    gaps: list[float] = []
-    stop = asyncio.Event()
+    loop_thread = threading.get_ident()
+    release = threading.Event()
+    threads: list[int] = []
+    real = getattr(module, name)
 
-    async def heartbeat() -> None:
-        last = loop.time()
-        while not stop.is_set():
-            await asyncio.sleep(0.001)
-            now = loop.time()
-            gaps.append(now - last)
-            last = now
+    def held(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        if threads[-1] == loop_thread:  # waiting here would stop the loop for good
+            raise AssertionError(f"{name} ran on the event loop's thread")
+        if len(threads) == 1:
+            loop.call_soon_threadsafe(reached.set)
+            release.wait(timeout=60)  # a guard should the test stop early, not a bound
+        return real(*args, **kwargs)
 
-    beat = asyncio.ensure_future(heartbeat())
-    await asyncio.sleep(0.01)
-    gaps.clear()
-    # A full cyclic-GC pass (set off by whichever thread allocates) stops every thread for
-    # tens of ms in a big test process; that is the interpreter's pause, not the engine's.
-    gc.disable()
-    try:
-        t0 = loop.time()
-        await work()
-        elapsed = loop.time() - t0
-    finally:
-        gc.enable()
-    stop.set()
-    await beat
-    return elapsed, gaps
+    monkeypatch.setattr(module, name, held)
+    return release, threads
 
 
-async def test_event_loop_keeps_running(engine: SqliteEngine) -> None:
-    records = [rec(b"big%06d" % i, b"x" * 100, 1) for i in range(40_000)]
+async def test_engine_work_runs_off_the_event_loop(
+    engine: SqliteEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bulk writes, bulk reads and scans each run on an engine thread while the loop
+    goes on: each is held inside the engine until a loop callback releases it."""
+    records = [rec(b"big%06d" % i, b"x" * 100, 1) for i in range(2_000)]
     keys = [r.key for r in records]
 
     async def scan_count() -> int:
         return len(await scan_all(engine))
 
-    for work in (lambda: engine.apply_many(records), lambda: engine.get_many(keys), scan_count):
-        elapsed, gaps = await _heartbeat_gaps(work)
-        # Blocking the loop for the whole call would make one gap as long as the call.
-        # A thread holds the GIL for at most the switch interval (5 ms) at a time. The
-        # bound is relative to the call only: an absolute 50 ms floor failed on a slow
-        # CI machine (one 55 ms gap in a 139 ms call, twice in four fresh-clone runs),
-        # an OS stall, not the engine. Measured over 10 local runs (30 calls): the
-        # largest gap was at most 0.13 of its call; CI's failures were 0.40. Bound 0.5.
-        assert len(gaps) >= 3, (elapsed, gaps)
-        assert max(gaps) < elapsed / 2, (elapsed, max(gaps))
+    cases: list[tuple[object, str, Callable[[], Awaitable[object]], object]] = [
+        (sqlite_schema, "apply_records", lambda: engine.apply_many(records), [True] * 2_000),
+        (group_commit, "lookup", lambda: engine.get_many(keys), records),
+        (sqlite_schema, "scan_page", scan_count, 2_000),
+    ]
+    loop_thread = threading.get_ident()
+    for module, name, work, expected in cases:
+        reached = asyncio.Event()
+        with monkeypatch.context() as patch:
+            release, threads = _held_in_engine_thread(patch, module, name, reached)
+            task = asyncio.ensure_future(work())
+            try:
+                # the loop runs while the engine is inside ``name``; the wait ends at
+                # once if the work ran on the loop and failed (never a bare timeout)
+                await asyncio.wait([task, asyncio.ensure_future(reached.wait())],
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                assert reached.is_set() and not task.done(), name
+            finally:
+                release.set()
+            assert await task == expected, name
+        assert threads and loop_thread not in threads, name
     assert await engine.count() == len(records)
 
 
