@@ -4,6 +4,7 @@ A benchmark nobody runs rots: ``bench/repair.py`` stopped working when peer inpu
 began to be validated, and nothing noticed. These run the in-process parts at a tiny
 size, in a subprocess as a user would, and check the figures' shape and the work done
 (never the times). Both benchmarks fail on their own when replicas do not converge.
+``bench/node_cost.py`` runs its two small clusters, and its counts are checked for shape.
 """
 
 from __future__ import annotations
@@ -47,3 +48,21 @@ def test_repair_bench_runs_its_in_process_part() -> None:
     assert results["anti_entropy_keys_repaired"] == 30  # 1% of 3,000, both directions
     assert results["in_sync_round_bytes"] < 100
     assert results["bytes_ratio_naive_over_ae"] > 1
+
+
+def test_node_cost_counts_both_io_stacks() -> None:
+    report = run_json(
+        "bench/node_cost.py", "--json", "--pairs", "1", "--seconds", "0.5",
+        "--figures", "quorum_get,one_get",
+    )  # fmt: skip
+    figures = report["figures"]
+    for stack in ("default", "node"):
+        quorum, one = figures["quorum_get"][stack], figures["one_get"][stack]
+        assert quorum["errors"] == one["errors"] == 0
+        assert quorum["ops_per_s"] > 0 and quorum["node_cpu_us_per_call"] > 0
+        assert quorum["node_switches_per_call"] > 0
+        # R = 2 asks one peer; R = 1 at the key's primary asks none
+        assert quorum["frames_per_call"] > 10 * one["frames_per_call"], (stack, figures)
+    assert set(figures["quorum_get"]["node_over_default"]) == {
+        "ops_per_s", "node_cpu_us_per_call", "node_switches_per_call"
+    }  # fmt: skip
