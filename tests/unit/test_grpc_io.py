@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from kvstore.net import grpc_io
 
 
@@ -21,3 +25,22 @@ def test_the_callers_mapping_is_not_changed() -> None:
     mine = {"PATH": "/bin"}
     grpc_io.node_environment(mine)
     assert mine == {"PATH": "/bin"}
+
+
+def _import_grpc_with(experiments: str) -> str:
+    env = {**os.environ, grpc_io.ENV: experiments}
+    done = subprocess.run(
+        [sys.executable, "-c", "import grpc"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def test_the_installed_grpc_knows_every_experiment_a_node_turns_off() -> None:
+    """An upgrade of grpcio that drops one of these names would only log a line and run
+    every node on the default stack; this says so instead."""
+    assert "Unknown experiment" not in _import_grpc_with(grpc_io.NODE_EXPERIMENTS)
+    # the check can fail: grpc does name an experiment it does not know
+    assert "Unknown experiment: no_such_thing" in _import_grpc_with(
+        grpc_io.NODE_EXPERIMENTS + ",-no_such_thing"
+    )
