@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import drive, machine, write_cluster_config  # noqa: E402
+from bench._common import drive, machine, median_of, write_cluster_config  # noqa: E402
 from kvstore import Client  # noqa: E402
 from kvstore import config as config_mod  # noqa: E402
 from kvstore.cluster.admin import AdminClient  # noqa: E402
@@ -133,11 +132,6 @@ async def one_cluster(folder: Path, stack: str, args: Any) -> dict[str, dict[str
         del os.environ[grpc_io.ENV]
 
 
-def medians(runs: list[dict[str, dict[str, float]]], figure: str) -> dict[str, float]:
-    keys = runs[0][figure]
-    return {k: round(statistics.median(run[figure][k] for run in runs), 3) for k in keys}
-
-
 async def bench(args: Any) -> dict[str, Any]:
     runs: dict[str, list[dict[str, dict[str, float]]]] = {stack: [] for stack in STACKS}
     with tempfile.TemporaryDirectory(prefix="kv-node-cost-") as tmp:
@@ -161,7 +155,7 @@ async def bench(args: Any) -> dict[str, Any]:
         "figures": {},
     }
     for figure in args.figures:
-        by_stack = {stack: medians(runs[stack], figure) for stack in STACKS}
+        by_stack = {stack: median_of([run[figure] for run in runs[stack]]) for stack in STACKS}
         ratio = {
             k: round(by_stack["node"][k] / by_stack["default"][k], 3)
             for k in ("ops_per_s", "node_cpu_us_per_call", "node_switches_per_call")
