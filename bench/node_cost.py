@@ -2,7 +2,7 @@
 gRPC's two I/O stacks.
 
 Usage: python bench/node_cost.py [--json] [--pairs 3] [--seconds 4] [--concurrency 64]
-                                 [--figures quorum_get,quorum_put,...]
+                                 [--figures quorum_get,quorum_put,...] [--baseline-tree DIR]
 
 Throughput at 64 in flight on 2 cores is bound by what each call costs every process it
 touches, and this machine's speed drifts by up to 30% within minutes, so ops/s alone
@@ -18,6 +18,12 @@ gRPC's default EventEngine stack (``GRPC_EXPERIMENTS`` set empty, an operator's 
 that ``kvstore.net.grpc_io`` keeps) and one on the stack kvstore gives its nodes, started
 one after the other (which goes first alternates), each driven through every figure. The
 result is each stack's median over the pairs, and the ratio node stack / default.
+
+With ``--baseline-tree DIR`` (a checkout of another commit, say from ``git worktree
+add``), a pair is instead one cluster whose nodes run DIR's code (``env -C DIR``: a
+node imports kvstore from its working directory) and one running this tree's, both on
+the node stack; the client is this tree's in both. That is how a change to the node's
+code gets its before/after counts from one run.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +54,22 @@ from kvstore.net import grpc_io  # noqa: E402
 VALUE = b"x" * 100
 KEYS = [f"bench-{i:04d}".encode() for i in range(1000)]
 FIGURES = ("quorum_get", "quorum_put", "linearizable_get", "linearizable_put", "one_get")
-STACKS = {"default": "", "node": grpc_io.NODE_EXPERIMENTS}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How one side of a pair starts its nodes."""
+
+    name: str
+    experiments: str | None = None  # GRPC_EXPERIMENTS for the nodes; None: the node's own
+    tree: Path | None = None  # run the nodes' code from this checkout; None: this tree
+
+    def prefix(self, node_id: str) -> list[str]:
+        assert self.tree is not None
+        return ["env", "-C", str(self.tree)]
+
+
+STACKS = (Variant("default", experiments=""), Variant("node"))
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -107,13 +130,15 @@ async def measure(
     }
 
 
-async def one_cluster(folder: Path, stack: str, args: Any) -> dict[str, dict[str, float]]:
+async def one_cluster(folder: Path, variant: Variant, args: Any) -> dict[str, dict[str, float]]:
     path = write_cluster_config(folder, n=3, request_timeout_ms=5000)
     path.write_text('tls = "off"\n' + path.read_text())  # as bench/vs_etcd.py
     cfg = config_mod.load(path)
-    os.environ[grpc_io.ENV] = STACKS[stack]  # what the nodes start with: see the docstring
+    if variant.experiments is not None:  # what the nodes start with: see the docstring
+        os.environ[grpc_io.ENV] = variant.experiments
+    prefix = variant.prefix if variant.tree is not None else None
     try:
-        with LocalCluster(cfg, path) as cluster:
+        with LocalCluster(cfg, path, command_prefix=prefix) as cluster:
             cluster.start()
             pids = [node.pid for node in cluster.nodes.values()]
             admins = [AdminClient(cfg, node_id) for node_id in cluster.nodes]
@@ -129,18 +154,23 @@ async def one_cluster(folder: Path, stack: str, args: Any) -> dict[str, dict[str
                 for admin in admins:
                     await admin.close()
     finally:
-        del os.environ[grpc_io.ENV]
+        os.environ.pop(grpc_io.ENV, None)
 
 
 async def bench(args: Any) -> dict[str, Any]:
-    runs: dict[str, list[dict[str, dict[str, float]]]] = {stack: [] for stack in STACKS}
+    variants = (
+        STACKS
+        if args.baseline_tree is None
+        else (Variant("baseline", tree=args.baseline_tree), Variant("this"))
+    )
+    first, second = (v.name for v in variants)
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {v.name: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="kv-node-cost-") as tmp:
         for pair in range(args.pairs):
-            order = list(STACKS) if pair % 2 == 0 else list(reversed(STACKS))
-            for stack in order:
-                folder = Path(tmp) / f"{pair}-{stack}"
+            for variant in variants if pair % 2 == 0 else tuple(reversed(variants)):
+                folder = Path(tmp) / f"{pair}-{variant.name}"
                 folder.mkdir()
-                runs[stack].append(await one_cluster(folder, stack, args))
+                runs[variant.name].append(await one_cluster(folder, variant, args))
     report: dict[str, Any] = {
         "benchmark": "node_cost",
         "machine": machine(),
@@ -151,17 +181,18 @@ async def bench(args: Any) -> dict[str, Any]:
             "value_bytes": len(VALUE),
             "keys": len(KEYS),
             "node_stack": grpc_io.NODE_EXPERIMENTS,
+            "baseline_tree": None if args.baseline_tree is None else str(args.baseline_tree),
         },
         "figures": {},
     }
     for figure in args.figures:
-        by_stack = {stack: median_of([run[figure] for run in runs[stack]]) for stack in STACKS}
+        by = {name: median_of([run[figure] for run in runs[name]]) for name in runs}
         ratio = {
-            k: round(by_stack["node"][k] / by_stack["default"][k], 3)
+            k: round(by[second][k] / by[first][k], 3)
             for k in ("ops_per_s", "node_cpu_us_per_call", "node_switches_per_call")
-            if by_stack["default"][k]
+            if by[first][k]
         }
-        report["figures"][figure] = {**by_stack, "node_over_default": ratio}
+        report["figures"][figure] = {**by, f"{second}_over_{first}": ratio}
     report["pairs"] = runs
     return report
 
@@ -173,6 +204,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--figures", default=",".join(FIGURES))
+    parser.add_argument(
+        "--baseline-tree", type=Path, help="a checkout whose nodes are the baseline"
+    )
     args = parser.parse_args()
     args.figures = [f for f in args.figures.split(",") if f]
     unknown = sorted(set(args.figures) - set(FIGURES))
@@ -181,6 +215,13 @@ def main() -> int:
     if not Path("/proc/self/task").is_dir():
         print(json.dumps({"benchmark": "node_cost", "skipped": "needs Linux's /proc"}))
         return 0
+    tree = args.baseline_tree
+    if tree is not None and not (tree / "kvstore" / "__main__.py").is_file():
+        parser.error(f"--baseline-tree {tree}: not a kvstore checkout (no kvstore/__main__.py)")
+    if tree is not None and shutil.which("env") is None:
+        parser.error("--baseline-tree needs env(1) to start nodes in that tree")
+    if tree is not None:
+        args.baseline_tree = tree.resolve()
     if grpc_io.ENV in os.environ:
         parser.error(f"unset {grpc_io.ENV}: this benchmark sets it for each cluster's nodes")
     report = uvloop.run(bench(args))

@@ -66,3 +66,20 @@ def test_node_cost_counts_both_io_stacks() -> None:
     assert set(figures["quorum_get"]["node_over_default"]) == {
         "ops_per_s", "node_cpu_us_per_call", "node_switches_per_call"
     }  # fmt: skip
+
+
+def test_node_cost_compares_another_trees_nodes(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [sys.executable, "bench/node_cost.py", "--baseline-tree", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "not a kvstore checkout" in refused.stderr
+    report = run_json(
+        "bench/node_cost.py", "--json", "--pairs", "1", "--seconds", "0.5",
+        "--figures", "quorum_get", "--baseline-tree", str(REPO),
+    )  # fmt: skip
+    figure = report["figures"]["quorum_get"]
+    assert figure["baseline"]["errors"] == figure["this"]["errors"] == 0
+    assert figure["baseline"]["ops_per_s"] > 0 and figure["this"]["ops_per_s"] > 0
+    assert "node_cpu_us_per_call" in figure["this_over_baseline"]
+    assert report["settings"]["baseline_tree"] == str(REPO)
