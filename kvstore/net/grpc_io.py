@@ -4,9 +4,9 @@ grpcio 1.85 carries two: EventEngine (its default) and the older iomgr. On Event
 a frame that arrives is read by one of EventEngine's threads, handed to grpc.aio's
 poller thread, and only then to the event loop: two thread hops per frame on top of the
 loop's own wake-up. On iomgr, grpc.aio's poller thread reads the socket itself. Five
-nodes on 2 cores (``bench/README.md``, "gRPC I/O stack"): a node does about half the
-context switches per call on iomgr (16.2 -> 8.5 per quorum get, 25 -> 16 per quorum
-put) and spends 15-20% less CPU per get.
+nodes on 2 cores (``bench/node_cost.py``; ``bench/README.md``, "gRPC's I/O stack"): on
+iomgr the nodes do a third to a half fewer context switches per call (16.2 -> 9.3 per
+quorum get, 25.5 -> 16.5 per quorum put) and spend 15-20% less CPU per quorum call.
 
 Rules:
 - grpc reads ``GRPC_EXPERIMENTS`` once, when it is first imported, so the setting has
