@@ -18,7 +18,14 @@ from typing import Any
 from kvstore.checker.staleness import percentile
 from kvstore.cluster.local import free_ports, write_local_config
 
-__all__ = ["drive", "free_ports", "machine", "median_of", "write_cluster_config"]
+__all__ = [
+    "drive",
+    "free_ports",
+    "machine",
+    "median_of",
+    "pair_settings",
+    "write_cluster_config",
+]
 
 
 def machine() -> dict[str, Any]:
@@ -26,6 +33,18 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
+    }
+
+
+def pair_settings(args: Any, value: bytes, keys: list[bytes], **extra: Any) -> dict[str, Any]:
+    """The ``settings`` of a benchmark that drives pairs of runs with ``drive``."""
+    return {
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "pairs": args.pairs,
+        "value_bytes": len(value),
+        "keys": len(keys),
+        **extra,
     }
 
 

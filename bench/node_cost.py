@@ -44,7 +44,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import drive, machine, median_of, write_cluster_config  # noqa: E402
+from bench._common import drive, machine, median_of, pair_settings, write_cluster_config  # noqa: E402
 from kvstore import Client  # noqa: E402
 from kvstore import config as config_mod  # noqa: E402
 from kvstore.cluster.admin import AdminClient  # noqa: E402
@@ -174,15 +174,13 @@ async def bench(args: Any) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "node_cost",
         "machine": machine(),
-        "settings": {
-            "concurrency": args.concurrency,
-            "seconds": args.seconds,
-            "pairs": args.pairs,
-            "value_bytes": len(VALUE),
-            "keys": len(KEYS),
-            "node_stack": grpc_io.NODE_EXPERIMENTS,
-            "baseline_tree": None if args.baseline_tree is None else str(args.baseline_tree),
-        },
+        "settings": pair_settings(
+            args,
+            VALUE,
+            KEYS,
+            node_stack=grpc_io.NODE_EXPERIMENTS,
+            baseline_tree=None if args.baseline_tree is None else str(args.baseline_tree),
+        ),
         "figures": {},
     }
     for figure in args.figures:

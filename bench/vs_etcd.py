@@ -38,7 +38,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import drive, free_ports, machine, write_cluster_config  # noqa: E402
+from bench._common import drive, free_ports, machine, pair_settings, write_cluster_config  # noqa: E402
 from kvstore import Client  # noqa: E402
 from kvstore import config as config_mod  # noqa: E402
 from kvstore.cluster.local import LocalCluster  # noqa: E402
@@ -204,14 +204,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "vs_etcd",
         "machine": machine(),
-        "settings": {
-            "concurrency": args.concurrency,
-            "seconds": args.seconds,
-            "pairs": args.pairs,
-            "value_bytes": len(VALUE),
-            "keys": len(KEYS),
-            "etcd": args.etcd_version,
-        },
+        "settings": pair_settings(args, VALUE, KEYS, etcd=args.etcd_version),
         "etcd": {name: med("etcd", name) for name in ("put", "get")},
         "kvstore": {name: med("kvstore", name) for name in AGAINST},
         "ratios": {
