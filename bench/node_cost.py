@@ -214,11 +214,11 @@ def main() -> int:
         print(json.dumps({"benchmark": "node_cost", "skipped": "needs Linux's /proc"}))
         return 0
     tree = args.baseline_tree
-    if tree is not None and not (tree / "kvstore" / "__main__.py").is_file():
-        parser.error(f"--baseline-tree {tree}: not a kvstore checkout (no kvstore/__main__.py)")
-    if tree is not None and shutil.which("env") is None:
-        parser.error("--baseline-tree needs env(1) to start nodes in that tree")
     if tree is not None:
+        if not (tree / "kvstore" / "__main__.py").is_file():
+            parser.error(f"--baseline-tree {tree}: not a kvstore checkout (no kvstore/__main__.py)")
+        if shutil.which("env") is None:
+            parser.error("--baseline-tree needs env(1) to start nodes in that tree")
         args.baseline_tree = tree.resolve()
     if grpc_io.ENV in os.environ:
         parser.error(f"unset {grpc_io.ENV}: this benchmark sets it for each cluster's nodes")
